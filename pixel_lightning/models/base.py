@@ -1,0 +1,293 @@
+"""AutoregressiveImageModel: the loss base shared by every architecture (paper Sections 2 and 5.1).
+
+    x (int64, B x C x H x W, values in [0, levels))
+      -> scale to [-1, 1]
+      -> first layer: 7x7 conv, mask A, C -> 2h maps                  (paper Table 1)
+      -> body: L layers of the architecture, residual/skip wiring by LayerStack
+      -> head: ReLU, 1x1 conv mask B (2h -> head_channels), ReLU, 1x1 conv mask B -> logits
+      -> log p(x) = sum over sub-pixels of log p(x_{i,c} | x_{<i}, x_{i,<c})   (paper Equations 1-2)
+
+A subclass defines only ``make_layer`` (its body). Everything about probabilities lives here.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import abstractmethod
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixel_lightning.metrics import BitsPerDim, NLLNats, bits_per_dim
+from pixel_lightning.nn.masked_conv import MaskedConv2d
+from pixel_lightning.nn.stack import LayerStack
+from pixel_lightning.sampling import sample_naive
+
+OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
+SCHEDULERS = ("none", "cosine")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines a model. Recipes override fields under ``model.``."""
+
+    image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W); C in {1, 3}
+    levels: int = 2  # values per sub-pixel: 2 -> one sigmoid each, > 2 -> a levels-way softmax each
+    hidden: int = 16  # h: layers carry 2h feature maps, LSTM states have h
+    layers: int = 7  # L: residual blocks (PixelCNN) or LSTM layers
+    residual: bool = True  # add each layer's input to its output (Section 3.3)
+    skip: bool = True  # learnable 1x1 connections from every layer's output into the head
+    head_channels: int | None = None  # maps of the 1x1 head; None: 32 if levels == 2 else 1024 (paper)
+    first_kernel: int = 7  # k of the first k x k mask-A convolution (odd)
+    cond_channels: int = 0  # channels of a conditioning map added in every layer (multi-scale)
+    optimizer: str = "rmsprop"  # one of OPTIMIZERS; the paper uses RMSProp
+    lr: float = 1e-3  # learning rate (the paper's were tuned by hand and not published)
+    weight_decay: float = 0.0
+    scheduler: str = "none"  # one of SCHEDULERS; cosine decays to 0 over the run's total steps
+    extra: dict[str, Any] = field(default_factory=dict)  # architecture-specific options
+
+    def __post_init__(self) -> None:
+        self.image_shape = tuple(int(v) for v in self.image_shape)  # YAML gives lists
+        if self.head_channels is None:
+            self.head_channels = 32 if self.levels == 2 else 1024
+        self.validate()
+
+    def validate(self) -> None:
+        def bad(msg: str) -> None:
+            raise ValueError(f"invalid model config: {msg}")
+
+        if len(self.image_shape) != 3:
+            bad(f"image_shape must be (C, H, W), got {self.image_shape}")
+        C, H, W = self.image_shape
+        if C not in (1, 3):
+            bad(f"image_shape C must be 1 (grey) or 3 (RGB), got {C}")
+        if H < 1 or W < 1:
+            bad(f"image height and width must be >= 1, got {H}x{W}")
+        if self.levels < 2:
+            bad(f"levels must be >= 2 (2 for binary images, 256 for 8-bit), got {self.levels}")
+        if self.hidden < C:
+            bad(f"hidden (h) must be >= {C} so each colour group owns feature maps, got {self.hidden}")
+        if self.layers < 0:
+            bad(f"layers must be >= 0, got {self.layers}")
+        if self.head_channels < C:
+            bad(f"head_channels must be >= {C}, got {self.head_channels}")
+        if self.first_kernel < 1 or self.first_kernel % 2 == 0:
+            bad(f"first_kernel must be odd and >= 1, got {self.first_kernel}")
+        if self.optimizer not in OPTIMIZERS:
+            bad(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.scheduler not in SCHEDULERS:
+            bad(f"scheduler must be one of {SCHEDULERS}, got {self.scheduler!r}")
+        if not self.lr > 0:
+            bad(f"lr must be > 0, got {self.lr}")
+        if self.weight_decay < 0:
+            bad(f"weight_decay must be >= 0, got {self.weight_decay}")
+
+
+def log_likelihood(logits: torch.Tensor, x: torch.Tensor, levels: int) -> torch.Tensor:
+    """log p(x) in nats per image, (B,), from logits (B, K, C, H, W) and x int64 (B, C, H, W).
+
+    Numerics. The network gives unnormalised scores; we never form probabilities and take their log.
+    * levels > 2 (K = levels): log softmax_k(l) = l_k - logsumexp(l), and logsumexp subtracts max(l)
+      before exponentiating, so no exp overflows and the largest term is exactly exp(0) = 1.
+      ``F.cross_entropy`` over the class dim K computes exactly -log softmax at the target.
+    * levels == 2 (K = 1, one sigmoid per sub-pixel): log sigmoid(l) for x = 1 and
+      log(1 - sigmoid(l)) = log sigmoid(-l) for x = 0. ``binary_cross_entropy_with_logits`` evaluates
+      max(l, 0) - l*x + log1p(exp(-|l|)), finite for any l (no log(0) at saturated sigmoids).
+    Per-sub-pixel terms are summed over C*H*W in float32 (<= 12,288 terms of size ~1: far inside
+    float32's range and precision for a mean over a batch).
+    """
+    if levels == 2:
+        ll = -F.binary_cross_entropy_with_logits(logits[:, 0], x.to(logits.dtype), reduction="none")
+    else:
+        ll = -F.cross_entropy(logits, x, reduction="none")  # (B, C, H, W)
+    return ll.flatten(1).sum(dim=1)
+
+
+class AutoregressiveImageModel(L.LightningModule):
+    """Exact-likelihood image model p(x) = prod_i p(x_i | x_<i) with R -> G -> B order inside a pixel.
+
+    Subclasses set ``arch`` and implement :meth:`make_layer`.
+    """
+
+    arch: ClassVar[str] = ""
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+
+    @classmethod
+    def config_fields(cls) -> list[str]:
+        """Names a recipe (``model.*``) or :func:`pixel_lightning.build_model` may set."""
+        return [f.name for f in fields(cls.config_class)]
+
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = self.config_class(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a ModelConfig or keyword arguments, not both")
+        self.config = config
+        self.save_hyperparameters(asdict(config))
+        C, _, _ = config.image_shape
+        h2 = 2 * config.hidden
+        out_per_colour = 1 if config.levels == 2 else config.levels
+        self.first = MaskedConv2d(C, h2, config.first_kernel, "A", C)  # (B, C, H, W) -> (B, 2h, H, W)
+        self.stack = LayerStack(
+            [self.make_layer(k) for k in range(config.layers)], h2, C, config.residual, config.skip
+        )
+        self.head = nn.Sequential(
+            nn.ReLU(),
+            MaskedConv2d(h2, config.head_channels, 1, "B", C),
+            nn.ReLU(),
+            MaskedConv2d(config.head_channels, C * out_per_colour, 1, "B", C),  # colour-major blocks
+        )
+        # separate metric objects per stage, so train, val and test states never mix
+        self.train_metrics = self.make_metrics()
+        self.val_metrics = self.make_metrics()
+        self.test_metrics = self.make_metrics()
+
+    def make_metrics(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"nll_nats": NLLNats(), "bits_per_dim": BitsPerDim(self.dims)})
+
+    # -- architecture hook ------------------------------------------------------------------
+    @abstractmethod
+    def make_layer(self, index: int) -> nn.Module:
+        """Layer ``index`` of the body: (B, 2h, H, W), cond -> residual branch (B, 2h, H, W)."""
+
+    # -- shapes -----------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.config.image_shape
+
+    @property
+    def levels(self) -> int:
+        return self.config.levels
+
+    @property
+    def dims(self) -> int:
+        C, H, W = self.config.image_shape
+        return C * H * W
+
+    # -- network ----------------------------------------------------------------------------
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """int values in [0, levels) -> floats in [-1, 1]."""
+        return x.to(self.first.weight.dtype) * (2.0 / (self.levels - 1)) - 1.0
+
+    def network(self, xf: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled images (B, C, H, W) -> logits (B, K, C, H, W), K = levels (softmax) or 1 (sigmoid)."""
+        h = self.first(xf)  # (B, 2h, H, W)
+        h = self.stack(h, cond)  # (B, 2h, H, W)
+        out = self.head(h)  # (B, C*K, H, W)
+        B, _, H, W = out.shape
+        C = self.image_shape[0]
+        if self.levels == 2:
+            return out.unsqueeze(1)  # (B, 1, C, H, W)
+        return out.view(B, C, self.levels, H, W).transpose(1, 2)  # (B, levels, C, H, W)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, K, C, H, W) for integer images x (B, C, H, W)."""
+        return self.network(self.scale(x), cond)
+
+    # -- likelihood -------------------------------------------------------------------------
+    def check_images(self, x: torch.Tensor) -> None:
+        """Raise ValueError naming the problem if ``x`` is not an integer (B, C, H, W) batch of
+        this model's shape with values in [0, levels)."""
+        if not isinstance(x, torch.Tensor):
+            raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+            raise ValueError(
+                f"images must be an integer tensor (int64) of values in [0, {self.levels}), got dtype "
+                f"{x.dtype}; convert with x.round().long() if they are whole numbers"
+            )
+        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
+            raise ValueError(
+                f"images must have shape (B, {', '.join(map(str, self.image_shape))}) for this model, "
+                f"got {tuple(x.shape)}"
+            )
+        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.levels):
+            raise ValueError(
+                f"pixel values must lie in [0, {self.levels}) for levels={self.levels}, got range "
+                f"[{int(x.min())}, {int(x.max())}]"
+                + ("; binarize 8-bit images first (e.g. x > 127)" if self.levels == 2 else "")
+            )
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) in nats (natural log), float (B,), for int64 images x (B, C, H, W)."""
+        self.check_images(x)
+        x = x.long().to(self.device)
+        return log_likelihood(self(x), x, self.levels)
+
+    # -- sampling ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def sample(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        cache: bool = False,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Draw ``n`` images, int64 (n, C, H, W), in raster order, R -> G -> B inside each pixel."""
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        was_training = self.training
+        self.eval()
+        try:
+            return sample_naive(
+                self.forward, n, self.image_shape, self.levels, generator, self.device, progress=progress
+            )
+        finally:
+            self.train(was_training)
+
+    # -- Lightning --------------------------------------------------------------------------
+    @staticmethod
+    def batch_images(batch: Any) -> torch.Tensor:
+        """Images from a loader batch: a tensor, an (x, y) tuple/list or a dict with key "image"."""
+        if isinstance(batch, dict):
+            batch = batch["image"]
+        elif isinstance(batch, (tuple, list)):
+            batch = batch[0]
+        return batch
+
+    def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
+        x = self.batch_images(batch)
+        logp = self.log_prob(x)  # (B,) nats
+        for name, metric in getattr(self, f"{stage}_metrics").items():
+            metric.update(logp)
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, batch_size=x.shape[0])
+        return bits_per_dim(-logp.mean(), self.dims)  # the loss, in bits/dim
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        loss = self.shared_step(batch, "train")
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True)
+        return loss
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.shared_step(batch, "val")
+
+    def test_step(self, batch: Any, batch_idx: int) -> None:
+        self.shared_step(batch, "test")
+
+    def configure_optimizers(self) -> Any:
+        c = self.config
+        params = self.parameters()
+        if c.optimizer == "rmsprop":
+            opt = torch.optim.RMSprop(params, lr=c.lr, weight_decay=c.weight_decay)
+        elif c.optimizer == "adam":
+            opt = torch.optim.Adam(params, lr=c.lr, weight_decay=c.weight_decay)
+        elif c.optimizer == "adamw":
+            opt = torch.optim.AdamW(params, lr=c.lr, weight_decay=c.weight_decay)
+        else:
+            opt = torch.optim.SGD(params, lr=c.lr, momentum=0.9, weight_decay=c.weight_decay)
+        if c.scheduler == "none":
+            return opt
+        total = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=total)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["pixel_lightning"] = {"arch": self.arch, "config": asdict(self.config)}
+
+    def extra_repr(self) -> str:
+        n = sum(p.numel() for p in self.parameters())
+        return f"arch={self.arch}, params={n:,}, bits/dim uniform={math.log2(self.levels):.2f}"

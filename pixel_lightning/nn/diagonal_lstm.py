@@ -1,0 +1,96 @@
+"""Diagonal BiLSTM layer (paper Section 3.2, Figure 3): skew, column-wise LSTM, unskew.
+
+Skewing shifts row i right by i, so the (H, W) map becomes (H, W + H - 1) and both the left neighbour
+(i, j-1) and the upper neighbour (i-1, j) of a pixel sit in the previous column:
+
+    original          skewed
+    a b c             a b c . .
+    d e f      ->     . d e f .
+    g h k             . . g h k
+
+The input-to-state K_is is a 1x1 mask-B convolution; the state-to-state K_ss is a 2x1 (column)
+unmasked convolution of the previous column's state. The second direction runs on the horizontally
+mirrored map; its output is mirrored back and **shifted down one row** before being added to the first
+direction, otherwise pixel (i, j) would see (i, j+1 ..) of its own row. After the shift the layer sees
+the whole available context: all rows above and the left part of the current row.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from pixel_lightning.nn.lstm_cell import lstm_update
+from pixel_lightning.nn.masked_conv import MaskedConv2d
+from pixel_lightning.nn.masks import channel_groups
+
+
+def skew(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (B, C, H, W + H - 1), row i shifted right by i, zeros elsewhere. No Python loop:
+    pad H zero columns, flatten rows, drop the last H entries, re-fold with the shorter row length."""
+    B, C, H, W = x.shape
+    flat = F.pad(x, (0, H)).flatten(2)  # (B, C, H * (W + H))
+    return flat[:, :, : H * (W + H - 1)].view(B, C, H, W + H - 1)
+
+
+def unskew(x: torch.Tensor, width: int) -> torch.Tensor:
+    """Inverse of :func:`skew`: (B, C, H, W + H - 1) -> (B, C, H, W)."""
+    B, C, H, T = x.shape
+    flat = F.pad(x.flatten(2), (0, H))  # (B, C, H * (T + 1))
+    return flat.view(B, C, H, T + 1)[:, :, :, :width]
+
+
+def shift_down(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W): row i takes row i-1, row 0 gets zeros."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, : x.shape[2]]
+
+
+class DiagonalBiLSTMLayer(nn.Module):
+    """One Diagonal BiLSTM layer: (B, 2h, H, W) -> residual branch (B, 2h, H, W).
+
+    Both directions run in the same column loop: their K_is is one 1x1 convolution to 8h maps and their
+    K_ss one grouped convolution (groups=2). Residual and skip wiring: see LayerStack.
+    """
+
+    def __init__(self, hidden: int, colours: int, cond_channels: int = 0) -> None:
+        super().__init__()
+        h = hidden
+        self.hidden = h
+        gate_groups = channel_groups(h, colours).repeat(8)  # 2 directions x (o, f, i, g)
+        self.K_is = MaskedConv2d(2 * h, 8 * h, 1, "B", colours, out_groups=gate_groups)
+        self.K_ss = nn.Conv1d(2 * h, 8 * h, 2, groups=2)  # per direction (4h, h, 2): taps rows r-1, r
+        self.h0 = nn.Parameter(torch.zeros(2 * h))  # learned initial states, one per direction
+        self.c0 = nn.Parameter(torch.zeros(2 * h))
+        self.out = MaskedConv2d(h, 2 * h, 1, "B", colours)
+        self.cond = nn.Conv2d(cond_channels, 8 * h, 1) if cond_channels else None
+
+    def input_to_state(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """K_is of both directions (plus conditioning): (B, 8h, H, W), [forward 4h, backward 4h]."""
+        s = self.K_is(x)
+        if self.cond is not None:
+            if cond is None:
+                raise ValueError("this layer was built with cond_channels > 0 and needs a `cond` map")
+            s = s + self.cond(cond)
+        return s
+
+    def scan(self, s: torch.Tensor) -> torch.Tensor:
+        """Column-by-column LSTM over a skewed (B, 8h, H, T) map of both directions -> (B, 2h, H, T)."""
+        B, _, H, T = s.shape
+        h2 = 2 * self.hidden
+        h = self.h0.view(1, h2, 1).expand(B, h2, H)  # (B, 2h, H): [forward h, backward h]
+        c = self.c0.view(1, h2, 1).expand(B, h2, H).reshape(B, 2, self.hidden, H)
+        cols = []
+        for t in range(T):
+            gates = s[:, :, :, t] + self.K_ss(F.pad(h, (1, 0)))  # (B, 8h, H); pad: row -1 is zero
+            hd, c = lstm_update(gates.view(B, 2, 4 * self.hidden, H), c, dim=2)  # (B, 2, h, H)
+            h = hd.reshape(B, h2, H)
+            cols.append(h)
+        return torch.stack(cols, dim=3)  # (B, 2h, H, T)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        W = x.shape[3]
+        s_fwd, s_bwd = self.input_to_state(x, cond).chunk(2, dim=1)  # (B, 4h, H, W) each
+        s = skew(torch.cat([s_fwd, s_bwd.flip(3)], dim=1))  # (B, 8h, H, W + H - 1)
+        h_fwd, h_bwd = unskew(self.scan(s), W).chunk(2, dim=1)  # (B, h, H, W) each
+        return self.out(h_fwd + shift_down(h_bwd.flip(3)))  # (B, h, H, W) -> (B, 2h, H, W)
