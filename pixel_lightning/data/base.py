@@ -71,6 +71,27 @@ def _remove_stale_temps(final: Path) -> None:
             pass
 
 
+def _generate(plan: Plan, shape: tuple[int, int, int], tmp: Path) -> dict[str, datasets.Dataset]:
+    """One Arrow dataset per split; a reader's DataError comes out as itself, not wrapped by ``datasets``."""
+    splits = {}
+    for name, blocks in plan.splits.items():
+        try:
+            splits[name] = datasets.Dataset.from_generator(
+                _rows,
+                features=FEATURES,
+                gen_kwargs={"blocks": blocks, "shape": shape},
+                cache_dir=str(tmp / "generator"),
+                fingerprint=uuid.uuid4().hex,
+                split=name,
+            )
+        except datasets.exceptions.DatasetGenerationError as e:
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, DataError):
+                raise cause from None
+            raise
+    return splits
+
+
 def convert(
     plan: Plan, shape: tuple[int, int, int], final: Path, meta: dict[str, Any], files_fingerprint: list
 ) -> dict[str, Any]:
@@ -82,17 +103,7 @@ def convert(
     _remove_stale_temps(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        splits = {
-            name: datasets.Dataset.from_generator(
-                _rows,
-                features=FEATURES,
-                gen_kwargs={"blocks": blocks, "shape": shape},
-                cache_dir=str(tmp / "generator"),
-                fingerprint=uuid.uuid4().hex,
-                split=name,
-            )
-            for name, blocks in plan.splits.items()
-        }
+        splits = _generate(plan, shape, tmp)
         datasets.DatasetDict(splits).save_to_disk(str(tmp / "arrow"))
         counts = {name: len(ds) for name, ds in splits.items()}
         del splits
