@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import DataError, DataWarning
-from .sources import Block, BlockReader, Plan, fingerprint
+from .sources import BlockReader, Plan, fingerprint
 
 FEATURES = datasets.Features({"image": datasets.Value("binary"), "label": datasets.Value("int64")})
 META = "pixel_lightning.json"  # written last inside the temp dir: its presence marks a complete conversion
@@ -476,12 +476,3 @@ class ImageDataModule(pl.LightningDataModule):
             "seed": self.seed,
             "strict": self.strict,
         }
-
-
-def stored_block(images: np.ndarray, labels: np.ndarray) -> BlockReader:
-    """A reader over arrays already in memory (small sources: one block)."""
-
-    def read() -> Iterator[Block]:
-        yield images, labels
-
-    return read

@@ -49,6 +49,15 @@ class Plan:
 # ----------------------------------------------------------------------------- shared checks
 
 
+def stored_block(images: np.ndarray, labels: np.ndarray) -> BlockReader:
+    """A reader over arrays already in memory (small sources: one block)."""
+
+    def read() -> Iterator[Block]:
+        yield images, labels
+
+    return read
+
+
 def md5sum(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
