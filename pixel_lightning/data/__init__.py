@@ -1,0 +1,37 @@
+"""Data for pixel-lightning: binarized MNIST, CIFAR-10 and downsampled ImageNet 32/64 as LightningDataModules.
+
+Every module converts its source once into a memory-mapped Arrow dataset (Hugging Face ``datasets``) and
+yields ``(x, y)``: x uint8 (B, C, H, W) in [0, levels), y int64 labels (-1 where the source has none).
+Under DDP build the Trainer with ``use_distributed_sampler=False``: the loaders shard by rank themselves.
+"""
+
+from .base import ImageDataModule
+from .cifar10 import CIFAR10DataModule
+from .errors import DataError, DataWarning
+from .imagenet import ImageNetDataModule
+from .mnist import BinarizedMNISTDataModule
+
+DATASETS = ("mnist", "binarized_mnist", "cifar10", "imagenet32", "imagenet64")
+
+
+def build_datamodule(name: str, **kwargs) -> ImageDataModule:
+    """The DataModule for ``name`` (one of ``DATASETS``), constructed with ``kwargs``."""
+    if name in ("mnist", "binarized_mnist"):
+        return BinarizedMNISTDataModule(**kwargs)
+    if name == "cifar10":
+        return CIFAR10DataModule(**kwargs)
+    if name in ("imagenet32", "imagenet64"):
+        return ImageNetDataModule(size=int(name[-2:]), **kwargs)
+    raise DataError(f"unknown dataset {name!r}: choose one of {list(DATASETS)}")
+
+
+__all__ = [
+    "DATASETS",
+    "BinarizedMNISTDataModule",
+    "CIFAR10DataModule",
+    "DataError",
+    "DataWarning",
+    "ImageDataModule",
+    "ImageNetDataModule",
+    "build_datamodule",
+]

@@ -1,0 +1,476 @@
+"""The shared DataModule: convert a source once into a memory-mapped Arrow dataset, then serve whole batches.
+
+Flow::
+
+    files --Plan (sources.py)--> prepare_data: Dataset.from_generator -> save_to_disk (temp dir, renamed)
+                                 setup:        load_from_disk -> zero-copy numpy views of the Arrow column
+                                 *_dataloader: batch sampler -> (x uint8 (B,C,H,W), y int64 (B,))
+
+Images are stored one binary cell per image (C*H*W bytes), so a batch is a gather over numpy views of the
+memory-mapped file: no per-item ``__getitem__`` of a Hugging Face ``Dataset`` on the hot path.
+
+Distributed: when ``torch.distributed`` is initialized with world size > 1, the loaders shard the data
+themselves (training: a disjoint, per-epoch reshuffled shard per rank; evaluation: every example exactly once,
+no duplicate padding). Build the Trainer with ``use_distributed_sampler=False`` so Lightning keeps them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import datasets
+import lightning.pytorch as pl
+import numpy as np
+import torch
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .errors import DataError, DataWarning
+from .sources import Block, BlockReader, Plan, fingerprint
+
+FEATURES = datasets.Features({"image": datasets.Value("binary"), "label": datasets.Value("int64")})
+META = "pixel_lightning.json"  # written last inside the temp dir: its presence marks a complete conversion
+FORMAT_VERSION = 1
+Transform = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (x, rows, epoch) -> x
+
+
+# ----------------------------------------------------------------------------- conversion (prepare_data)
+
+
+def _rows(blocks: BlockReader, shape: tuple[int, int, int]) -> Iterator[dict[str, Any]]:
+    for images, labels in blocks():
+        assert images.dtype == np.uint8 and images.shape[1:] == tuple(shape), (images.dtype, images.shape)
+        for image, label in zip(images, labels, strict=True):
+            yield {"image": image.tobytes(), "label": int(label)}
+
+
+def is_complete(path: Path) -> bool:
+    return (path / META).is_file()
+
+
+def read_meta(path: Path) -> dict[str, Any]:
+    return json.loads((path / META).read_text())
+
+
+def _remove_stale_temps(final: Path) -> None:
+    """Temp dirs of conversions whose process is gone (killed): never read, just removed."""
+    for tmp in final.parent.glob(f".{final.name}.tmp-*"):
+        pid = int(tmp.name.split("-")[-2]) if tmp.name.split("-")[-2].isdigit() else -1
+        try:
+            os.kill(pid, 0)
+        except (ProcessLookupError, ValueError, OverflowError):
+            shutil.rmtree(tmp, ignore_errors=True)
+        except PermissionError:
+            pass
+
+
+def convert(
+    plan: Plan, shape: tuple[int, int, int], final: Path, meta: dict[str, Any], files_fingerprint: list
+) -> dict[str, Any]:
+    """Write every split of ``plan`` as Arrow under a temp dir, then rename it to ``final`` atomically.
+
+    A conversion killed half way leaves only a ``.tmp-<pid>-*`` dir, which is never taken as complete.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_temps(final)
+    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        splits = {
+            name: datasets.Dataset.from_generator(
+                _rows,
+                features=FEATURES,
+                gen_kwargs={"blocks": blocks, "shape": shape},
+                cache_dir=str(tmp / "generator"),
+                fingerprint=uuid.uuid4().hex,
+                split=name,
+            )
+            for name, blocks in plan.splits.items()
+        }
+        datasets.DatasetDict(splits).save_to_disk(str(tmp / "arrow"))
+        counts = {name: len(ds) for name, ds in splits.items()}
+        del splits
+        shutil.rmtree(tmp / "generator", ignore_errors=True)
+        problems = plan.problems + [
+            f"split {name!r} has {counts[name]} images, the release has {n}: "
+            "files missing, truncated or a subset"
+            for name, n in plan.expected.items()
+            if counts.get(name) != n
+        ]
+        meta = {
+            **meta,
+            "format": FORMAT_VERSION,
+            "shape": list(shape),
+            "counts": counts,
+            "problems": problems,
+            "fingerprint": files_fingerprint,
+        }
+        (tmp / META).write_text(json.dumps(meta, indent=1))
+        if final.exists():  # stale (source files changed) or converted concurrently by another process
+            shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return meta
+
+
+# ----------------------------------------------------------------------------- loading (setup)
+
+
+class ArrowImages:
+    """Zero-copy numpy views of one memory-mapped split; pickles as its path (cheap for worker processes)."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int]) -> None:
+        self.path, self.shape = Path(path), tuple(shape)
+        self._open()
+
+    def _open(self) -> None:
+        table = datasets.load_from_disk(str(self.path)).data
+        self.chunks = [self._view(chunk) for chunk in table.column("image").chunks]
+        self.starts = np.cumsum([0] + [len(c) for c in self.chunks])
+        self.labels = np.asarray(table.column("label").to_numpy(), dtype=np.int64)
+
+    def _view(self, chunk) -> np.ndarray:
+        _, offsets, data = chunk.buffers()
+        offsets = np.frombuffer(offsets, dtype=np.int32)[chunk.offset : chunk.offset + len(chunk) + 1]
+        d = int(np.prod(self.shape))
+        if len(chunk) and not np.all(np.diff(offsets) == d):
+            raise DataError(
+                f"{self.path}: cached images are not {self.shape}; delete this folder to convert again"
+            )
+        return np.frombuffer(data, dtype=np.uint8)[offsets[0] : offsets[-1]].reshape(-1, *self.shape)
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """Images ``rows`` as a new uint8 array (B, C, H, W)."""
+        out = np.empty((len(rows), *self.shape), dtype=np.uint8)
+        chunk_of = np.searchsorted(self.starts, rows, side="right") - 1
+        for i, (c, r) in enumerate(
+            zip(chunk_of.tolist(), (rows - self.starts[chunk_of]).tolist(), strict=True)
+        ):
+            out[i] = self.chunks[c][r]
+        return out
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path, "shape": self.shape}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.path, self.shape = state["path"], state["shape"]
+        self._open()
+
+
+class ImageBatches(Dataset):
+    """A map-style dataset indexed by whole batches: ``ds[(epoch, positions)] -> (x, y)``."""
+
+    def __init__(self, store: ArrowImages, rows: np.ndarray, transform: Transform | None = None) -> None:
+        self.store, self.rows, self.transform = store, rows, transform
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, item: tuple[int, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        epoch, positions = item
+        rows = self.rows[positions]
+        x = self.store.take(rows)
+        if self.transform is not None:
+            x = self.transform(x, rows, epoch)
+        return x, self.store.labels[rows]
+
+
+def _as_is(batch: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    return batch
+
+
+class BatchLoader(DataLoader):
+    """A DataLoader over :class:`ImageBatches` that turns its numpy batches into tensors (no copy).
+
+    Workers send numpy arrays, pickled through the pipe: at batch 16 that is about 5x cheaper than the
+    shared-memory tensors a plain DataLoader would send (measured: benchmarks/LOADER.md).
+    """
+
+    def __init__(self, dataset: ImageBatches, sampler: Sampler, num_workers: int = 0) -> None:
+        super().__init__(
+            dataset,
+            sampler=sampler,
+            batch_size=None,
+            collate_fn=_as_is,
+            num_workers=num_workers,
+            persistent_workers=num_workers > 0,
+        )
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for x, y in super().__iter__():
+            yield torch.from_numpy(x), torch.from_numpy(y)
+
+
+class ShardedBatchSampler(Sampler):
+    """Batches of positions for one rank, yielded as ``(epoch, positions)``.
+
+    ``shuffle=True`` (training): a permutation seeded by ``(seed, epoch)``, cut to a multiple of the world
+    size (at most ``world_size - 1`` examples left out, different ones each epoch) so every rank runs the same
+    number of steps, then dealt round-robin: shards are disjoint. ``shuffle=False`` (evaluation): contiguous,
+    source-ordered slices that cover every example exactly once; shards may differ by one example.
+    Lightning calls ``set_epoch``; without it the epoch advances on every pass.
+    """
+
+    def __init__(
+        self, n: int, batch_size: int, shuffle: bool, seed: int = 0, rank: int = 0, world_size: int = 1
+    ) -> None:
+        self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
+        self.rank, self.world_size = rank, world_size
+        self.epoch, self._explicit_epoch = 0, False
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch, self._explicit_epoch = epoch, True
+
+    def positions(self) -> np.ndarray:
+        if not self.shuffle:
+            return np.array_split(np.arange(self.n), self.world_size)[self.rank]
+        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
+        return perm[: self.n // self.world_size * self.world_size][self.rank :: self.world_size]
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        epoch, positions = self.epoch, self.positions()
+        if not self._explicit_epoch:
+            self.epoch += 1
+        for start in range(0, len(positions), self.batch_size):
+            yield epoch, positions[start : start + self.batch_size]
+
+    def __len__(self) -> int:
+        per_rank = self.n // self.world_size
+        if not self.shuffle:
+            per_rank += int(self.rank < self.n % self.world_size)
+        return math.ceil(per_rank / self.batch_size)
+
+
+def dist_info() -> tuple[int, int]:
+    """(rank, world size) of an initialized ``torch.distributed`` group, else (0, 1)."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank(), torch.distributed.get_world_size()
+    return 0, 1
+
+
+# ----------------------------------------------------------------------------- the DataModule
+
+
+class ImageDataModule(pl.LightningDataModule):
+    """Base of every dataset: sources, conversion, checks, splits and loaders.
+
+    Subclasses set ``name``, ``levels``, ``image_shape``, ``SOURCES`` (``LOCAL_SOURCES`` in auto-detection
+    order), ``VARIANTS`` and implement ``_found``, ``_plan`` and ``_missing_help``.
+
+    Loaders yield ``(x, y)``: x uint8 (B, C, H, W) in [0, levels), y int64 (-1 where the source has none).
+    Single process: training is shuffled with a generator seeded by ``(seed, epoch)``; evaluation keeps the
+    source order. Under DDP the loaders shard by rank themselves: build the Trainer with
+    ``use_distributed_sampler=False``.
+    """
+
+    name: str = ""
+    levels: int = 256
+    image_shape: tuple[int, int, int] = (3, 32, 32)
+    SOURCES: tuple[str, ...] = ("hub",)
+    LOCAL_SOURCES: tuple[str, ...] = ()
+    VARIANTS: dict[str, str] = {}
+    hub_id: str | None = None
+
+    def __init__(
+        self,
+        data_dir: str | os.PathLike | None = None,
+        source: str = "auto",
+        batch_size: int = 16,
+        num_workers: int = 0,
+        seed: int = 0,
+        strict: bool = True,
+        val_size: int = 0,
+        cache_dir: str | os.PathLike | None = None,
+    ) -> None:
+        super().__init__()
+        if source != "auto" and source not in self.SOURCES:
+            raise DataError(
+                f"unknown source {source!r} for {self.name}: choose one of {['auto', *self.SOURCES]}"
+            )
+        for arg, value, low in (
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("val_size", val_size, 0),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DataError(f"{arg} must be an integer >= {low}, got {value!r}")
+        if not isinstance(seed, int):
+            raise DataError(f"seed must be an integer, got {seed!r}")
+        self.data_dir = Path(data_dir if data_dir is not None else f"data_cache/{self.name}")
+        self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / "arrow"
+        self.source, self.batch_size, self.num_workers = source, batch_size, num_workers
+        self.seed, self.strict, self.val_size = seed, strict, val_size
+        self.source_used: str | None = None
+        self.variant: str | None = None
+        self._meta: dict[str, Any] | None = None
+        self._splits: dict[str, ImageBatches] = {}
+
+    # -- subclass hooks
+    def _found(self, source: str) -> bool:
+        """Are the local files of ``source`` in ``data_dir``?"""
+        raise NotImplementedError
+
+    def _files(self, source: str) -> list[Path]:
+        """The local files of ``source`` (fingerprinted: when they change, the source is converted again)."""
+        return []
+
+    def _plan(self, source: str) -> Plan:
+        raise NotImplementedError
+
+    def _missing_help(self) -> str:
+        """Which files go where, and where to get them."""
+        raise NotImplementedError
+
+    def _variant(self, source: str) -> str:
+        return self.VARIANTS[source]
+
+    def _transform(self, split: str) -> Transform | None:
+        return None
+
+    # -- sources
+    def _cache_path(self, source: str) -> Path:
+        key = source if source != "hub" else f"hub-{str(self.hub_id).replace('/', '--')}"
+        return self.cache_dir / key
+
+    def _resolve(self) -> str:
+        """The source to use: the explicit one, else local files, else an earlier conversion, else the Hub."""
+        if self.source != "auto":
+            return self.source
+        for source in self.LOCAL_SOURCES:
+            if self._found(source):
+                rank_zero_info(
+                    f"[{self.name}] source='auto': using local '{source}' files in {self.data_dir}"
+                )
+                return source
+        for source in (*self.LOCAL_SOURCES, "hub"):
+            if is_complete(self._cache_path(source)):
+                rank_zero_info(
+                    f"[{self.name}] source='auto': using the converted '{source}' data in {self.cache_dir}"
+                )
+                return source
+        rank_zero_info(
+            f"[{self.name}] source='auto': no local files in {self.data_dir}, trying the Hub ({self.hub_id})"
+        )
+        return "hub"
+
+    def _check(self, problems: list[str]) -> None:
+        """Failed record-count / checksum checks: an error when strict, else warnings."""
+        if not problems:
+            return
+        if self.strict:
+            raise DataError(
+                f"{self.name}: "
+                + "; ".join(problems)
+                + ". Fix the files, or pass strict=False to use them anyway "
+                "(for subsets and test fixtures)"
+            )
+        for problem in problems:
+            rank_zero_warn(f"{self.name} (strict=False): {problem}", category=DataWarning)
+
+    # -- LightningDataModule
+    def prepare_data(self) -> None:
+        """Convert the source into Arrow once (idempotent; done again only when the source files changed)."""
+        source = self._resolve()
+        path = self._cache_path(source)
+        meta = read_meta(path) if is_complete(path) else None
+        if source in self.LOCAL_SOURCES and not self._found(source):
+            if meta is None:
+                raise DataError(
+                    f"{self.name}: no '{source}' files in {self.data_dir}. {self._missing_help()}"
+                )
+            # the raw files are gone but were converted earlier: the conversion is the data
+        elif (
+            meta is None
+            or meta["format"] != FORMAT_VERSION
+            or meta["fingerprint"] != fingerprint(self._files(source))
+        ):
+            plan = self._plan(source)
+            self._check(plan.problems)  # checksum failures stop before the (long) conversion
+            rank_zero_info(f"[{self.name}] converting '{source}' into {path} (once)")
+            info = {"dataset": self.name, "source": source, "variant": self._variant(source)}
+            meta = convert(plan, self.image_shape, path, info, fingerprint(self._files(source)))
+        self._check(meta["problems"])
+        self.source_used, self.variant, self._meta = source, meta["variant"], meta
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load the converted Arrow data (memory-mapped) and cut the splits."""
+        source = self._resolve()
+        path = self._cache_path(source)
+        if self._meta is None or self.source_used != source or not is_complete(path):
+            self.prepare_data()
+        store = {
+            split: ArrowImages(path / "arrow" / split, self.image_shape) for split in self._meta["counts"]
+        }
+        train_rows = np.arange(len(store["train"]))
+        if "val" in store:
+            val = ("val", np.arange(len(store["val"])))
+        else:
+            if self.val_size >= len(train_rows):
+                raise DataError(
+                    f"val_size={self.val_size} leaves no training data ({len(train_rows)} images)"
+                )
+            cut = len(train_rows) - self.val_size
+            val, train_rows = ("train", train_rows[cut:]), train_rows[:cut]
+        parts = {"train": ("train", train_rows), "val": val, "test": ("test", np.arange(len(store["test"])))}
+        self._splits = {
+            split: ImageBatches(store[name], rows, self._transform(split))
+            for split, (name, rows) in parts.items()
+        }
+
+    def dataloader(self, split: str, shuffle: bool | None = None) -> DataLoader:
+        """The loader of ``split`` ("train", "val", "test"); shuffled by default only for "train".
+
+        ``dataloader("train", shuffle=False)`` walks the training set in source order (e.g. to report the
+        training NLL, as the paper does in parentheses).
+        """
+        if split not in ("train", "val", "test"):
+            raise DataError(f"unknown split {split!r}: choose 'train', 'val' or 'test'")
+        if not self._splits:
+            self.setup()
+        data = self._splits[split]
+        rank, world = dist_info()
+        shuffle = split == "train" if shuffle is None else shuffle
+        sampler = ShardedBatchSampler(len(data), self.batch_size, shuffle, self.seed, rank, world)
+        return BatchLoader(data, sampler, self.num_workers)
+
+    def train_dataloader(self) -> DataLoader:
+        return self.dataloader("train")
+
+    def val_dataloader(self) -> DataLoader:
+        return self.dataloader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self.dataloader("test")
+
+    def describe(self) -> dict[str, Any]:
+        """What a run config records: dataset, source, variant and split sizes."""
+        return {
+            "dataset": self.name,
+            "source": self.source_used or self.source,
+            "variant": self.variant,
+            "image_shape": list(self.image_shape),
+            "levels": self.levels,
+            "data_dir": str(self.data_dir),
+            "splits": {split: len(data) for split, data in self._splits.items()},
+            "seed": self.seed,
+            "strict": self.strict,
+        }
+
+
+def stored_block(images: np.ndarray, labels: np.ndarray) -> BlockReader:
+    """A reader over arrays already in memory (small sources: one block)."""
+
+    def read() -> Iterator[Block]:
+        yield images, labels
+
+    return read
