@@ -101,14 +101,19 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def fit(args: argparse.Namespace) -> dict[str, float]:
-    """Train (resuming from ``--out`` when it holds checkpoints), test, write final.pt + metrics.json."""
-    out = Path(args.out)
+def seeded_model(args: argparse.Namespace) -> pixel_lightning.AutoregressiveImageModel:
+    """Seed everything with ``--seed``, then build the model (its initial weights depend on the seed)."""
     L.seed_everything(args.seed, workers=True, verbose=False)
-    model = pixel_lightning.build_model(
+    return pixel_lightning.build_model(
         args.arch, image_shape=(1, 8, 8), levels=2, hidden=args.hidden, layers=1, head_channels=8,
         lr=3e-3, scheduler=args.scheduler,
     )  # fmt: skip
+
+
+def fit(args: argparse.Namespace) -> dict[str, float]:
+    """Train (resuming from ``--out`` when it holds checkpoints), test, write final.pt + metrics.json."""
+    out = Path(args.out)
+    model = seeded_model(args)
     data = TinyData(seed=args.seed)
     config = reliability.ReliabilityConfig(
         every_n_steps=args.every, every_seconds=None, keep_last=args.keep, max_skips=args.max_skips
