@@ -8,7 +8,6 @@ cosine schedule, a checkpoint every 5 steps, all kept) is shared by the tests of
 from __future__ import annotations
 
 import io
-import json
 import shutil
 import signal
 from pathlib import Path
@@ -262,9 +261,3 @@ def test_exit_codes_of_preemption_and_guard():
     assert code == 143 and "step 17" in text and "re-run the same command" in text
     assert run_cli(Preempted(signal.SIGUSR1, 3, None, requeued=True))[0] == 138
     assert run_cli(NonFiniteError("nan at step 4", "lower the lr"))[0] == 3
-
-
-def test_wandb_id_is_kept_across_resumes(tmp_path):
-    first = ck.wandb_run_id(tmp_path)
-    assert ck.wandb_run_id(tmp_path) == first and len(first) >= 8
-    assert json.loads(json.dumps(first)) == first

@@ -30,11 +30,11 @@ from pixel_lightning.reliability.checkpoints import (
     inspect_checkpoint,
     non_finite_tensors,
     step_name,
-    wandb_run_id,
 )
 from pixel_lightning.reliability.guard import NonFiniteGuard
 from pixel_lightning.reliability.preemption import Preemption, requeue_slurm, slurm_job_id
 from pixel_lightning.reliability.resume import ResumableLoader, RNGState, make_resumable
+from pixel_lightning.reliability.rundir import clean_failed_start, ensure_writable
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -45,7 +45,8 @@ class ReliabilityConfig:
 
     every_n_steps: int | None = 1000  # step checkpoint every N optimizer steps (None: off)
     every_seconds: float | None = 1800.0  # ... and every T seconds of training (None: off)
-    keep_last: int = 3  # step checkpoints kept (last.ckpt links to the newest)
+    keep_last: int = 3  # step checkpoints kept
+    link_last: bool = True  # keep last.ckpt pointing at the newest step checkpoint
     max_skips: int = 5  # non-finite steps skipped before the run stops
     requeue: bool = True  # under SLURM, requeue the job on SIGTERM/SIGUSR1
     resume: bool = True  # resume from <out>/checkpoints when it holds a checkpoint
@@ -59,7 +60,11 @@ def callbacks(run_dir: str | Path, config: ReliabilityConfig | None = None) -> l
     """The callbacks of a reliable run: step checkpoints, preemption, RNG states, non-finite guard."""
     config = config or ReliabilityConfig()
     saver = StepCheckpoint(
-        checkpoint_dir(run_dir), config.every_n_steps, config.every_seconds, config.keep_last
+        checkpoint_dir(run_dir),
+        config.every_n_steps,
+        config.every_seconds,
+        config.keep_last,
+        config.link_last,
     )
     return [RNGState(), NonFiniteGuard(config.max_skips), saver, Preemption(saver, config.requeue)]
 
@@ -110,6 +115,8 @@ __all__ = [
     "callbacks",
     "check_compatible",
     "checkpoint_dir",
+    "clean_failed_start",
+    "ensure_writable",
     "find_resume_checkpoint",
     "inspect_checkpoint",
     "make_resumable",
@@ -119,5 +126,4 @@ __all__ = [
     "requeue_slurm",
     "slurm_job_id",
     "step_name",
-    "wandb_run_id",
 ]

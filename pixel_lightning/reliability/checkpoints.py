@@ -308,7 +308,8 @@ def find_resume_checkpoint(
 
 class StepCheckpoint(Callback):
     """Save ``step=N.ckpt`` every ``every_n_steps`` optimizer steps and every ``every_seconds``, point
-    ``last.ckpt`` at the newest, keep the newest ``keep_last`` step files, and save at the end of fit.
+    ``last.ckpt`` at the newest (``link_last``), keep the newest ``keep_last`` step files, and save at the
+    end of fit.
 
     Saving happens in ``on_train_batch_end`` (the point Lightning's loops resume from exactly). A model
     with a non-finite weight is never saved (NonFiniteError).
@@ -320,6 +321,7 @@ class StepCheckpoint(Callback):
         every_n_steps: int | None = 1000,
         every_seconds: float | None = None,
         keep_last: int = 3,
+        link_last: bool = True,
     ) -> None:
         if every_n_steps is not None and every_n_steps < 1:
             raise ValueError(f"checkpoint.every_n_steps must be >= 1 (or None), got {every_n_steps}")
@@ -329,6 +331,7 @@ class StepCheckpoint(Callback):
             raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
         self.dirpath = Path(dirpath)
         self.every_n_steps, self.every_seconds, self.keep_last = every_n_steps, every_seconds, keep_last
+        self.link_last = link_last
         self.last_saved_step: int | None = None
         self.last_path: Path | None = None
         self._last_time = time.monotonic()
@@ -366,7 +369,8 @@ class StepCheckpoint(Callback):
         path = self.dirpath / step_name(trainer.global_step)
         trainer.save_checkpoint(path, weights_only=False)
         if trainer.is_global_zero:
-            atomic_link(path, self.dirpath / LAST)
+            if self.link_last:
+                atomic_link(path, self.dirpath / LAST)
             self.prune(trainer.global_step)
         trainer.strategy.barrier("StepCheckpoint.save")
         self.last_saved_step, self.last_path, self._last_time = trainer.global_step, path, time.monotonic()
@@ -383,19 +387,3 @@ class StepCheckpoint(Callback):
 def _step_of(path: Path) -> int:
     match = STEP_RE.match(path.name)
     return int(match.group(1)) if match else -1
-
-
-# ----------------------------------------------------------------------------- W&B
-
-
-def wandb_run_id(run_dir: str | Path) -> str:
-    """The W&B run id of ``run_dir``: created once and stored in ``<run_dir>/wandb_id``, so a resumed run
-    continues the same W&B run (pass it as ``WandbLogger(id=..., resume="allow")``)."""
-    path = Path(run_dir) / "wandb_id"
-    if path.is_file():
-        text = path.read_text().strip()
-        if re.fullmatch(r"[a-z0-9]{8,64}", text):
-            return text
-    run_id = uuid.uuid4().hex[:12]
-    atomic_write(path, lambda f: f.write(run_id.encode()))
-    return run_id
