@@ -18,10 +18,8 @@ import json
 import math
 import netrc
 import os
-import sys
 import time
 from collections.abc import Sequence
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -31,8 +29,10 @@ from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelChec
 from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from pixel_lightning import reliability
 from pixel_lightning.callbacks import GradNorm, RunRecord, SampleGrid, Throughput, draw_samples, log_image
 from pixel_lightning.config import ConfigError, RunConfig, describe_recipes, load_config, paper_figure
+from pixel_lightning.errors import cli_errors
 from pixel_lightning.visual import image_grid, save_grid
 
 WANDB_ID_FILE = "wandb_id.txt"  # the W&B run id of this run directory (a resumed run logs to the same run)
@@ -152,38 +152,32 @@ def print_rank0(text: str) -> None:
 
 
 def checkpoint_callbacks(cfg: RunConfig) -> list[ModelCheckpoint]:
-    """Best (by ``checkpoint.monitor``) + last.ckpt; periodic ones every N steps / minutes, last k kept."""
-    ckpt_dir = cfg.run_dir / "checkpoints"
-    c = cfg.checkpoint
-    callbacks = [
+    """The best checkpoint (by ``checkpoint.monitor``), for the test. The periodic ones and last.ckpt are
+    reliability's StepCheckpoint (see :func:`reliability_config`): atomic, bounded, exact to resume."""
+    return [
         ModelCheckpoint(
-            dirpath=ckpt_dir,
+            dirpath=cfg.run_dir / "checkpoints",
             filename="best-{epoch:03d}-{step:07d}",
-            monitor=c.monitor,
+            monitor=cfg.checkpoint.monitor,
             mode="min",
             save_top_k=1,
-            save_last=c.save_last,
+            save_last=False,
             auto_insert_metric_name=False,
         )
     ]
-    periodic: list[dict[str, Any]] = []
-    if c.every_n_steps:
-        periodic.append({"every_n_train_steps": c.every_n_steps})
-    if c.every_n_minutes:
-        periodic.append({"train_time_interval": timedelta(minutes=c.every_n_minutes)})
-    for kwargs in periodic:  # monitor="step", mode="max": keep the k newest
-        callbacks.append(
-            ModelCheckpoint(
-                dirpath=ckpt_dir,
-                filename="step-{step:07d}",
-                monitor="step",
-                mode="max",
-                save_top_k=c.keep_last_k,
-                auto_insert_metric_name=False,
-                **kwargs,
-            )
-        )
-    return callbacks
+
+
+def reliability_config(cfg: RunConfig) -> reliability.ReliabilityConfig:
+    """checkpoint.* (and guard.*) of the run config as reliability settings."""
+    c = cfg.checkpoint
+    guard = getattr(cfg, "guard", None)
+    return reliability.ReliabilityConfig(
+        every_n_steps=c.every_n_steps,
+        every_seconds=c.every_n_minutes * 60 if c.every_n_minutes else None,
+        keep_last=c.keep_last_k,
+        link_last=c.save_last,
+        **({"max_skips": guard.max_skips} if guard is not None else {}),
+    )
 
 
 def build_callbacks(cfg: RunConfig) -> list[Callback]:
@@ -193,6 +187,7 @@ def build_callbacks(cfg: RunConfig) -> list[Callback]:
         Throughput(),
         GradNorm(),
         LearningRateMonitor(logging_interval="step"),
+        *reliability.callbacks(cfg.run_dir, reliability_config(cfg)),  # resume, preemption, guard
     ]
     if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
         callbacks.append(
@@ -220,7 +215,7 @@ def build_trainer(
         default_root_dir=cfg.run_dir,
         logger=loggers if loggers is not None else build_loggers(cfg),
         callbacks=[*build_callbacks(cfg), *extra_callbacks],
-        plugins=list(plugins) or None,
+        plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
         **{k: getattr(t, k) for k in t.__dataclass_fields__},
     )
@@ -263,6 +258,10 @@ def run(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model_for(cfg)
+    if ckpt_path is None:  # the newest valid checkpoint of this run directory, if any
+        ckpt_path = reliability.prepare_resume(cfg.run_dir, model, dm, reliability_config(cfg), print_rank0)
+    else:
+        reliability.make_resumable(dm)
     trainer = build_trainer(cfg, extra_callbacks, plugins)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - start
@@ -390,19 +389,14 @@ def cli(args: argparse.Namespace) -> int:
         print(f"# paper: {paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)} ({cfg.paper.where})")
         print(cfg.to_yaml(), end="")
         return 0
-    run(cfg)
+    with reliability.clean_failed_start(cfg.run_dir):  # a failed start leaves no partial files
+        reliability.ensure_writable(cfg.run_dir)
+        run(cfg)
     return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """recipes/run.py: parse, run, and report user errors in one paragraph (a traceback with --debug)."""
     args = make_parser().parse_args(argv)
-    from pixel_lightning.data import DataError
-
-    try:
+    with cli_errors(debug=args.debug):  # user errors: one paragraph, exit 2; see pixel_lightning/errors.py
         return cli(args)
-    except (ConfigError, DataError) as e:
-        if args.debug:
-            raise
-        print(f"error: {e}", file=sys.stderr)
-        return 2

@@ -224,10 +224,12 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     )
 
 
-def describe_model(arch: str, config: Mapping[str, Any]) -> str:
-    """``row_lstm image_shape=(3, 32, 32) levels=256 hidden=128 layers=12 ...`` for messages."""
-    parts = [f"{k}={tuple(v) if isinstance(v, list) else v}" for k, v in config.items() if k in SHAPE_FIELDS]
-    return f"{arch} " + " ".join(parts)
+def describe_model(arch: str, config: Mapping[str, Any], keys: tuple[str, ...] | list[str]) -> str:
+    """``row_lstm (hidden=128, layers=12)``: the architecture and the fields ``keys``, for messages."""
+    parts = [
+        f"{k}={tuple(v) if isinstance(v, list) else v}" for k in keys if k in config for v in [config[k]]
+    ]
+    return f"{arch} ({', '.join(parts)})" if parts else arch
 
 
 def check_compatible(info: CheckpointInfo, arch: str, config: Mapping[str, Any]) -> None:
@@ -242,10 +244,10 @@ def check_compatible(info: CheckpointInfo, arch: str, config: Mapping[str, Any])
         if k in config and k in info.config and norm(config[k]) != norm(info.config[k])
     ]
     if info.arch != arch or differ:
+        keys = differ if info.arch == arch else ["image_shape", "levels", "hidden", "layers"]
+        held, built = describe_model(info.arch, info.config, keys), describe_model(arch, config, keys)
         raise CheckpointError(
-            f"checkpoint {info.path} is of another model: it holds "
-            f"{describe_model(info.arch, info.config)}, this run builds {describe_model(arch, config)}"
-            + (f" (differing: {', '.join(differ)})" if differ else ""),
+            f"checkpoint {info.path} is of another model: it holds {held}, this run builds {built}",
             "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
         )
 
@@ -341,11 +343,11 @@ class StepCheckpoint(Callback):
         self.last_saved_step = trainer.global_step  # resumed (or fresh) state is already on disk
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self._due(trainer):
+        if self._due(trainer) or (trainer.global_step != self.last_saved_step and _final_step(trainer)):
             self.save(trainer)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_step != self.last_saved_step:
+        if trainer.global_step != self.last_saved_step:  # stopped early (max_time, early stopping)
             self.save(trainer)
 
     def _due(self, trainer: pl.Trainer) -> bool:
@@ -382,6 +384,18 @@ class StepCheckpoint(Callback):
         older = [p for p in resume_candidates(self.dirpath) if p.name != LAST and _step_of(p) <= current_step]
         for path in older[self.keep_last :]:
             path.unlink(missing_ok=True)
+
+
+def _final_step(trainer: pl.Trainer) -> bool:
+    """Is this the run's last training step (max_steps, or the last batch of the last epoch)? Saved here
+    rather than at the end of fit, so a later run with a larger budget continues mid-epoch exactly."""
+    if 0 <= trainer.max_steps <= trainer.global_step:
+        return True
+    loop = trainer.fit_loop
+    last_epoch = (
+        loop.max_epochs is not None and loop.max_epochs >= 0 and trainer.current_epoch + 1 >= loop.max_epochs
+    )
+    return bool(last_epoch and loop.epoch_loop.batch_progress.is_last_batch)
 
 
 def _step_of(path: Path) -> int:
