@@ -112,6 +112,22 @@ def cli_errors(debug: bool = False, stream: IO[str] | None = None) -> Iterator[N
         if debug:
             raise
         _exit(error, one_paragraph(error), stream)
+    except Exception as error:
+        cause = wrapped_user_error(error)
+        if debug or cause is None:
+            raise
+        _exit(cause, one_paragraph(cause), stream)
+
+
+def wrapped_user_error(error: BaseException) -> BaseException | None:
+    """A user error that a library re-raised inside its own exception (``raise Other(...) from error``,
+    e.g. ``datasets`` wraps errors of a dataset generator): followed through explicit causes only."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, user_error_types()):
+            return cause
+        cause = cause.__cause__
+    return None
 
 
 def _exit(error: BaseException, message: str, stream: IO[str] | None) -> NoReturn:
