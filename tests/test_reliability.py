@@ -84,6 +84,17 @@ def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path):
     assert fit(tmp_path / "seed1", "--seed", "1") != ref_metrics
 
 
+def test_a_larger_budget_continues_mid_epoch_exactly(tmp_path):
+    """Run 13 steps (stops mid-epoch 1), then the same run dir with 24: equals a fresh 24-step run. (No
+    cosine schedule here: its length depends on the budget.)"""
+    fixed = ["--scheduler", "none", "--every", "100"]
+    fit(tmp_path / "grow", *fixed, "--steps", "13")
+    assert (tmp_path / "grow" / "checkpoints" / ck.step_name(13)).is_file()  # saved at the final step
+    grown = fit(tmp_path / "grow", *fixed, "--steps", "24")
+    assert fit(tmp_path / "fresh", *fixed, "--steps", "24") == grown
+    assert max_diff(params(tmp_path / "fresh"), params(tmp_path / "grow")) <= 1e-6
+
+
 def test_resumable_loader_restores_a_random_sampler_mid_epoch():
     """A plain shuffled DataLoader (RandomSampler drawing from torch's global generator): the batches
     after a restore are exactly the uninterrupted epoch's remaining ones."""
@@ -192,7 +203,9 @@ def test_checkpoint_of_another_model_names_both(reference, tmp_path):
         fit(tmp_path, "--hidden", "6")
     text = str(err.value)
     assert "another model" in text and "pixelcnn (hidden=4)" in text and "pixelcnn (hidden=6)" in text
-    with pytest.raises(CheckpointError, match=r"it holds pixelcnn \(image_shape=.*this run builds row_lstm \("):
+    with pytest.raises(
+        CheckpointError, match=r"it holds pixelcnn \(image_shape=.*this run builds row_lstm \("
+    ):
         fit(tmp_path, "--arch", "row_lstm")
     assert sorted((tmp_path / "checkpoints").iterdir()) == before
 
