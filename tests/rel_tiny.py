@@ -135,9 +135,11 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
         plugins=reliability.plugins(),
     )
     trainer.fit(model, datamodule=data, ckpt_path=ckpt)
-    val = trainer.callback_metrics.get("val/nll_nats")
+    fitted = {
+        k: float(trainer.callback_metrics.get(k, float("nan"))) for k in ("val/nll_nats", "train/nll_nats")
+    }
     test = trainer.test(model, datamodule=data, verbose=False)[0]
-    metrics = {"val/nll_nats": float(val) if val is not None else float("nan"), **test}
+    metrics = {**fitted, **test}
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / "final.pt")
     (out / "metrics.json").write_text(json.dumps(metrics))
     return metrics

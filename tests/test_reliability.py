@@ -62,10 +62,13 @@ def resume_from(reference: Path, step: int, out: Path, *extra: str) -> dict[str,
 # ----------------------------------------------------------------------------- exact resume, determinism
 
 
-def test_mid_epoch_resume_is_exact(reference, tmp_path):
+@pytest.mark.parametrize("step", [15, 25])  # batch 5 of epoch 1, of epoch 2 (the last): 10 batches an epoch
+def test_mid_epoch_resume_is_exact(reference, tmp_path, step):
+    """Parameters, and the metrics: val/test NLL, and train NLL of the last epoch, which for step 25 is
+    the interrupted epoch (its accumulated metric state comes back from the checkpoint)."""
     ref, ref_metrics = reference
-    metrics = resume_from(ref, 15, tmp_path / "r15")  # step 15 = batch 5 of epoch 1 (10 batches/epoch)
-    assert max_diff(params(ref), params(tmp_path / "r15")) <= 1e-6
+    metrics = resume_from(ref, step, tmp_path / "resumed")
+    assert max_diff(params(ref), params(tmp_path / "resumed")) <= 1e-6
     assert metrics == ref_metrics
 
 
@@ -75,6 +78,16 @@ def test_resume_without_loader_state_differs(reference, tmp_path, monkeypatch):
     monkeypatch.setattr(ResumableLoader, "load_state_dict", lambda self, state: None)
     resume_from(reference[0], 15, tmp_path / "r15")
     assert max_diff(params(reference[0]), params(tmp_path / "r15")) > 1e-4
+
+
+def test_resume_without_metric_state_differs(reference, tmp_path, monkeypatch):
+    """The control for the metrics: without the saved metric states the interrupted epoch's train NLL
+    covers only the batches after the resume."""
+    from pixel_lightning.reliability.resume import MetricState
+
+    monkeypatch.setattr(MetricState, "on_train_start", lambda *args: None)
+    metrics = resume_from(reference[0], 25, tmp_path / "r25")
+    assert metrics["train/nll_nats"] != reference[1]["train/nll_nats"]
 
 
 def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path):

@@ -33,7 +33,7 @@ from pixel_lightning.reliability.checkpoints import (
 )
 from pixel_lightning.reliability.guard import NonFiniteGuard
 from pixel_lightning.reliability.preemption import Preemption, requeue_slurm, slurm_job_id
-from pixel_lightning.reliability.resume import ResumableLoader, RNGState, make_resumable
+from pixel_lightning.reliability.resume import MetricState, ResumableLoader, RNGState, make_resumable
 from pixel_lightning.reliability.rundir import clean_failed_start, ensure_writable
 
 CHECKPOINT_DIR = "checkpoints"
@@ -57,7 +57,8 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 
 
 def callbacks(run_dir: str | Path, config: ReliabilityConfig | None = None) -> list[Callback]:
-    """The callbacks of a reliable run: step checkpoints, preemption, RNG states, non-finite guard."""
+    """The callbacks of a reliable run: RNG and metric states, non-finite guard, step checkpoints,
+    preemption."""
     config = config or ReliabilityConfig()
     saver = StepCheckpoint(
         checkpoint_dir(run_dir),
@@ -66,7 +67,8 @@ def callbacks(run_dir: str | Path, config: ReliabilityConfig | None = None) -> l
         config.keep_last,
         config.link_last,
     )
-    return [RNGState(), NonFiniteGuard(config.max_skips), saver, Preemption(saver, config.requeue)]
+    guard = NonFiniteGuard(config.max_skips)
+    return [RNGState(), MetricState(), guard, saver, Preemption(saver, config.requeue)]
 
 
 def plugins() -> list[Any]:
@@ -106,6 +108,7 @@ __all__ = [
     "LAST",
     "AtomicCheckpointIO",
     "CheckpointInfo",
+    "MetricState",
     "NonFiniteGuard",
     "Preemption",
     "RNGState",

@@ -186,3 +186,48 @@ class RNGState(Callback):
         torch.set_rng_state(state["torch"])
         if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
             torch.cuda.set_rng_state_all(state["cuda"])
+
+
+class MetricState(Callback):
+    """Save the accumulated states of the module's torchmetrics in every checkpoint; restore them at train
+    start. Epoch-level metrics of an epoch interrupted mid-way then cover the whole epoch, as in an
+    uninterrupted run (Lightning does not save them: they are not part of the module's state_dict, and
+    this keeps them out of it, so ``load_model`` and plain ``load_state_dict`` are unaffected)."""
+
+    def __init__(self) -> None:
+        self._module: pl.LightningModule | None = None
+        self._to_restore: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._module = pl_module
+
+    def _metrics(self) -> dict[str, Any]:
+        from torchmetrics import Metric
+
+        if self._module is None:
+            return {}
+        return {name: m for name, m in self._module.named_modules() if isinstance(m, Metric)}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            name: {
+                "states": {key: getattr(m, key) for key in m._defaults},
+                "update_count": int(m._update_count),
+            }
+            for name, m in self._metrics().items()
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state, self._to_restore = self._to_restore, None
+        metrics = self._metrics()
+        for name, saved in (state or {}).items():
+            metric = metrics.get(name)
+            if metric is None:
+                continue
+            for key, value in saved["states"].items():
+                setattr(metric, key, value.to(metric.device) if isinstance(value, torch.Tensor) else value)
+            metric._update_count = saved["update_count"]
+            metric._computed = None
