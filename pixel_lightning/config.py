@@ -10,6 +10,8 @@ line are parsed as YAML (``model.skip=false``, ``trainer.max_steps=200``, ``mode
 from __future__ import annotations
 
 import dataclasses
+import os
+import re
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
@@ -18,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
 from pixel_lightning.models.base import ModelConfig
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
@@ -36,6 +39,7 @@ STRING_KEYS = (  # overrides taken verbatim, never parsed as YAML
     "trainer.strategy",
     "trainer.accelerator",
 )
+__all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
 DATA_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {  # dataset -> (image_shape, levels)
     "mnist": ((1, 28, 28), 2),
     "binarized_mnist": ((1, 28, 28), 2),
@@ -43,10 +47,6 @@ DATA_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {  # dataset -> (imag
     "imagenet32": ((3, 32, 32), 256),
     "imagenet64": ((3, 64, 64), 256),
 }
-
-
-class ConfigError(ValueError):
-    """A configuration problem the user can fix; the message names the problem and the fix."""
 
 
 # ----------------------------------------------------------------------------- the sections
@@ -193,7 +193,13 @@ class RunConfig:
 
     @property
     def run_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs") / (self.recipe or "run")
+        """``out``; else runs/<recipe>, or runs/<recipe>/sweep-<id>/<run id> under a ``wandb agent``."""
+        if self.out:
+            return Path(self.out)
+        base = Path("runs") / (self.recipe or "run")
+        if os.environ.get("WANDB_SWEEP_ID") and os.environ.get("WANDB_RUN_ID"):
+            return base / f"sweep-{os.environ['WANDB_SWEEP_ID']}" / os.environ["WANDB_RUN_ID"]
+        return base
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -229,7 +235,8 @@ class RunConfig:
             if given:
                 raise ConfigError(f"model.{given[0]} is for model.arch=multiscale only; remove it")
         try:
-            ModelConfig(**{f.name: getattr(m, f.name) for f in fields(ModelConfig)})
+            resolved = ModelConfig(**{f.name: getattr(m, f.name) for f in fields(ModelConfig)})
+            m.head_channels = resolved.head_channels  # None -> the paper's 32 (binary) or 1024
         except ValueError as e:
             raise ConfigError(f"{e}; fix it under model.* in the recipe or with model.<key>=<value>") from e
         self._check_positive()
@@ -262,6 +269,12 @@ class RunConfig:
                 raise ConfigError(f"{key}={value} is impossible: it must be >= {low}")
         if self.trainer.max_epochs < -1 or self.trainer.max_steps < -1:
             raise ConfigError("trainer.max_epochs and trainer.max_steps must be >= 0, or -1 for no limit")
+        if self.trainer.max_time is not None and not re.fullmatch(
+            r"\d+:\d\d:\d\d:\d\d", self.trainer.max_time
+        ):
+            raise ConfigError(
+                f"trainer.max_time={self.trainer.max_time!r} is not DD:HH:MM:SS; write e.g. 00:02:30:00"
+            )
         if self.checkpoint.every_n_minutes is not None and not self.checkpoint.every_n_minutes > 0:
             raise ConfigError(f"checkpoint.every_n_minutes={self.checkpoint.every_n_minutes} must be > 0")
         for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
@@ -394,7 +407,7 @@ def parse_override(text: str) -> tuple[str, Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
-    if key.strip() in STRING_KEYS and raw.strip():
+    if key.strip() in STRING_KEYS and raw.strip() not in ("", "null", "~"):
         value = raw.strip()  # YAML would read 01:00:00:00 as a base-60 integer and 32 as an int
     return key.strip(), value
 

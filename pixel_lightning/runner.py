@@ -19,6 +19,7 @@ import math
 import netrc
 import os
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -93,11 +94,11 @@ def run_tags(cfg: RunConfig) -> list[str]:
 def wandb_run_id(run_dir: Path) -> str:
     """The run directory's W&B id, created once (rank 0) so a resumed run continues the same W&B run."""
     path = run_dir / WANDB_ID_FILE
+    if os.environ.get("WANDB_RUN_ID"):  # set by `wandb agent` for a sweep run
+        return os.environ["WANDB_RUN_ID"]
     if path.is_file():
         return path.read_text().strip()
-    import wandb
-
-    run_id = wandb.util.generate_id()
+    run_id = uuid.uuid4().hex[:12]  # W&B ids: lowercase letters and digits
     if rank_zero_only.rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         path.write_text(run_id)
@@ -307,12 +308,10 @@ def run(
 
 
 def finish_loggers(trainer: L.Trainer) -> None:
+    """Close the W&B run (flushes its offline record file) so the next run in this process is a new one."""
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-            import wandb
-
-            if wandb.run is not None:
-                wandb.finish()
+            logger.experiment.finish()
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
