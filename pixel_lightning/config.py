@@ -155,13 +155,21 @@ class SampleConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Checkpoints in <out>/checkpoints/: best by ``monitor``, last.ckpt, and periodic ones."""
+    """Checkpoints in <out>/checkpoints/: best by ``monitor``, last.ckpt, and periodic ones (written
+    atomically; re-running the same command resumes from the newest valid one: docs/RELIABILITY.md)."""
 
     monitor: str = "val/nll_nats"  # metric that picks the best checkpoint (lower is better)
     every_n_steps: int | None = None  # also save every N optimizer steps (None: off)
-    every_n_minutes: float | None = None  # also save every N minutes of training (None: off)
+    every_n_minutes: float | None = 30.0  # also save every N minutes of training (None: off)
     keep_last_k: int = 3  # periodic checkpoints kept (older ones are deleted)
     save_last: bool = True  # keep checkpoints/last.ckpt up to date (resume point)
+
+
+@dataclass
+class GuardConfig:
+    """The non-finite guard: a step with a NaN/inf loss or gradient is skipped (no weight changes)."""
+
+    max_skips: int = 5  # skipped steps allowed per run; the next non-finite step stops the run (exit 3)
 
 
 @dataclass
@@ -190,6 +198,7 @@ class RunConfig:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     sample: SampleConfig = field(default_factory=SampleConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
 
     @property
     def run_dir(self) -> Path:
@@ -255,6 +264,7 @@ class RunConfig:
             ("sample.n", self.sample.n, 0),
             ("threads", self.threads if self.threads is not None else 1, 1),
             ("checkpoint.keep_last_k", self.checkpoint.keep_last_k, 1),
+            ("guard.max_skips", self.guard.max_skips, 0),
         ]
         if isinstance(self.trainer.devices, int):
             rules.append(("trainer.devices", self.trainer.devices, 1))

@@ -171,13 +171,12 @@ def checkpoint_callbacks(cfg: RunConfig) -> list[ModelCheckpoint]:
 def reliability_config(cfg: RunConfig) -> reliability.ReliabilityConfig:
     """checkpoint.* (and guard.*) of the run config as reliability settings."""
     c = cfg.checkpoint
-    guard = getattr(cfg, "guard", None)
     return reliability.ReliabilityConfig(
         every_n_steps=c.every_n_steps,
         every_seconds=c.every_n_minutes * 60 if c.every_n_minutes else None,
         keep_last=c.keep_last_k,
         link_last=c.save_last,
-        **({"max_skips": guard.max_skips} if guard is not None else {}),
+        max_skips=cfg.guard.max_skips,
     )
 
 

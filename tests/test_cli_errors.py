@@ -150,6 +150,9 @@ CASES = [
         ["--recipe", "quickstart", "checkpoint.every_n_steps=0"],
         ["every_n_steps"],
     ),
+    Case(
+        "negative guard count", ["--recipe", "quickstart", "guard.max_skips=-1"], ["guard.max_skips", ">= 0"]
+    ),
     Case("unknown logger", ["--recipe", "quickstart", "logger=foo"], ["foo", "wandb"]),
     Case("unknown dataset", ["--recipe", "quickstart", "data.name=svhn"], ["svhn", "cifar10"]),
     Case(
