@@ -60,13 +60,16 @@ def main() -> None:
     p.add_argument("--keep", type=int, default=3)
     p.add_argument("--out", default="/tmp/pixel_lightning_soak")
     p.add_argument("--warmup", type=int, default=1000, help="steps before the RSS baseline")
+    p.add_argument(
+        "--n-train", type=int, default=2000, help="training images (batch 4; validation each epoch)"
+    )
     p.add_argument("--json", default=None)
     a = p.parse_args()
     out = Path(a.out)
     if out.exists():
         raise SystemExit(f"{out} exists: choose a new --out (the soak starts from scratch)")
     args = parse(["--out", str(out), "--steps", str(a.steps), "--every", str(a.every), "--keep", str(a.keep)])
-    model, data = seeded_model(args), TinyData(seed=0)
+    model, data = seeded_model(args), TinyData(seed=0, n_train=a.n_train)
     config = reliability.ReliabilityConfig(every_n_steps=a.every, every_seconds=None, keep_last=a.keep)
     reliability.prepare_resume(out, model, data, config)
     probe = Probe(out, a.every)
