@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -63,8 +64,10 @@ def main() -> None:
     p.add_argument(
         "--n-train", type=int, default=2000, help="training images (batch 4; validation each epoch)"
     )
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (1: a tiny model on busy CPUs)")
     p.add_argument("--json", default=None)
     a = p.parse_args()
+    torch.set_num_threads(a.threads)
     out = Path(a.out)
     if out.exists():
         raise SystemExit(f"{out} exists: choose a new --out (the soak starts from scratch)")
