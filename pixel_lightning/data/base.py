@@ -33,7 +33,7 @@ from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .errors import DataError, DataWarning
-from .sources import Block, BlockReader, Plan, fingerprint
+from .sources import BlockReader, Plan, fingerprint
 
 FEATURES = datasets.Features({"image": datasets.Value("binary"), "label": datasets.Value("int64")})
 META = "pixel_lightning.json"  # written last inside the temp dir: its presence marks a complete conversion
@@ -71,6 +71,27 @@ def _remove_stale_temps(final: Path) -> None:
             pass
 
 
+def _generate(plan: Plan, shape: tuple[int, int, int], tmp: Path) -> dict[str, datasets.Dataset]:
+    """One Arrow dataset per split; a reader's DataError comes out as itself, not wrapped by ``datasets``."""
+    splits = {}
+    for name, blocks in plan.splits.items():
+        try:
+            splits[name] = datasets.Dataset.from_generator(
+                _rows,
+                features=FEATURES,
+                gen_kwargs={"blocks": blocks, "shape": shape},
+                cache_dir=str(tmp / "generator"),
+                fingerprint=uuid.uuid4().hex,
+                split=name,
+            )
+        except datasets.exceptions.DatasetGenerationError as e:
+            cause = e.__cause__ or e.__context__
+            if isinstance(cause, DataError):
+                raise cause from None
+            raise
+    return splits
+
+
 def convert(
     plan: Plan, shape: tuple[int, int, int], final: Path, meta: dict[str, Any], files_fingerprint: list
 ) -> dict[str, Any]:
@@ -82,17 +103,7 @@ def convert(
     _remove_stale_temps(final)
     tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
-        splits = {
-            name: datasets.Dataset.from_generator(
-                _rows,
-                features=FEATURES,
-                gen_kwargs={"blocks": blocks, "shape": shape},
-                cache_dir=str(tmp / "generator"),
-                fingerprint=uuid.uuid4().hex,
-                split=name,
-            )
-            for name, blocks in plan.splits.items()
-        }
+        splits = _generate(plan, shape, tmp)
         datasets.DatasetDict(splits).save_to_disk(str(tmp / "arrow"))
         counts = {name: len(ds) for name, ds in splits.items()}
         del splits
@@ -465,12 +476,3 @@ class ImageDataModule(pl.LightningDataModule):
             "seed": self.seed,
             "strict": self.strict,
         }
-
-
-def stored_block(images: np.ndarray, labels: np.ndarray) -> BlockReader:
-    """A reader over arrays already in memory (small sources: one block)."""
-
-    def read() -> Iterator[Block]:
-        yield images, labels
-
-    return read

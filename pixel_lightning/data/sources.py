@@ -49,6 +49,15 @@ class Plan:
 # ----------------------------------------------------------------------------- shared checks
 
 
+def stored_block(images: np.ndarray, labels: np.ndarray) -> BlockReader:
+    """A reader over arrays already in memory (small sources: one block)."""
+
+    def read() -> Iterator[Block]:
+        yield images, labels
+
+    return read
+
+
 def md5sum(path: Path) -> str:
     digest = hashlib.md5()
     with open(path, "rb") as f:
@@ -85,6 +94,10 @@ def check_shape(images: np.ndarray, shape: tuple[int, int, int], what: str) -> n
             "check that the files belong to this dataset and image size"
         )
     return images
+
+
+def _one_line(e: Exception) -> str:
+    return " ".join(str(e).split())
 
 
 def _no_labels(n: int) -> np.ndarray:
@@ -213,7 +226,7 @@ def read_tar_members(tar_path: Path, names: list[str]) -> dict[str, bytes]:
                     out[member.name] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(
-            f"{tar_path}: not a readable tar archive ({e}): truncated or corrupt; download it again"
+            f"{tar_path}: not a readable tar archive ({_one_line(e)}): truncated or corrupt; download again"
         ) from e
     missing = [n for n in names if n not in out]
     if missing:
@@ -280,7 +293,7 @@ def png_tar_blocks(tar_path: Path, shape: tuple[int, int, int]) -> Iterator[Bloc
         )
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(
-            f"{tar_path}: not a readable tar archive ({e}): truncated or corrupt; download it again"
+            f"{tar_path}: not a readable tar archive ({_one_line(e)}): truncated or corrupt; download again"
         ) from e
 
     def items() -> Iterator[tuple[str, bytes]]:
@@ -389,6 +402,8 @@ def load_hub(hub_id: str, local_help: str):
         "cached. "
         f"Supply the files locally instead: {local_help}"
     )
+    if _hub_offline() and not datasets.config.HF_HUB_OFFLINE:
+        raise DataError(unreachable)  # offline set after import: datasets would still try the network, slowly
     if not _hub_offline() and not hub_reachable(hub_id):
         raise DataError(unreachable)
     try:
