@@ -27,6 +27,7 @@ TINY = [
     "data.batch_size=4",
     "trainer.max_steps=3",
     "trainer.enable_progress_bar=false",
+    "threads=1",
 ]
 
 

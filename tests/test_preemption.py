@@ -129,7 +129,7 @@ RECIPE_ARGS = [
     "--recipe", "quickstart", "model.hidden=4", "model.layers=1", "logger=none", "sample.n=0",
     "trainer.enable_progress_bar=false", "trainer.max_time=00:01:00:00", "trainer.max_steps=150",
     "trainer.limit_train_batches=40", "trainer.limit_val_batches=2", "trainer.limit_test_batches=4",
-    "checkpoint.every_n_steps=10",
+    "checkpoint.every_n_steps=10", "threads=1",
 ]  # fmt: skip
 TIMING_KEYS = ("train/images_per_sec", "seconds", "test_checkpoint")
 
