@@ -127,7 +127,7 @@ def test_sigusr1_under_slurm_checkpoints_requeues_and_the_requeued_job_finishes(
 
 RECIPE_ARGS = [
     "--recipe", "quickstart", "model.hidden=4", "model.layers=1", "logger=none", "sample.n=0",
-    "trainer.enable_progress_bar=false", "trainer.max_time=00:01:00:00", "trainer.max_steps=150",
+    "trainer.enable_progress_bar=false", "trainer.max_time=00:01:00:00", "trainer.max_steps=300",
     "trainer.limit_train_batches=40", "trainer.limit_val_batches=2", "trainer.limit_test_batches=4",
     "checkpoint.every_n_steps=10", "threads=1",
 ]  # fmt: skip
@@ -155,7 +155,7 @@ def test_kill_9_of_recipes_run_py_then_the_same_command_equals_an_uninterrupted_
     deadline = time.monotonic() + 240
     while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
-    time.sleep(rng.uniform(0, 0.5))  # then somewhere between two checkpoints
+    time.sleep(rng.uniform(0, 0.3))  # then somewhere between two checkpoints (>= 180 steps left)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
     assert proc.returncode == -signal.SIGKILL, f"the run ended before the kill ({target.name})"
