@@ -1,0 +1,112 @@
+"""Callbacks of a recipe run: sample grids, throughput, gradient norm, and the run's config record.
+
+Each one logs through ``pl_module.log`` (scalars) or :func:`log_image` (grids), so every logger the run
+has (W&B, TensorBoard, the local CSV) gets the same values.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import yaml
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import grad_norm, rank_zero_only
+
+from pixel_lightning.visual import image_grid, save_grid
+
+
+def log_image(trainer: L.Trainer, key: str, grid: Any, step: int) -> None:
+    """Send an HWC uint8 image to every logger that takes images (W&B, TensorBoard)."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[grid], step=step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, step, dataformats="HWC")
+
+
+def draw_samples(
+    model: Any, n: int, seed: int, progress: bool
+) -> tuple[torch.Tensor, float]:  # (images, seconds)
+    """``n`` samples from ``model`` with a fixed seed (the same noise every time), and the time taken."""
+    start = time.perf_counter()
+    x = model.sample(n, generator=torch.Generator().manual_seed(seed), progress=progress)
+    return x, time.perf_counter() - start
+
+
+class SampleGrid(L.Callback):
+    """Every ``every_n_epochs`` training epochs, draw ``n`` samples (rank 0 only), write
+    ``<out_dir>/epoch_XXXX.png`` and log the grid as ``samples``."""
+
+    def __init__(
+        self, out_dir: str | Path, every_n_epochs: int, n: int, seed: int = 0, progress: bool = True
+    ):
+        self.out_dir, self.every_n_epochs, self.n = Path(out_dir), every_n_epochs, n
+        self.seed, self.progress = seed, progress
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.every_n_epochs < 1 or self.n < 1 or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        x, seconds = draw_samples(pl_module, self.n, self.seed, self.progress)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        save_grid(self.out_dir / f"epoch_{trainer.current_epoch:04d}.png", x, pl_module.levels)
+        log_image(trainer, "samples", image_grid(x, pl_module.levels), trainer.global_step)
+
+
+class Throughput(L.Callback):
+    """Training images per second over all devices (``train/images_per_sec``), per step."""
+
+    def __init__(self) -> None:
+        self._last: float | None = None
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._last = None  # do not count validation / sampling time between epochs
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        now = time.perf_counter()
+        if self._last is not None:
+            images = pl_module.batch_images(batch).shape[0] * trainer.world_size
+            pl_module.log("train/images_per_sec", images / max(now - self._last, 1e-9), on_step=True)
+        self._last = now
+
+
+class GradNorm(L.Callback):
+    """The global L2 norm of the gradient before each optimizer step (``train/grad_norm``), every
+    ``log_every_n_steps`` steps (computing it is a pass over every parameter)."""
+
+    def on_before_optimizer_step(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
+    ) -> None:
+        if trainer.global_step % max(1, trainer.log_every_n_steps):
+            return
+        norms = grad_norm(pl_module, norm_type=2)
+        if "grad_2.0_norm_total" in norms:
+            pl_module.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
+
+
+class RunRecord(L.Callback):
+    """Writes ``<run_dir>/config.yaml`` (the resolved config plus the data actually used: source, variant,
+    split sizes) once the data is set up, on rank 0."""
+
+    def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
+        self.run_dir, self.config = Path(run_dir), config
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        dm = trainer.datamodule
+        if dm is not None and hasattr(dm, "describe"):
+            self.config["data_resolved"] = dm.describe()
+        self.write()
+
+    @rank_zero_only
+    def write(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / "config.yaml.tmp"
+        tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
+        tmp.replace(self.run_dir / "config.yaml")

@@ -1,0 +1,139 @@
+"""The exceptions pixel-lightning reports to users, and the one place that turns them into exit codes.
+
+Every error a user can fix is a :class:`PixelLightningError` (or the data package's ``DataError``, or a
+``ValueError`` raised by a config or input check): its message is one paragraph that names the problem
+and the fix. ``recipes/run.py`` wraps its ``main`` in :func:`cli_errors`, which prints that paragraph and
+exits non-zero without a traceback (``--debug`` shows the traceback).
+
+Exit codes::
+
+    0    finished
+    2    a user error: bad recipe, override, value, data, run directory or checkpoint
+    3    training stopped by a guard (non-finite loss or gradient too often)
+    130  interrupted by Ctrl-C
+    143  preempted by SIGTERM, 138 by SIGUSR1 (128 + signal): a checkpoint of the current step was written,
+         re-run the same command to resume
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from collections.abc import Iterator
+from typing import IO, NoReturn
+
+
+class PixelLightningError(Exception):
+    """A problem the user can fix. ``str(error)`` is one paragraph: the problem, then the fix."""
+
+    exit_code: int = 2
+
+    def __init__(self, problem: str, fix: str | None = None) -> None:
+        self.problem, self.fix = problem.rstrip(". "), fix
+        super().__init__(f"{self.problem}. {fix}" if fix else self.problem)
+
+
+class ConfigError(PixelLightningError, ValueError):
+    """A recipe, override or config value that is wrong (unknown key, wrong type, impossible value)."""
+
+
+class CheckpointError(PixelLightningError):
+    """A checkpoint that cannot be used: corrupt, truncated, non-finite, or of another model."""
+
+
+class RunDirError(PixelLightningError):
+    """The run directory cannot be created or written."""
+
+
+class NonFiniteError(PixelLightningError):
+    """Training produced a non-finite loss or gradient more often than the guard allows."""
+
+    exit_code = 3
+
+
+class Preempted(PixelLightningError):
+    """The run received SIGTERM/SIGUSR1, wrote a checkpoint of its current step and stopped."""
+
+    def __init__(self, signum: int, step: int, checkpoint: str | None, requeued: bool) -> None:
+        self.signum, self.step, self.checkpoint, self.requeued = signum, step, checkpoint, requeued
+        self.exit_code = 128 + int(signum)
+        where = (
+            f"checkpoint of step {step} written to {checkpoint}" if checkpoint else "no checkpoint written"
+        )
+        fix = (
+            "the SLURM job was requeued and will resume from it"
+            if requeued
+            else "re-run the same command (same --out) to resume from it"
+        )
+        super().__init__(f"preempted by signal {int(signum)} at training step {step}; {where}", fix)
+
+
+def user_error_types() -> tuple[type[BaseException], ...]:
+    """The exception types reported as user errors: ours, the data package's, and input checks'."""
+    types: list[type[BaseException]] = [PixelLightningError, ValueError, FileNotFoundError, PermissionError]
+    with contextlib.suppress(ImportError):  # optional: the data package may be absent in a slim install
+        from pixel_lightning.data.errors import DataError
+
+        types.append(DataError)
+    return tuple(types)
+
+
+def one_paragraph(error: BaseException) -> str:
+    """The error's message on one line (no traceback), with its type when that helps."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    if isinstance(error, PermissionError | FileNotFoundError) and not isinstance(error, PixelLightningError):
+        name = getattr(error, "filename", None)
+        what = "permission denied" if isinstance(error, PermissionError) else "no such file or directory"
+        if name:
+            return f"{what}: {name}. Check the path, or choose a location you can read and write (e.g. --out)"
+    return text
+
+
+def exit_code(error: BaseException) -> int:
+    """The process exit status that reports ``error``."""
+    if isinstance(error, KeyboardInterrupt):
+        return 130
+    return int(getattr(error, "exit_code", 2))
+
+
+@contextlib.contextmanager
+def cli_errors(debug: bool = False, stream: IO[str] | None = None) -> Iterator[None]:
+    """Report user errors as one paragraph on stderr and exit non-zero; re-raise them when ``debug``.
+
+    Unexpected errors (bugs) keep their traceback: they are not the user's to fix.
+    """
+    try:
+        yield
+    except KeyboardInterrupt as error:
+        _exit(
+            error, "interrupted (Ctrl-C). Re-run the same command to resume from the last checkpoint", stream
+        )
+    except user_error_types() as error:
+        if debug:
+            raise
+        _exit(error, one_paragraph(error), stream)
+    except Exception as error:
+        cause = wrapped_user_error(error)
+        if debug or cause is None:
+            raise
+        _exit(cause, one_paragraph(cause), stream)
+
+
+def wrapped_user_error(error: BaseException) -> BaseException | None:
+    """A user error that a library re-raised inside its own exception (``raise Other(...) from error``,
+    e.g. ``datasets`` wraps errors of a dataset generator): followed through explicit causes only."""
+    cause = error.__cause__
+    while cause is not None:
+        if isinstance(cause, user_error_types()):
+            return cause
+        cause = cause.__cause__
+    return None
+
+
+def _exit(error: BaseException, message: str, stream: IO[str] | None) -> NoReturn:
+    out = stream if stream is not None else sys.stderr
+    label = "stopped" if isinstance(error, Preempted | NonFiniteError) else "error"
+    print(f"{label}: {message}", file=out, flush=True)
+    if not isinstance(error, Preempted | NonFiniteError | KeyboardInterrupt):
+        print("(run with --debug for the traceback)", file=out, flush=True)
+    raise SystemExit(exit_code(error))

@@ -1,0 +1,400 @@
+"""Run a recipe: data, model, loggers, callbacks, Trainer; fit, test on the best checkpoint, write results.
+
+    cfg (pixel_lightning.config.RunConfig)
+      -> build_datamodule(cfg)   -> build_model_for(cfg)
+      -> build_loggers(cfg)      -> build_callbacks(cfg)
+      -> build_trainer(cfg, extra_callbacks, plugins)        the ONE place a Trainer is made
+      -> trainer.fit(ckpt_path=...) -> trainer.test(best checkpoint) -> final sample grid
+      -> <run_dir>/config.yaml, metrics.json, checkpoints/, samples/, logs/metrics.csv, wandb/
+
+Safe under DDP's re-launch: nothing runs at import, every rank builds the same objects from the same
+config, and only rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import netrc
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.utilities import rank_zero_only
+
+from pixel_lightning import reliability
+from pixel_lightning.callbacks import GradNorm, RunRecord, SampleGrid, Throughput, draw_samples, log_image
+from pixel_lightning.config import ConfigError, RunConfig, describe_recipes, load_config, paper_figure
+from pixel_lightning.errors import cli_errors
+from pixel_lightning.visual import image_grid, save_grid
+
+WANDB_ID_FILE = "wandb_id.txt"  # the W&B run id of this run directory (a resumed run logs to the same run)
+
+
+# ----------------------------------------------------------------------------- data and model
+
+
+def build_datamodule(cfg: RunConfig) -> L.LightningDataModule:
+    from pixel_lightning.data import build_datamodule as build
+
+    return build(cfg.data.name, **cfg.data.datamodule_kwargs(cfg.seed))
+
+
+def build_model_for(cfg: RunConfig) -> L.LightningModule:
+    from pixel_lightning import build_model
+
+    try:
+        return build_model(cfg.model.arch, **cfg.model.build_kwargs())
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"cannot build model.arch={cfg.model.arch!r}: {e}") from e
+
+
+# ----------------------------------------------------------------------------- loggers
+
+
+def wandb_logged_in() -> bool:
+    """An API key is available without asking the network: WANDB_API_KEY or a netrc entry for the host."""
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    host = os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai").split("://")[-1].split("/")[0]
+    path = Path(os.environ.get("NETRC", Path.home() / ".netrc"))
+    try:
+        return path.is_file() and netrc.netrc(path).authenticators(host) is not None
+    except (netrc.NetrcParseError, OSError):
+        return False
+
+
+def wandb_mode(cfg: RunConfig) -> str:
+    """online when logged in, else offline (never waits on a network); WANDB_MODE, if set, wins."""
+    env = os.environ.get("WANDB_MODE", "").lower()
+    if env in ("online", "offline", "disabled", "dryrun"):
+        return "offline" if env == "dryrun" else env
+    if cfg.logger.offline or not wandb_logged_in():
+        return "offline"
+    return "online"
+
+
+def run_tags(cfg: RunConfig) -> list[str]:
+    """Tags that let a W&B workspace compare models with no manual setup."""
+    m = cfg.model
+    tags = [m.arch, cfg.data.name, f"residual={m.residual}", f"skip={m.skip}"]
+    if m.arch == "multiscale" and m.base:
+        tags.append(f"base={m.base}")
+    return tags + list(cfg.logger.tags)
+
+
+def wandb_run_id(run_dir: Path) -> str:
+    """The run directory's W&B id, created once (rank 0) so a resumed run continues the same W&B run."""
+    path = run_dir / WANDB_ID_FILE
+    if os.environ.get("WANDB_RUN_ID"):  # set by `wandb agent` for a sweep run
+        return os.environ["WANDB_RUN_ID"]
+    if path.is_file():
+        return path.read_text().strip()
+    run_id = uuid.uuid4().hex[:12]  # W&B ids: lowercase letters and digits
+    if rank_zero_only.rank == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(run_id)
+    return run_id
+
+
+def build_loggers(cfg: RunConfig) -> list[Logger]:
+    """The local CSV log (always: the report reads it) plus the chosen tracker."""
+    run_dir = cfg.run_dir
+    loggers: list[Logger] = [CSVLogger(run_dir, name="logs", version="")]
+    kind = cfg.logger.kind
+    name = cfg.logger.name or run_dir.name
+    if kind == "tensorboard":
+        loggers.append(TensorBoardLogger(run_dir, name="tensorboard", version=""))
+    elif kind == "wandb":
+        mode = wandb_mode(cfg)
+        if mode == "offline":
+            print_rank0(
+                f"W&B: not logged in (or offline): logging offline to {run_dir / 'wandb'}; upload later "
+                f"with `wandb sync {run_dir / 'wandb'}/offline-run-*`"
+            )
+        loggers.append(
+            WandbLogger(
+                name=name,
+                save_dir=str(run_dir),
+                id=wandb_run_id(run_dir) if mode != "disabled" else None,
+                project=cfg.logger.project,
+                entity=cfg.logger.entity,
+                group=cfg.logger.group or cfg.recipe or None,
+                tags=run_tags(cfg),
+                job_type="train",
+                mode=mode,
+                config=cfg.to_dict(),
+                settings=_wandb_settings(),
+            )
+        )
+    return loggers
+
+
+def _wandb_settings() -> Any:
+    import wandb
+
+    return wandb.Settings(init_timeout=60, console="off", silent=True)
+
+
+@rank_zero_only
+def print_rank0(text: str) -> None:
+    print(text, flush=True)
+
+
+# ----------------------------------------------------------------------------- callbacks and Trainer
+
+
+def checkpoint_callbacks(cfg: RunConfig) -> list[ModelCheckpoint]:
+    """The best checkpoint (by ``checkpoint.monitor``), for the test. The periodic ones and last.ckpt are
+    reliability's StepCheckpoint (see :func:`reliability_config`): atomic, bounded, exact to resume."""
+    return [
+        ModelCheckpoint(
+            dirpath=cfg.run_dir / "checkpoints",
+            filename="best-{epoch:03d}-{step:07d}",
+            monitor=cfg.checkpoint.monitor,
+            mode="min",
+            save_top_k=1,
+            save_last=False,
+            auto_insert_metric_name=False,
+        )
+    ]
+
+
+def reliability_config(cfg: RunConfig) -> reliability.ReliabilityConfig:
+    """checkpoint.* (and guard.*) of the run config as reliability settings."""
+    c = cfg.checkpoint
+    return reliability.ReliabilityConfig(
+        every_n_steps=c.every_n_steps,
+        every_seconds=c.every_n_minutes * 60 if c.every_n_minutes else None,
+        keep_last=c.keep_last_k,
+        link_last=c.save_last,
+        max_skips=cfg.guard.max_skips,
+    )
+
+
+def build_callbacks(cfg: RunConfig) -> list[Callback]:
+    callbacks: list[Callback] = [
+        *checkpoint_callbacks(cfg),
+        RunRecord(cfg.run_dir, cfg.to_dict()),
+        Throughput(),
+        GradNorm(),
+        LearningRateMonitor(logging_interval="step"),
+        *reliability.callbacks(cfg.run_dir, reliability_config(cfg)),  # resume, preemption, guard
+    ]
+    if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
+        callbacks.append(
+            SampleGrid(
+                cfg.run_dir / "samples",
+                cfg.sample.every_n_epochs,
+                cfg.sample.n,
+                cfg.sample.seed,
+                progress=cfg.trainer.enable_progress_bar,
+            )
+        )
+    return callbacks
+
+
+def build_trainer(
+    cfg: RunConfig,
+    extra_callbacks: Sequence[Callback] = (),
+    plugins: Sequence[Any] = (),
+    loggers: list[Logger] | None = None,
+) -> L.Trainer:
+    """The one place a Trainer is made: the config's trainer section + the run's loggers and callbacks
+    + ``extra_callbacks`` / ``plugins`` (resume, preemption and guards hook in here)."""
+    t = cfg.trainer
+    return L.Trainer(
+        default_root_dir=cfg.run_dir,
+        logger=loggers if loggers is not None else build_loggers(cfg),
+        callbacks=[*build_callbacks(cfg), *extra_callbacks],
+        plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
+        use_distributed_sampler=False,  # the DataModules shard by rank themselves
+        **{k: getattr(t, k) for k in t.__dataclass_fields__},
+    )
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+def best_checkpoint(trainer: L.Trainer) -> str | None:
+    cb = trainer.checkpoint_callback
+    path = getattr(cb, "best_model_path", "") if cb is not None else ""
+    return path or None
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        try:
+            v = float(value)
+        except (TypeError, ValueError):
+            continue
+        if math.isfinite(v):
+            out[key] = v
+    return out
+
+
+def run(
+    cfg: RunConfig,
+    extra_callbacks: Sequence[Callback] = (),
+    plugins: Sequence[Any] = (),
+    ckpt_path: str | None = None,
+) -> dict[str, Any]:
+    """Fit, test on the best checkpoint, draw the final grid; write config.yaml and metrics.json.
+
+    Returns the metrics dict (on every rank). ``ckpt_path`` resumes training from a checkpoint.
+    """
+    start = time.perf_counter()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    dm = build_datamodule(cfg)
+    model = build_model_for(cfg)
+    if ckpt_path is None:  # the newest valid checkpoint of this run directory, if any
+        ckpt_path = reliability.prepare_resume(cfg.run_dir, model, dm, reliability_config(cfg), print_rank0)
+    else:
+        reliability.make_resumable(dm)
+    trainer = build_trainer(cfg, extra_callbacks, plugins)
+    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    fit_s = time.perf_counter() - start
+    trained = scalar_metrics(trainer.callback_metrics)
+
+    best = best_checkpoint(trainer)
+    t0 = time.perf_counter()
+    (tested,) = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False) or [{}]
+    test_s = time.perf_counter() - t0
+
+    metrics: dict[str, Any] = {**{k: v for k, v in trained.items() if not k.startswith("test/")}}
+    metrics.update(scalar_metrics(tested))
+    metrics.update(
+        {
+            "recipe": cfg.recipe,
+            "arch": cfg.model.arch,
+            "dataset": cfg.data.name,
+            "variant": getattr(dm, "variant", None),
+            "residual": cfg.model.residual,
+            "skip": cfg.model.skip,
+            "params": sum(p.numel() for p in model.parameters()),
+            "global_step": trainer.global_step,
+            "epochs": trainer.current_epoch,
+            "world_size": trainer.world_size,
+            "test_checkpoint": best or "final weights (no validation ran)",
+            "paper": {k: getattr(cfg.paper, k) for k in ("test", "train", "unit", "where")},
+            "seconds": {"fit": round(fit_s, 2), "test": round(test_s, 2)},
+        }
+    )
+    if trainer.is_global_zero:
+        if cfg.sample.n > 0 and cfg.sample.at_end:
+            x, sample_s = draw_samples(model, cfg.sample.n, cfg.sample.seed, cfg.trainer.enable_progress_bar)
+            (cfg.run_dir / "samples").mkdir(parents=True, exist_ok=True)
+            path = save_grid(cfg.run_dir / "samples" / "final.png", x, model.levels)
+            log_image(trainer, "samples/final", image_grid(x, model.levels), trainer.global_step)
+            metrics["samples_png"] = str(path)
+            metrics["seconds"]["sample"] = round(sample_s, 2)
+        metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
+        write_json(cfg.run_dir / "metrics.json", metrics)
+        print(summary(cfg, metrics), flush=True)
+    finish_loggers(trainer)
+    return metrics
+
+
+def finish_loggers(trainer: L.Trainer) -> None:
+    """Close the W&B run (flushes its offline record file) so the next run in this process is a new one."""
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+            logger.experiment.finish()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    tmp.replace(path)
+
+
+def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
+    """The test figure beside the paper's, in the paper's unit."""
+    nats = cfg.paper.unit == "nats"
+    key = "test/nll_nats" if nats else "test/bits_per_dim"
+    ours = metrics.get(key)
+    unit = "nats" if nats else "bits/dim"
+    ours_text = f"{ours:.4f} {unit}" if ours is not None else "n/a"
+    other = metrics.get("test/bits_per_dim" if nats else "test/nll_nats")
+    if other is not None:
+        ours_text += f" ({other:.4f} {'bits/dim' if nats else 'nats'})"
+    paper = paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)
+    return (
+        f"[{cfg.recipe or 'run'}] test: {ours_text} | paper: {paper}"
+        f"{' (' + cfg.paper.where + ')' if cfg.paper.where else ''} | data: {metrics.get('variant')} | "
+        f"steps {metrics['global_step']} | {metrics['seconds'].get('total', 0):.0f} s | "
+        f"run dir: {cfg.run_dir}"
+    )
+
+
+# ----------------------------------------------------------------------------- command line
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recipes/run.py",
+        description="Run a pixel-lightning recipe: fit, test on the best checkpoint, write the results.",
+        epilog="example: python recipes/run.py --recipe quickstart trainer.max_steps=200 logger=none",
+    )
+    p.add_argument("--recipe", help="recipe name (recipes/<name>.yaml); --list shows them")
+    p.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--out", help="run directory (default runs/<recipe>)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.hidden=32")
+    return p
+
+
+def list_text() -> str:
+    rows = describe_recipes()
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"{'recipe'.ljust(width)}  paper figure (where)  |  description"]
+    for r in rows:
+        where = f" ({r['where']})" if r["where"] else ""
+        lines.append(f"{r['name'].ljust(width)}  {r['paper']}{where}  |  {r['description']}")
+    return "\n".join(lines)
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    overrides = list(args.overrides)
+    if args.out:
+        overrides.append(f"out={args.out}")
+    if not args.recipe:
+        raise ConfigError("no recipe given: pass --recipe NAME (python recipes/run.py --list shows them)")
+    return load_config(args.recipe, overrides)
+
+
+def cli(args: argparse.Namespace) -> int:
+    """The body of recipes/run.py (errors propagate; :func:`main` reports them)."""
+    if args.list:
+        print(list_text())
+        return 0
+    cfg = config_from_args(args)
+    if args.dry_run:
+        print(f"# recipe {cfg.recipe}: {cfg.description}")
+        print(f"# paper: {paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)} ({cfg.paper.where})")
+        print(cfg.to_yaml(), end="")
+        return 0
+    with reliability.clean_failed_start(cfg.run_dir):  # a failed start leaves no partial files
+        reliability.ensure_writable(cfg.run_dir)
+        run(cfg)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """recipes/run.py: parse, run, and report user errors in one paragraph (a traceback with --debug)."""
+    args = make_parser().parse_args(argv)
+    with cli_errors(debug=args.debug):  # user errors: one paragraph, exit 2; see pixel_lightning/errors.py
+        return cli(args)

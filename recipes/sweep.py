@@ -1,0 +1,90 @@
+"""Run a sweep's grid locally, one run after another, without a W&B server; then write its report.
+
+    python recipes/sweep.py --sweep residual_skip --recipe cifar10_row_lstm [--out DIR] [key=value ...]
+
+The grid comes from ``recipes/sweeps/<sweep>.yaml`` (``parameters``: ``values`` lists and fixed ``value``s),
+the same file ``wandb sweep`` reads. Each run is a separate ``recipes/run.py`` process (as under
+``wandb agent``; ``--in-process`` runs them in this process, faster for tiny sweeps), in
+``<out>/<key=value,...>/``; the report goes to ``<out>/report.md`` and ``<out>/curves.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+SWEEPS = ROOT / "recipes" / "sweeps"
+
+
+def load_grid(name: str) -> list[list[str]]:
+    """Every combination of the sweep's parameters, as lists of ``key=value`` overrides, in grid order."""
+    path = SWEEPS / f"{name}.yaml"
+    if not path.is_file():
+        valid = ", ".join(sorted(p.stem for p in SWEEPS.glob("*.yaml")))
+        raise SystemExit(f"error: unknown sweep {name!r}; valid sweeps: {valid}")
+    params = (yaml.safe_load(path.read_text()) or {}).get("parameters") or {}
+    axes = []
+    for key, spec in params.items():
+        values = spec["values"] if "values" in spec else [spec["value"]]
+        axes.append(
+            [
+                f"{key}={yaml.safe_dump(v, default_flow_style=True).strip().removesuffix('...').strip()}"
+                for v in values
+            ]
+        )
+    return [list(combo) for combo in itertools.product(*axes)]
+
+
+def yaml_text(value: object) -> str:
+    """A value as the YAML text an override takes (``False`` -> ``false``)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
+
+
+def run_name(overrides: list[str]) -> str:
+    """``["model.residual=false", "model.skip=true"]`` -> ``"residual=false,skip=true"``."""
+    return ",".join(o.split(".")[-1] for o in overrides)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sweep", required=True, help="recipes/sweeps/<name>.yaml")
+    p.add_argument("--recipe", required=True, help="the recipe every run starts from")
+    p.add_argument("--out", help="sweep directory (default runs/sweeps/<sweep>/<recipe>)")
+    p.add_argument("--in-process", action="store_true", help="run in this process (no DDP), e.g. in tests")
+    p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
+    args = p.parse_args(argv)
+    out = Path(args.out or f"runs/sweeps/{args.sweep}/{args.recipe}")
+    grid = load_grid(args.sweep)
+    failed = []
+    for k, combo in enumerate(grid, 1):
+        run_dir = out / run_name(combo)
+        cmd = [
+            sys.executable,
+            str(ROOT / "recipes" / "run.py"),
+            "--recipe",
+            args.recipe,
+            "--out",
+            str(run_dir),
+            *args.overrides,
+            *combo,
+            f"logger.group={args.sweep}-{args.recipe}",
+        ]
+        print(f"[sweep {args.sweep} {k}/{len(grid)}] {' '.join(combo)} -> {run_dir}", flush=True)
+        if subprocess.run(cmd).returncode != 0:
+            failed.append(run_name(combo))
+    report = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "report.py"), str(out), "--out", str(out)]
+    )
+    if failed:
+        print(f"[sweep {args.sweep}] failed runs: {', '.join(failed)}", file=sys.stderr)
+    return 1 if failed or report.returncode else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

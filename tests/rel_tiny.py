@@ -1,0 +1,157 @@
+"""A tiny training program built like the runner (reliability callbacks, plugins, resumable loader,
+CLI error handling), for the reliability tests: in-process through :func:`fit`, or as a real process.
+
+    python tests/rel_tiny.py --out DIR [--steps 30] [--every 5] [--sleep 0.05] [--nan-at 7,9] ...
+
+Prints ``STEP n`` after every optimizer step (flushed) so a test can kill it at a chosen step; writes
+``final.pt`` (parameters) and ``metrics.json`` (val and test NLL) into ``--out`` when it finishes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pixel_lightning  # noqa: E402
+from pixel_lightning import reliability  # noqa: E402
+from pixel_lightning.data.base import BatchLoader, ImageBatches, ShardedBatchSampler  # noqa: E402
+from pixel_lightning.errors import cli_errors  # noqa: E402
+
+
+class MemoryStore:
+    """The store interface ImageBatches reads (take, labels), over arrays in memory."""
+
+    def __init__(self, images: np.ndarray) -> None:
+        self.images, self.labels = images, np.full(len(images), -1, dtype=np.int64)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        return self.images[rows]
+
+
+class TinyData(L.LightningDataModule):
+    """40 train / 8 val / 8 test binary 8x8 images (blobs, so the model has something to learn)."""
+
+    def __init__(self, batch_size: int = 4, seed: int = 0, n_train: int = 40) -> None:
+        super().__init__()
+        rng = np.random.default_rng(123)
+        yy, xx = np.mgrid[:8, :8]
+        centres = rng.uniform(1, 7, size=(n_train + 16, 2))
+        images = ((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2 < 6).astype(np.uint8)
+        self.images = images[:, None]
+        self.n_train, self.batch_size, self.seed = n_train, batch_size, seed
+
+    def _loader(self, rows: np.ndarray, shuffle: bool) -> BatchLoader:
+        data = ImageBatches(MemoryStore(self.images), rows)
+        return BatchLoader(data, ShardedBatchSampler(len(rows), self.batch_size, shuffle, self.seed))
+
+    def train_dataloader(self) -> BatchLoader:
+        return self._loader(np.arange(self.n_train), True)
+
+    def val_dataloader(self) -> BatchLoader:
+        return self._loader(np.arange(self.n_train, self.n_train + 8), False)
+
+    def test_dataloader(self) -> BatchLoader:
+        return self._loader(np.arange(self.n_train + 8, self.n_train + 16), False)
+
+
+class StepPrinter(L.Callback):
+    """``STEP n`` after each step; optional sleep (time for a test to send a signal); NaN injection."""
+
+    def __init__(self, sleep: float = 0.0, nan_at: tuple[int, ...] = ()) -> None:
+        self.sleep, self.nan_at = sleep, set(nan_at)
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        print(f"STEP {trainer.global_step}", flush=True)
+        if self.sleep:
+            time.sleep(self.sleep)
+
+    def on_before_backward(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, loss: torch.Tensor
+    ) -> None:
+        if trainer.global_step in self.nan_at:
+            loss.data.fill_(float("nan"))  # a NaN loss: backward then gives NaN gradients
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser()
+    p.add_argument("--out", required=True)
+    p.add_argument("--steps", type=int, default=30)
+    p.add_argument("--every", type=int, default=5)
+    p.add_argument("--keep", type=int, default=3)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sleep", type=float, default=0.0)
+    p.add_argument("--nan-at", default="")
+    p.add_argument("--max-skips", type=int, default=2)
+    p.add_argument("--scheduler", default="cosine")
+    p.add_argument("--arch", default="pixelcnn")
+    p.add_argument("--hidden", type=int, default=4)
+    p.add_argument("--no-resumable-loader", action="store_true")
+    p.add_argument("--debug", action="store_true")
+    return p.parse_args(argv)
+
+
+def seeded_model(args: argparse.Namespace) -> pixel_lightning.AutoregressiveImageModel:
+    """Seed everything with ``--seed``, then build the model (its initial weights depend on the seed)."""
+    L.seed_everything(args.seed, workers=True, verbose=False)
+    return pixel_lightning.build_model(
+        args.arch, image_shape=(1, 8, 8), levels=2, hidden=args.hidden, layers=1, head_channels=8,
+        lr=3e-3, scheduler=args.scheduler,
+    )  # fmt: skip
+
+
+def fit(args: argparse.Namespace) -> dict[str, float]:
+    """Train (resuming from ``--out`` when it holds checkpoints), test, write final.pt + metrics.json."""
+    torch.set_num_threads(1)  # a tiny model on shared CPUs: one thread is several times faster
+    out = Path(args.out)
+    model = seeded_model(args)
+    data = TinyData(seed=args.seed)
+    config = reliability.ReliabilityConfig(
+        every_n_steps=args.every, every_seconds=None, keep_last=args.keep, max_skips=args.max_skips
+    )
+    ckpt = reliability.prepare_resume(out, model, None if args.no_resumable_loader else data, config)
+    nan_at = tuple(int(s) for s in args.nan_at.split(",") if s)
+    trainer = L.Trainer(
+        default_root_dir=out,
+        max_steps=args.steps,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        deterministic=True,
+        callbacks=[StepPrinter(args.sleep, nan_at), *reliability.callbacks(out, config)],
+        plugins=reliability.plugins(),
+    )
+    trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+    fitted = {
+        k: float(trainer.callback_metrics.get(k, float("nan"))) for k in ("val/nll_nats", "train/nll_nats")
+    }
+    test = trainer.test(model, datamodule=data, verbose=False)[0]
+    metrics = {**fitted, **test}
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, out / "final.pt")
+    (out / "metrics.json").write_text(json.dumps(metrics))
+    return metrics
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse(argv)
+    with cli_errors(debug=args.debug):
+        fit(args)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    main()

@@ -1,0 +1,107 @@
+"""DDP on 2 CPU processes (gloo), launched the way users launch it: recipes' runner re-run by each rank.
+
+Checks that parameters are identical on both ranks after training, and that the test metric of the run
+equals a single-process evaluation of the same checkpoint (1e-6).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+SCRIPT = textwrap.dedent(
+    """
+    import sys
+    sys.path.insert(0, {root!r})
+    import lightning as L
+    import torch
+    from pixel_lightning.config import load_config
+    from pixel_lightning.runner import run
+
+    class DumpParams(L.Callback):
+        def on_train_end(self, trainer, pl_module):
+            state = {{k: v.detach().clone() for k, v in pl_module.state_dict().items()}}
+            torch.save(state, f"{{sys.argv[1]}}/params_rank{{trainer.global_rank}}.pt")
+
+    if __name__ == "__main__":  # each rank re-runs this file: nothing may run at import
+        run(load_config("quickstart", sys.argv[2:]), extra_callbacks=[DumpParams()])
+    """
+)
+
+
+def single_process_nll(checkpoint: str, data_dir: Path) -> tuple[float, int]:
+    """Mean test NLL (nats, float64 sum) of ``checkpoint`` over the whole test split, in one process."""
+    from pixel_lightning import load_model
+    from pixel_lightning.data import build_datamodule
+
+    model = load_model(checkpoint).eval()
+    dm = build_datamodule("mnist", data_dir=data_dir, source="embedded", batch_size=7)
+    dm.setup()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for x, _ in dm.test_dataloader():
+            total -= model.log_prob(x.long()).double().sum().item()
+            count += x.shape[0]
+    return total / count, count
+
+
+@pytest.mark.timeout(300)
+def test_ddp_two_cpu_processes_match_single_process(tmp_path):
+    script = tmp_path / "ddp_run.py"
+    script.write_text(SCRIPT.format(root=str(ROOT)))
+    out, data_dir = tmp_path / "run", tmp_path / "data"
+    overrides = [
+        f"out={out}",
+        f"data.data_dir={data_dir}",
+        "trainer.accelerator=cpu",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        "trainer.max_steps=4",
+        "trainer.max_time=null",
+        "trainer.val_check_interval=2",
+        "trainer.check_val_every_n_epoch=null",
+        "trainer.limit_val_batches=2",
+        "trainer.log_every_n_steps=1",
+        "trainer.enable_progress_bar=false",
+        "model.hidden=4",
+        "model.layers=1",
+        "model.head_channels=8",
+        "data.batch_size=4",
+        "sample.n=0",
+        "logger=none",
+        "threads=1",
+    ]
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(script), str(tmp_path), *overrides],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
+
+    rank0 = torch.load(tmp_path / "params_rank0.pt")
+    rank1 = torch.load(tmp_path / "params_rank1.pt")
+    assert rank0.keys() == rank1.keys()
+    for key in rank0:
+        assert torch.equal(rank0[key], rank1[key]), f"{key} differs between ranks"
+
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["world_size"] == 2 and metrics["global_step"] == 4
+    assert metrics["test_checkpoint"].endswith(".ckpt"), metrics["test_checkpoint"]
+    nll, count = single_process_nll(metrics["test_checkpoint"], data_dir)
+    assert count == 500  # every test image once, none padded
+    assert metrics["test/nll_nats"] == pytest.approx(nll, rel=1e-6, abs=1e-6)
+    assert metrics["test/bits_per_dim"] == pytest.approx(nll / (784 * math.log(2)), abs=1e-6)

