@@ -19,6 +19,7 @@ from pixel_lightning.models import (
     PixelCNN,
     RowLSTM,
 )
+from pixel_lightning.models.multiscale import MultiScalePixelRNN
 
 __version__ = "0.1.0"
 
@@ -26,6 +27,7 @@ ARCHITECTURES: dict[str, type[AutoregressiveImageModel]] = {
     "pixelcnn": PixelCNN,
     "row_lstm": RowLSTM,
     "diagonal_bilstm": DiagonalBiLSTM,
+    "multiscale": MultiScalePixelRNN,
 }
 
 

@@ -9,6 +9,8 @@ import torch
 import pixel_lightning
 
 COMBOS = [(r, s) for r in (False, True) for s in (False, True)]  # (residual, skip)
+# single-scale architectures (one body on the loss base); "multiscale" composes them: tests/test_multiscale.py
+SINGLE_SCALE = sorted(a for a in pixel_lightning.ARCHITECTURES if a != "multiscale")
 
 
 def tiny_model(

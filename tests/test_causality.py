@@ -10,9 +10,7 @@ blind spot included).
 
 import pytest
 import torch
-from helpers import COMBOS, tiny_model
-
-import pixel_lightning
+from helpers import COMBOS, SINGLE_SCALE, tiny_model
 
 
 def _first_layer(H, W, k):
@@ -99,7 +97,7 @@ def _observed(model, shape, trials):
     return seen
 
 
-@pytest.mark.parametrize("arch", sorted(pixel_lightning.ARCHITECTURES))
+@pytest.mark.parametrize("arch", SINGLE_SCALE)
 @pytest.mark.parametrize("residual,skip", COMBOS)
 def test_receptive_field_rgb(arch, residual, skip):
     shape = (3, 5, 5)
@@ -114,7 +112,7 @@ def test_receptive_field_rgb(arch, residual, skip):
     assert not missing, f"{arch}: ignores context the paper says it has: {missing[:5]}"
 
 
-@pytest.mark.parametrize("arch", sorted(pixel_lightning.ARCHITECTURES))
+@pytest.mark.parametrize("arch", SINGLE_SCALE)
 @pytest.mark.parametrize("shape", [(1, 4, 6), (3, 4, 3)])
 def test_receptive_field_default_first_layer(arch, shape):
     model = tiny_model(
