@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixel_lightning.nn.lstm_cell import lstm_update
+from pixel_lightning.nn.lstm_cell import lstm_scan, lstm_update
 from pixel_lightning.nn.masked_conv import MaskedConv2d, position_major, require_cond
 from pixel_lightning.nn.masks import channel_groups
 
@@ -74,8 +74,9 @@ class DiagonalBiLSTMLayer(nn.Module):
             s = s + self.cond(cond)
         return s
 
-    def scan(self, s: torch.Tensor) -> torch.Tensor:
-        """Column-by-column LSTM over a skewed (B, 8h, H, T) map of both directions -> (B, 2h, H, T)."""
+    def scan_reference(self, s: torch.Tensor) -> torch.Tensor:
+        """Straightforward column loop with a grouped conv1d K_ss (the definition; tests compare
+        :meth:`scan` with it): skewed (B, 8h, H, T) pre-activations (no K_ss bias) -> (B, 2h, H, T)."""
         B, _, H, T = s.shape
         h2 = 2 * self.hidden
         h = self.h0.view(1, h2, 1).expand(B, h2, H)  # (B, 2h, H): [forward h, backward h]
@@ -88,11 +89,39 @@ class DiagonalBiLSTMLayer(nn.Module):
             cols.append(h)
         return torch.stack(cols, dim=3)  # (B, 2h, H, T)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_reference(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The definition, step by step (tests compare :meth:`forward` with it)."""
         W = x.shape[3]
         s_fwd, s_bwd = self.input_to_state(x, cond).chunk(2, dim=1)  # (B, 4h, H, W) each
         s = skew(torch.cat([s_fwd, s_bwd.flip(3)], dim=1))  # (B, 8h, H, W + H - 1)
-        h_fwd, h_bwd = unskew(self.scan(s), W).chunk(2, dim=1)  # (B, h, H, W) each
+        h_fwd, h_bwd = unskew(self.scan_reference(s), W).chunk(2, dim=1)  # (B, h, H, W) each
+        return self.out(h_fwd + shift_down(h_bwd.flip(3)))  # (B, h, H, W) -> (B, 2h, H, W)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Same function as :meth:`forward_reference`, laid out for speed: the input (2h maps, not the
+        8h gate maps) is skewed, straight into the scan's step-major layout (T, direction, channel, B, H),
+        and K_is is one batched matmul there. A ones channel carries K_is's bias, so skew padding stays
+        exactly zero as in the definition. Both directions then share one :func:`lstm_scan`."""
+        B, C2, H, W = x.shape
+        hd, T = self.hidden, W + H - 1
+        ones = x.new_ones(B, 1, H, W)
+        xs = torch.stack([torch.cat([x, ones], 1), torch.cat([x.flip(3), ones], 1)], 1)  # (B, 2, 2h+1, H, W)
+        xs = skew(xs.view(B, 2 * (C2 + 1), H, W)).view(B, 2, C2 + 1, H, T)
+        xs = xs.permute(4, 1, 2, 0, 3).reshape(T, 2, C2 + 1, B * H)  # (T, 2, 2h+1, B*H)
+        K_is = torch.cat([(self.K_is.weight * self.K_is.mask)[:, :, 0, 0], self.K_is.bias[:, None]], 1)
+        s = torch.matmul(K_is.view(2, 4 * hd, C2 + 1), xs)  # (T, 2, 4h, B*H)
+        if self.cond is not None:
+            c_fwd, c_bwd = self.cond(require_cond(cond)).chunk(2, dim=1)  # (B, 4h, H, W) each
+            c = skew(torch.cat([c_fwd, c_bwd.flip(3)], 1)).view(B, 2, 4 * hd, H, T)
+            s = s + c.permute(4, 1, 2, 0, 3).reshape(T, 2, 4 * hd, B * H)
+        s = s + self.K_ss.bias.view(1, 2, 4 * hd, 1)  # K_ss's bias acts on padding columns too
+        w = self.K_ss.weight.view(2, 4 * hd, hd, 2)  # per direction (4h, h, taps)
+        K_ss = w.permute(0, 1, 3, 2).reshape(2, 4 * hd, 2 * hd)  # columns: [row r-1; row r]
+        h0 = self.h0.view(2, hd, 1, 1).expand(2, hd, B, H)
+        c0 = self.c0.view(2, hd, 1, 1).expand(2, hd, B, H)
+        hs = lstm_scan(s.view(T, 2, 4 * hd, B, H), K_ss, h0, c0, (-1, 0))  # (T, 2, h, B, H)
+        h = unskew(hs.permute(3, 1, 2, 4, 0).reshape(B, 2 * hd, H, T), W)  # (B, 2h, H, W)
+        h_fwd, h_bwd = h.chunk(2, dim=1)
         return self.out(h_fwd + shift_down(h_bwd.flip(3)))  # (B, h, H, W) -> (B, 2h, H, W)
 
     # -- cached sampling: one position at a time ---------------------------------------------

@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixel_lightning.nn.lstm_cell import lstm_update
+from pixel_lightning.nn.lstm_cell import lstm_scan, lstm_update
 from pixel_lightning.nn.masked_conv import MaskedConv2d, position_major, require_cond
 from pixel_lightning.nn.masks import channel_groups
 
@@ -58,7 +58,8 @@ class RowLSTMLayer(nn.Module):
         c = self.c0.view(1, -1, 1).expand(batch, -1, width)
         return h, c
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_reference(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Straightforward row loop with a conv1d K_ss (the definition; tests compare :meth:`forward`)."""
         B, _, H, W = x.shape
         s_is = self.input_to_state(x, cond)  # (B, 4h, H, W)
         h, c = self.initial_state(B, W)
@@ -68,6 +69,17 @@ class RowLSTMLayer(nn.Module):
             h, c = lstm_update(gates, c, dim=1)  # (B, h, W)
             rows.append(h)
         return self.out(torch.stack(rows, dim=2))  # (B, h, H, W) -> (B, 2h, H, W)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        B, _, H, W = x.shape
+        hd = self.hidden
+        s = self.input_to_state(x, cond) + self.K_ss.bias.view(1, -1, 1, 1)  # (B, 4h, H, W)
+        s = s.permute(2, 1, 0, 3).unsqueeze(1).contiguous()  # (H, 1, 4h, B, W): a step is a row
+        K_ss = self.K_ss.weight.permute(0, 2, 1).reshape(1, 4 * hd, 3 * hd)  # taps (j-1, j, j+1)
+        h0 = self.h0.view(1, hd, 1, 1).expand(1, hd, B, W)
+        c0 = self.c0.view(1, hd, 1, 1).expand(1, hd, B, W)
+        hs = lstm_scan(s, K_ss, h0, c0, (-1, 0, 1))  # (H, 1, h, B, W)
+        return self.out(hs[:, 0].permute(2, 1, 0, 3))  # (B, h, H, W) -> (B, 2h, H, W)
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:
