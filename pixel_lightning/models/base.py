@@ -25,7 +25,7 @@ from torch import nn
 from pixel_lightning.metrics import BitsPerDim, NLLNats, bits_per_dim
 from pixel_lightning.nn.masked_conv import MaskedConv2d
 from pixel_lightning.nn.stack import LayerStack
-from pixel_lightning.sampling import sample_naive
+from pixel_lightning.sampling import StepFn, sample_cached, sample_naive
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
 SCHEDULERS = ("none", "cosine")
@@ -219,25 +219,80 @@ class AutoregressiveImageModel(L.LightningModule):
         return log_likelihood(self(x), x, self.levels)
 
     # -- sampling ---------------------------------------------------------------------------
+    def incremental(self, n: int, cond: torch.Tensor | None = None) -> StepFn:
+        """A cached one-position network for sampling ``n`` images: ``step(x, i, j)`` returns the logits
+        (n, K, C) of pixel (i, j) for the int64 images x (n, C, H, W), reading x only at (i, j) and
+        before. Positions must be stepped in raster order; re-stepping the current one is allowed (and
+        needed after its colours change). Logits of colour c are exact once x's colours < c are set."""
+        C, H, W = self.image_shape
+        K = 1 if self.levels == 2 else self.levels
+        first, head1, head2 = self.first.point(), self.head[1].point(), self.head[3].point()
+        state = self.stack.begin_cache(n, H, W, cond)
+        r, k = first.rows - 1, first.cols // 2  # causal patch: rows i-r..i, columns j-k..j+k
+
+        def step(x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+            patch = x[:, :, max(i - r, 0) : i + 1, max(j - k, 0) : j + k + 1]
+            patch = self.scale(patch)  # zero padding is in the scaled domain, as in the convolution
+            pad = (max(k - j, 0), max(j + k + 1 - W, 0), max(r - i, 0), 0)
+            v = first(F.pad(patch, pad).flatten(1))  # (n, 2h)
+            v = self.stack.step(state, v, i, j)  # (n, 2h)
+            logits = head2(F.relu(head1(F.relu(v))))  # (n, C*K), colour-major
+            return logits.view(n, C, K).transpose(1, 2)  # (n, K, C)
+
+        return step
+
     @torch.no_grad()
+    def sample_images(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        cache: bool = True,
+        cond: torch.Tensor | None = None,
+        known: tuple[torch.Tensor, torch.Tensor] | None = None,
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Draw ``n`` images, int64 (n, C, H, W), in raster order, R -> G -> B inside each pixel.
+
+        Args:
+            n: number of images.
+            generator: source of the uniforms, drawn up front (one per sub-pixel, see
+                :mod:`pixel_lightning.sampling`): same generator, same images, cached or not.
+            cache: True (default) runs each layer at the one position a step changes
+                (:func:`~pixel_lightning.sampling.sample_cached`); False re-runs the whole network per
+                sub-pixel (:func:`~pixel_lightning.sampling.sample_naive`).
+            cond: conditioning map (n, cond_channels, H, W) handed to every layer (multi-scale models).
+            known: (values int64 (n, C, H, W), mask bool (C, H, W)): sub-pixels where mask is True are
+                copied from values, not drawn (their uniforms are still consumed).
+            progress: show a tqdm bar.
+        """
+        if n < 1:
+            raise ValueError(f"n must be >= 1, got {n}")
+        if cond is not None:
+            cond = cond.to(device=self.device, dtype=self.first.weight.dtype)
+        was_training = self.training
+        self.eval()
+        try:
+            if cache:
+                return sample_cached(
+                    lambda: self.incremental(n, cond), n, self.image_shape, self.levels, generator,
+                    self.device, known=known, progress=progress,
+                )  # fmt: skip
+            return sample_naive(
+                lambda x: self.forward(x, cond), n, self.image_shape, self.levels, generator,
+                self.device, known=known, progress=progress,
+            )  # fmt: skip
+        finally:
+            self.train(was_training)
+
     def sample(
         self,
         n: int,
         generator: torch.Generator | None = None,
-        cache: bool = False,
+        cache: bool = True,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Draw ``n`` images, int64 (n, C, H, W), in raster order, R -> G -> B inside each pixel."""
-        if n < 1:
-            raise ValueError(f"n must be >= 1, got {n}")
-        was_training = self.training
-        self.eval()
-        try:
-            return sample_naive(
-                self.forward, n, self.image_shape, self.levels, generator, self.device, progress=progress
-            )
-        finally:
-            self.train(was_training)
+        """Draw ``n`` images, int64 (n, C, H, W); see :meth:`sample_images` for the arguments."""
+        return self.sample_images(n, generator, cache=cache, progress=progress)
 
     # -- Lightning --------------------------------------------------------------------------
     @staticmethod

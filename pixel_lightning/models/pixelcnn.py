@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixel_lightning.models.base import AutoregressiveImageModel
-from pixel_lightning.nn.masked_conv import MaskedConv2d
+from pixel_lightning.nn.masked_conv import MaskedConv2d, position_major, require_cond
 
 
 class PixelCNNBlock(nn.Module):
@@ -37,6 +37,27 @@ class PixelCNNBlock(nn.Module):
                 raise ValueError("this block was built with cond_channels > 0 and needs a `cond` map")
             y = y + self.cond(cond)
         return self.conv_out(F.relu(y))  # (B, 2h, H, W)
+
+    # -- cached sampling: one position at a time ---------------------------------------------
+    def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:
+        """Per-sampling state: the 3x3 conv's input map (the only map read around a position), zero
+        padded, and the conditioning term of every position."""
+        like = self.conv.weight
+        cache = {"in": self.conv_in.point(), "conv": self.conv.point(), "out": self.conv_out.point()}
+        cache["mid"] = cache["conv"].padded_buffer(
+            batch, self.conv.in_channels, H, W, like
+        )  # (B, h, H+1, W+2)
+        cache["cond"] = None if self.cond is None else position_major(self.cond(require_cond(cond)))
+        return cache
+
+    def step(self, cache: dict, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Residual branch (B, 2h) at (i, j) from the block input x (B, 2h) at (i, j); earlier positions
+        of the 3x3 conv's input come from the cache. Idempotent: re-running (i, j) overwrites (i, j)."""
+        cache["mid"][:, :, i + 1, j + 1] = F.relu(cache["in"](F.relu(x)))  # (B, h): the 3x3's input
+        y = cache["conv"].at(cache["mid"], i, j)  # (B, h)
+        if cache["cond"] is not None:
+            y = y + cache["cond"][i, j]
+        return cache["out"](F.relu(y))  # (B, 2h)
 
 
 class PixelCNN(AutoregressiveImageModel):

@@ -44,3 +44,48 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, out, H, W)
         return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+
+    def point(self) -> PointConv:
+        """This convolution evaluated at one position at a time (cached sampling)."""
+        return PointConv(self)
+
+
+class PointConv:
+    """A :class:`MaskedConv2d` evaluated at one output position, for cached sampling.
+
+    Kernel rows below the centre are masked out, so a position (i, j) reads only its causal patch: rows
+    i - kh//2 .. i and columns j - kw//2 .. j + kw//2 of the input. The masked kernel is cut to those rows
+    and flattened once: (in * (kh//2 + 1) * kw, out), so a step is one ``addmm``.
+    """
+
+    def __init__(self, conv: MaskedConv2d) -> None:
+        kh, kw = conv.kernel_size
+        self.rows, self.cols = kh // 2 + 1, kw  # causal patch (rows above + centre row, all columns)
+        w = (conv.weight * conv.mask)[:, :, : self.rows]  # (out, in, rows, kw)
+        self.weight = w.flatten(1).t().contiguous()  # (in * rows * kw, out)
+        self.bias = conv.bias
+
+    def __call__(self, v: torch.Tensor) -> torch.Tensor:  # (B, in * rows * kw) -> (B, out)
+        if self.bias is None:
+            return v @ self.weight
+        return torch.addmm(self.bias, v, self.weight)
+
+    def padded_buffer(self, batch: int, channels: int, H: int, W: int, like: torch.Tensor) -> torch.Tensor:
+        """Zero buffer (B, in, H + rows - 1, W + cols - 1) whose interior [rows-1:, cols//2 :] is the map:
+        the padding is the convolution's zero padding (no bottom rows: they are masked)."""
+        return like.new_zeros(batch, channels, H + self.rows - 1, W + self.cols - 1)
+
+    def at(self, buf: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Output (B, out) at position (i, j) of a buffer made by :meth:`padded_buffer`."""
+        return self(buf[:, :, i : i + self.rows, j : j + self.cols].flatten(1))
+
+
+def position_major(m: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W) -> (H, W, B, D) contiguous, so one position's vectors are one contiguous slice."""
+    return m.permute(2, 3, 0, 1).contiguous()
+
+
+def require_cond(cond: torch.Tensor | None) -> torch.Tensor:
+    if cond is None:
+        raise ValueError("this layer was built with cond_channels > 0 and needs a `cond` map")
+    return cond

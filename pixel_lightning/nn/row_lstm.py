@@ -19,8 +19,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from pixel_lightning.nn.lstm_cell import lstm_update
-from pixel_lightning.nn.masked_conv import MaskedConv2d
+from pixel_lightning.nn.lstm_cell import lstm_scan, lstm_update
+from pixel_lightning.nn.masked_conv import MaskedConv2d, position_major, require_cond
 from pixel_lightning.nn.masks import channel_groups
 
 
@@ -58,7 +58,8 @@ class RowLSTMLayer(nn.Module):
         c = self.c0.view(1, -1, 1).expand(batch, -1, width)
         return h, c
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward_reference(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Straightforward row loop with a conv1d K_ss (the definition; tests compare :meth:`forward`)."""
         B, _, H, W = x.shape
         s_is = self.input_to_state(x, cond)  # (B, 4h, H, W)
         h, c = self.initial_state(B, W)
@@ -68,3 +69,58 @@ class RowLSTMLayer(nn.Module):
             h, c = lstm_update(gates, c, dim=1)  # (B, h, W)
             rows.append(h)
         return self.out(torch.stack(rows, dim=2))  # (B, h, H, W) -> (B, 2h, H, W)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        B, _, H, W = x.shape
+        hd = self.hidden
+        s = self.input_to_state(x, cond) + self.K_ss.bias.view(1, -1, 1, 1)  # (B, 4h, H, W)
+        s = s.permute(2, 1, 0, 3).unsqueeze(1).contiguous()  # (H, 1, 4h, B, W): a step is a row
+        K_ss = self.K_ss.weight.permute(0, 2, 1).reshape(1, 4 * hd, 3 * hd)  # taps (j-1, j, j+1)
+        h0 = self.h0.view(1, hd, 1, 1).expand(1, hd, B, W)
+        c0 = self.c0.view(1, hd, 1, 1).expand(1, hd, B, W)
+        hs = lstm_scan(s, K_ss, h0, c0, (-1, 0, 1))  # (H, 1, h, B, W)
+        return self.out(hs[:, 0].permute(2, 1, 0, 3))  # (B, h, H, W) -> (B, 2h, H, W)
+
+    # -- cached sampling: one position at a time ---------------------------------------------
+    def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:
+        """Per-sampling state. Row i-1's h, c are final once row i starts, so K_ss of the whole
+        previous row is computed once per row; a step runs K_is and the LSTM update at (i, j) only."""
+        K_is = self.K_is.point()
+        w = K_is.weight.view(self.K_is.in_channels, 3, -1)  # (2h, taps j-1, j, j+1, 4h); j+1 masked
+        h, c = self.initial_state(batch, W)  # (B, h, W)
+        return {
+            "K_is": torch.cat([w[:, 0], w[:, 1]], 0),  # on [x(i, j-1), x(i, j)]: (4h, 4h)
+            "K_is_bias": K_is.bias,
+            "out": self.out.point(),
+            "x": [],  # this row's layer inputs, (B, 2h) each
+            "h": list(h.unbind(2)),  # the row being written, (B, h) per column
+            "c": list(c.unbind(2)),
+            "row": -1,
+            "cond": None if self.cond is None else position_major(self.cond(require_cond(cond))),
+            "zero": self.h0.new_zeros(batch, 2 * self.hidden),
+        }
+
+    def _begin_row(self, cache: dict, i: int) -> None:
+        """Row i starts: the finished row becomes h_{i-1}, c_{i-1}; K_ss over it (plus the K_is bias
+        and the conditioning of row i) once: (W, B, 4h)."""
+        h_prev = torch.stack(cache["h"], 2)  # (B, h, W)
+        kss = self.K_ss(h_prev) + cache["K_is_bias"][:, None]  # (B, 4h, W)
+        kss = kss.permute(2, 0, 1)  # (W, B, 4h)
+        if cache["cond"] is not None:
+            kss = kss + cache["cond"][i]
+        cache["kss"] = kss.contiguous()
+        cache["c_prev"] = cache["c"]
+        W = len(cache["c"])
+        cache["x"], cache["h"], cache["c"] = [None] * W, [None] * W, [None] * W
+        cache["row"] = i
+
+    def step(self, cache: dict, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """Residual branch (B, 2h) at (i, j) from the layer input x (B, 2h) at (i, j). Idempotent."""
+        if cache["row"] != i:
+            self._begin_row(cache, i)
+        cache["x"][j] = x
+        left = cache["x"][j - 1] if j > 0 else cache["zero"]
+        gates = torch.addmm(cache["kss"][j], torch.cat([left, x], 1), cache["K_is"])  # (B, 4h)
+        h, c = lstm_update(gates, cache["c_prev"][j], dim=1)  # (B, h)
+        cache["h"][j], cache["c"][j] = h, c
+        return cache["out"](h)  # (B, 2h)

@@ -37,3 +37,23 @@ class LayerStack(nn.Module):
                 s = self.skips[k](y)
                 total = s if total is None else total + s
         return total if self.skip and total is not None else x
+
+    # -- cached sampling: one position at a time ---------------------------------------------
+    def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:
+        """Per-sampling state of every layer (``layer.begin_cache``) and the skip convolutions."""
+        skips = [s.point() for s in self.skips]
+        return {
+            "layers": [layer.begin_cache(batch, H, W, cond) for layer in self.layers],
+            "skips": [s.weight for s in skips],  # (2h, 2h) each
+            "skip_bias": sum(s.bias for s in skips).expand(batch, -1) if skips else None,  # (B, 2h)
+        }
+
+    def step(self, cache: dict, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
+        """:meth:`forward` at one position: x (B, 2h) at (i, j) -> (B, 2h), with the same wiring."""
+        total = cache["skip_bias"]  # sum of the skip convolutions' biases, then one addmm per layer
+        for k, layer in enumerate(self.layers):
+            y = layer.step(cache["layers"][k], x, i, j)  # (B, 2h)
+            x = x + y if self.residual else y
+            if self.skip:
+                total = torch.addmm(total, y, cache["skips"][k])
+        return total if self.skip and self.layers else x

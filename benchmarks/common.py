@@ -1,0 +1,79 @@
+"""Shared by the benchmark scripts: the paper's configurations, timers, the matmul reference rate."""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import pixel_lightning  # noqa: E402
+
+ARCHS = ("pixelcnn", "row_lstm", "diagonal_bilstm")
+
+# issue 6: MNIST config (PixelCNN h=32, 7 blocks; LSTMs h=16, 7 layers; head 32) and the paper's CIFAR-10
+# config (LSTMs 12 layers h=128; PixelCNN 15 layers h=128; head 1024); "quick" is a tiny one for tests.
+CONFIGS = {
+    "mnist": dict(image_shape=(1, 28, 28), levels=2, head_channels=32),
+    "cifar10": dict(image_shape=(3, 32, 32), levels=256, head_channels=1024),
+    "quick": dict(image_shape=(1, 6, 6), levels=2, head_channels=8),
+}
+SIZES = {
+    "mnist": {"pixelcnn": (32, 7), "row_lstm": (16, 7), "diagonal_bilstm": (16, 7)},
+    "cifar10": {"pixelcnn": (128, 15), "row_lstm": (128, 12), "diagonal_bilstm": (128, 12)},
+    "quick": {"pixelcnn": (8, 2), "row_lstm": (8, 2), "diagonal_bilstm": (8, 2)},
+}
+
+
+def build(arch: str, config: str, seed: int = 0) -> pixel_lightning.AutoregressiveImageModel:
+    torch.manual_seed(seed)
+    hidden, layers = SIZES[config][arch]
+    return pixel_lightning.build_model(arch, hidden=hidden, layers=layers, **CONFIGS[config])
+
+
+def images(model, batch: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, model.levels, (batch, *model.image_shape), generator=g)
+
+
+def timed(fn, repeats: int, warmup: int = 1) -> dict:
+    """Median wall and process-CPU seconds of ``fn()`` over ``repeats`` runs after ``warmup``."""
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(repeats):
+        w, c = time.perf_counter(), time.process_time()
+        fn()
+        wall.append(time.perf_counter() - w)
+        cpu.append(time.process_time() - c)
+    return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "repeats": repeats}
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """fp32 rate of a large (n x n) @ (n x n) matmul in this process, GFLOP/s (median)."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    t = timed(lambda: a @ b, repeats, warmup=2)
+    return 2 * n**3 / t["wall_s"] / 1e9
+
+
+def machine() -> str:
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (
+        f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
+        f"load average {load:.1f}"
+    )

@@ -1,0 +1,36 @@
+"""The two benchmark scripts run (issue 6), in their --quick mode (tiny config, one thread)."""
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    import torch
+
+    n = torch.get_num_threads()
+    yield
+    torch.set_num_threads(n)
+
+
+def test_sampling_benchmark_quick(tmp_path):
+    import sampling
+
+    rows = sampling.main(["--quick", "--out", str(tmp_path / "s.json")])
+    assert {r["arch"] for r in rows} == {"pixelcnn", "row_lstm", "diagonal_bilstm"}
+    assert all(r["identical"] and r["speedup_cpu"] > 1 for r in rows)
+    assert (tmp_path / "s.json").exists()
+
+
+def test_throughput_benchmark_quick(tmp_path):
+    import throughput
+
+    rows = throughput.main(["--quick", "--out", str(tmp_path / "t.json")])
+    assert len(rows) == 3
+    for r in rows:
+        assert r["train_images_per_s"] > 0 and r["train_gflop_per_image"] > 0
+        assert 0 < r["fraction_of_matmul"] < 2
