@@ -156,7 +156,7 @@ class SampleConfig:
 @dataclass
 class CheckpointConfig:
     """Checkpoints in <out>/checkpoints/: best by ``monitor``, last.ckpt, and periodic ones (written
-    atomically; re-running the same command resumes from the newest valid one: docs/RELIABILITY.md)."""
+    atomically; re-running the same command resumes from the newest valid one; see the README)."""
 
     monitor: str = "val/nll_nats"  # metric that picks the best checkpoint (lower is better)
     every_n_steps: int | None = None  # also save every N optimizer steps (None: off)

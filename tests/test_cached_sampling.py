@@ -4,11 +4,11 @@ conditioning map and with known sub-pixels (the multi-scale model's needs)."""
 
 import pytest
 import torch
-from helpers import COMBOS, tiny_model
+from helpers import COMBOS, SINGLE_SCALE, tiny_model
 
 import pixel_lightning
 
-ARCHS = sorted(pixel_lightning.ARCHITECTURES)
+ARCHS = SINGLE_SCALE
 
 
 def both(model, n, seed=0, **kw):
@@ -81,3 +81,23 @@ def test_step_logits_with_cond(arch):
     x = torch.randint(0, 2, (2, 1, 4, 4), generator=g)
     cond = torch.randn(2, 3, 4, 4, generator=g, dtype=torch.float64)
     assert step_errors(model, x, cond) < 1e-10
+
+
+@pytest.mark.parametrize("base", SINGLE_SCALE)
+@pytest.mark.parametrize("shape,levels,low_res", [((1, 4, 4), 2, 2), ((3, 4, 4), 256, 2)])
+def test_multiscale_cached_equals_naive(base, shape, levels, low_res):
+    torch.manual_seed(0)
+    m = pixel_lightning.build_model(
+        "multiscale",
+        base=base,
+        image_shape=shape,
+        levels=levels,
+        low_res=low_res,
+        hidden=3,
+        layers=1,
+        head_channels=16,
+        cond_maps=4,
+    ).eval()
+    a = m.sample(3, generator=torch.Generator().manual_seed(5), cache=False)
+    b = m.sample(3, generator=torch.Generator().manual_seed(5), cache=True)
+    assert torch.equal(a, b)

@@ -17,7 +17,7 @@ image; a conditional model of the same architecture generates the n x n image gi
 The full image's pixels at the low positions *are* x_low: the conditional model does not predict them
 again (they are masked out of its likelihood, and sampling copies them), so p is a normalized
 distribution over n x n images. The paper's formulation predicts every n x n pixel in the conditional
-model; see docs/MULTISCALE.md for the difference. Sub-pixel order of the whole model: every low
+model; see the README (Multi-Scale) for the difference. Sub-pixel order of the whole model: every low
 position (raster order inside the s x s image, R -> G -> B), then the remaining pixels in raster order.
 """
 
@@ -321,6 +321,13 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
             return self._sample_base(self.full, n, generator, cache, cond, known, progress)
         finally:
             self.train(was_training)
+
+    def sample_images(self, *args, **kwargs) -> torch.Tensor:
+        """Not for the composed model: the base class's version samples one body. Use :meth:`sample`
+        (with ``low_res=`` for super-resolution); the two parts' ``sample_images`` are used inside."""
+        raise NotImplementedError(
+            "MultiScalePixelRNN samples through sample(n, generator=..., low_res=...), not sample_images()"
+        )
 
     @staticmethod
     def _sample_base(
