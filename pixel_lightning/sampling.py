@@ -41,6 +41,19 @@ def raster_order(shape: tuple[int, int, int]) -> Iterator[tuple[int, int, int]]:
                 yield c, i, j
 
 
+def _begin(n, shape, generator, device, known):
+    """What every sampler starts from: the uniforms u (n, C, H, W), the images x with the ``known``
+    sub-pixels copied in, and draw[c][i][j] (nested lists): whether sub-pixel (c, i, j) is drawn."""
+    u = draw_uniforms(n, shape, generator).to(device)
+    x = torch.zeros((n, *shape), dtype=torch.long, device=device)
+    draw = torch.ones(shape, dtype=torch.bool)
+    if known is not None:
+        values, mask = known
+        x[:, mask] = values.to(device)[:, mask]
+        draw &= ~mask.cpu()
+    return u, x, draw.tolist()
+
+
 def sample_naive(
     logits_fn: Callable[[torch.Tensor], torch.Tensor],
     n: int,
@@ -54,14 +67,10 @@ def sample_naive(
     """Generate ``n`` images by running ``logits_fn`` (int64 (n, C, H, W) -> (n, K, C, H, W)) once per
     sub-pixel. ``known`` = (values int64 (n, C, H, W), mask bool (C, H, W)) fixes some sub-pixels: they
     are copied, not drawn (their uniforms are still consumed, so the random stream does not move)."""
-    u = draw_uniforms(n, shape, generator).to(device)
-    x = torch.zeros((n, *shape), dtype=torch.long, device=device)
-    if known is not None:
-        values, mask = known
-        x[:, mask] = values.to(device)[:, mask]
+    u, x, draw = _begin(n, shape, generator, device, known)
     steps = list(raster_order(shape))
     for c, i, j in _progress(steps, progress, "sampling (naive)"):
-        if known is not None and known[1][c, i, j]:
+        if not draw[c][i][j]:
             continue
         logits = logits_fn(x)[:, :, c, i, j]  # (n, K)
         x[:, c, i, j] = inverse_cdf(logits, u[:, c, i, j], levels)
@@ -99,14 +108,7 @@ def sample_cached(
 
 def _sample_cached(start, n, shape, levels, generator, device, known, progress) -> torch.Tensor:
     C, H, W = shape
-    u = draw_uniforms(n, shape, generator).to(device)
-    x = torch.zeros((n, *shape), dtype=torch.long, device=device)
-    draw = torch.ones(shape, dtype=torch.bool)
-    if known is not None:
-        values, mask = known
-        x[:, mask] = values.to(device)[:, mask]
-        draw &= ~mask.cpu()
-    draw_list = draw.tolist()
+    u, x, draw_list = _begin(n, shape, generator, device, known)
     step = start()
     positions = [(i, j) for i in range(H) for j in range(W)]
     for i, j in _progress(positions, progress, "sampling (cached)"):

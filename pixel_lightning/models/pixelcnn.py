@@ -33,9 +33,7 @@ class PixelCNNBlock(nn.Module):
         y = self.conv_in(F.relu(x))  # (B, h, H, W)
         y = self.conv(F.relu(y))  # (B, h, H, W)
         if self.cond is not None:
-            if cond is None:
-                raise ValueError("this block was built with cond_channels > 0 and needs a `cond` map")
-            y = y + self.cond(cond)
+            y = y + self.cond(require_cond(cond))
         return self.conv_out(F.relu(y))  # (B, 2h, H, W)
 
     # -- cached sampling: one position at a time ---------------------------------------------

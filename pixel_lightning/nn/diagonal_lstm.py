@@ -69,9 +69,7 @@ class DiagonalBiLSTMLayer(nn.Module):
         """K_is of both directions (plus conditioning): (B, 8h, H, W), [forward 4h, backward 4h]."""
         s = self.K_is(x)
         if self.cond is not None:
-            if cond is None:
-                raise ValueError("this layer was built with cond_channels > 0 and needs a `cond` map")
-            s = s + self.cond(cond)
+            s = s + self.cond(require_cond(cond))
         return s
 
     def scan_reference(self, s: torch.Tensor) -> torch.Tensor:

@@ -48,9 +48,7 @@ class RowLSTMLayer(nn.Module):
         """K_is for the whole map at once (plus the conditioning map, if any): (B, 4h, H, W)."""
         s = self.K_is(x)
         if self.cond is not None:
-            if cond is None:
-                raise ValueError("this layer was built with cond_channels > 0 and needs a `cond` map")
-            s = s + self.cond(cond)
+            s = s + self.cond(require_cond(cond))
         return s
 
     def initial_state(self, batch: int, width: int) -> tuple[torch.Tensor, torch.Tensor]:
