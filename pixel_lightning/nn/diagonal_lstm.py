@@ -41,9 +41,75 @@ def unskew(x: torch.Tensor, width: int) -> torch.Tensor:
     return flat.view(B, C, H, T + 1)[:, :, :, :width]
 
 
+# The backward direction's output is shifted down this many rows (Section 3.2). A constant only so that
+# a control test can set it to 0 and watch the causality test fail.
+BACKWARD_SHIFT = 1
+
+
 def shift_down(x: torch.Tensor) -> torch.Tensor:
-    """(B, C, H, W): row i takes row i-1, row 0 gets zeros."""
-    return F.pad(x, (0, 0, 1, 0))[:, :, : x.shape[2]]
+    """(B, C, H, W): row i takes row i - BACKWARD_SHIFT; the top rows get zeros."""
+    return F.pad(x, (0, 0, BACKWARD_SHIFT, 0))[:, :, : x.shape[2]]
+
+
+def _step_view(buf: torch.Tensor, direction: int, width: int) -> torch.Tensor:
+    """The image-layout view (B, C, H, W) of one direction of a step-major map (2, C, T, H, B): pixel
+    (r, j) sits at skewed column (step) t = r + j, so the view's row stride is one step plus one row.
+    No copy: this is the skew, done by strides."""
+    _, C, _, H, B = buf.shape
+    s_dir, s_c, s_t, s_h, s_b = buf.stride()
+    offset = buf.storage_offset() + direction * s_dir
+    return buf.as_strided((B, C, H, width), (s_b, s_c, s_t + s_h, s_t), offset)
+
+
+class SkewSteps(torch.autograd.Function):
+    """x (B, C, H, W) -> step-major skewed maps of both directions (2, C + 2, T, H, B), T = W + H - 1.
+
+    Direction 0 holds x, direction 1 the mirrored x (columns reversed). Two constant channels follow:
+    ``C`` is 1 on pixels and 0 on the skew padding (it carries the input-to-state bias), ``C + 1`` is 1
+    everywhere (it carries K_ss's bias, which acts on padding columns too). One strided copy per
+    direction, straight into the layout the scan reads.
+    """
+
+    @staticmethod
+    def forward(ctx, x):
+        B, C, H, W = x.shape
+        xs = x.new_zeros(2, C + 2, W + H - 1, H, B)
+        for direction, image in enumerate((x, x.flip(3))):
+            v = _step_view(xs, direction, W)
+            v[:, :C].copy_(image)
+            v[:, C].fill_(1)
+        xs[:, C + 1].fill_(1)
+        ctx.C, ctx.W = C, W
+        return xs
+
+    @staticmethod
+    def backward(ctx, dxs):
+        dxs = dxs.contiguous()
+        C, W = ctx.C, ctx.W
+        return _step_view(dxs, 0, W)[:, :C] + _step_view(dxs, 1, W)[:, :C].flip(3)
+
+
+class UnskewMerge(torch.autograd.Function):
+    """Scan output (T, 2, h, H, B) -> forward h + backward h mirrored back and shifted down one row,
+    (B, h, H, W) channels-last: the layer's two directions combined (Section 3.2)."""
+
+    @staticmethod
+    def forward(ctx, hs, width):
+        k, H = BACKWARD_SHIFT, hs.shape[3]
+        v = hs.permute(1, 2, 0, 3, 4)  # (2, h, T, H, B) view
+        out = _step_view(v, 0, width).clone(memory_format=torch.channels_last)
+        out[:, :, k:] += _step_view(v, 1, width)[:, :, : H - k].flip(3)
+        ctx.shape, ctx.W, ctx.k = hs.shape, width, k
+        return out
+
+    @staticmethod
+    def backward(ctx, dout):
+        k, H = ctx.k, ctx.shape[3]
+        dhs = dout.new_zeros(ctx.shape)
+        v = dhs.permute(1, 2, 0, 3, 4)
+        _step_view(v, 0, ctx.W).copy_(dout)
+        _step_view(v, 1, ctx.W)[:, :, : H - k].copy_(dout[:, :, k:].flip(3))
+        return dhs, None
 
 
 class DiagonalBiLSTMLayer(nn.Module):
@@ -96,31 +162,29 @@ class DiagonalBiLSTMLayer(nn.Module):
         return self.out(h_fwd + shift_down(h_bwd.flip(3)))  # (B, h, H, W) -> (B, 2h, H, W)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Same function as :meth:`forward_reference`, laid out for speed: the input (2h maps, not the
-        8h gate maps) is skewed, straight into the scan's step-major layout (T, direction, channel, B, H),
-        and K_is is one batched matmul there. A ones channel carries K_is's bias, so skew padding stays
-        exactly zero as in the definition. Both directions then share one :func:`lstm_scan`."""
-        B, C2, H, W = x.shape
+        """Same function as :meth:`forward_reference`, laid out for speed: the input (2h maps, plus the
+        conditioning map if any; not the 8h gate maps) is skewed by :class:`SkewSteps` straight into the
+        scan's step-major layout, K_is (with the conditioning 1x1 and both biases folded in as extra
+        columns) is one GEMM per direction there, both directions share one :func:`lstm_scan`, and
+        :class:`UnskewMerge` reads the result back by strides."""
+        B, _, H, W = x.shape
         hd, T = self.hidden, W + H - 1
-        ones = x.new_ones(B, 1, H, W)
-        xs = torch.stack([torch.cat([x, ones], 1), torch.cat([x.flip(3), ones], 1)], 1)  # (B, 2, 2h+1, H, W)
-        xs = skew(xs.view(B, 2 * (C2 + 1), H, W)).view(B, 2, C2 + 1, H, T)
-        xs = xs.permute(4, 1, 2, 0, 3).reshape(T, 2, C2 + 1, B * H)  # (T, 2, 2h+1, B*H)
-        K_is = torch.cat([(self.K_is.weight * self.K_is.mask)[:, :, 0, 0], self.K_is.bias[:, None]], 1)
-        s = torch.matmul(K_is.view(2, 4 * hd, C2 + 1), xs)  # (T, 2, 4h, B*H)
+        K_is = (self.K_is.weight * self.K_is.mask)[:, :, 0, 0]  # (8h, 2h): [forward 4h; backward 4h]
+        b_is = self.K_is.bias
         if self.cond is not None:
-            c_fwd, c_bwd = self.cond(require_cond(cond)).chunk(2, dim=1)  # (B, 4h, H, W) each
-            c = skew(torch.cat([c_fwd, c_bwd.flip(3)], 1)).view(B, 2, 4 * hd, H, T)
-            s = s + c.permute(4, 1, 2, 0, 3).reshape(T, 2, 4 * hd, B * H)
-        s = s + self.K_ss.bias.view(1, 2, 4 * hd, 1)  # K_ss's bias acts on padding columns too
+            x = torch.cat([x, require_cond(cond)], 1)  # the conditioning 1x1 acts like K_is
+            K_is = torch.cat([K_is, self.cond.weight[:, :, 0, 0]], 1)
+            b_is = b_is + self.cond.bias
+        K_ext = torch.cat([K_is, b_is[:, None], self.K_ss.bias[:, None]], 1)  # (8h, C + 2)
+        xs = SkewSteps.apply(x)  # (2, C + 2, T, H, B)
+        s = torch.bmm(K_ext.view(2, 4 * hd, -1), xs.flatten(2))  # (2, 4h, T*H*B)
+        s = s.view(2, 4 * hd, T, H, B).permute(2, 0, 1, 3, 4)  # (T, 2, 4h, H, B) view
         w = self.K_ss.weight.view(2, 4 * hd, hd, 2)  # per direction (4h, h, taps)
         K_ss = w.permute(0, 1, 3, 2).reshape(2, 4 * hd, 2 * hd)  # columns: [row r-1; row r]
-        h0 = self.h0.view(2, hd, 1, 1).expand(2, hd, B, H)
-        c0 = self.c0.view(2, hd, 1, 1).expand(2, hd, B, H)
-        hs = lstm_scan(s.view(T, 2, 4 * hd, B, H), K_ss, h0, c0, (-1, 0))  # (T, 2, h, B, H)
-        h = unskew(hs.permute(3, 1, 2, 4, 0).reshape(B, 2 * hd, H, T), W)  # (B, 2h, H, W)
-        h_fwd, h_bwd = h.chunk(2, dim=1)
-        return self.out(h_fwd + shift_down(h_bwd.flip(3)))  # (B, h, H, W) -> (B, 2h, H, W)
+        h0 = self.h0.view(2, hd, 1, 1).expand(2, hd, H, B)
+        c0 = self.c0.view(2, hd, 1, 1).expand(2, hd, H, B)
+        hs = lstm_scan(s, K_ss, h0, c0, (-1, 0))  # (T, 2, h, H, B)
+        return self.out(UnskewMerge.apply(hs, W))  # (B, h, H, W) -> (B, 2h, H, W)
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def padding_states(self, H: int) -> tuple[torch.Tensor, torch.Tensor]:

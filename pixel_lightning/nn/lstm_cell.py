@@ -34,88 +34,138 @@ def lstm_scan(
         h_t, c_t = lstm_update(gates_t, c_{t-1})                     (paper Equation 3)
 
     A custom autograd Function (:class:`LSTMScan`) on preallocated, feature-major buffers (every gate
-    block is one contiguous slice): per step one ``baddbmm`` and seven elementwise kernels forward,
-    about fifteen backward, and the K_ss gradient of all steps as one matmul after the loop. Equal to
-    autograd through the plain loop (tests/test_speed_exact.py).
+    block is one contiguous slice). Per step: ``len(taps)`` tap copies, one ``baddbmm`` and six
+    elementwise kernels forward; six kernels plus ``len(taps) - 1`` tap adds backward, because every
+    factor that does not depend on the backward recursion (the activations' derivatives) is computed for
+    all steps at once before the loop. Saved for backward: the activations and c only (5h per position);
+    tanh(c), h and the tap inputs are recomputed vectorised. Equal to autograd through the plain loop
+    (tests/test_speed_exact.py).
 
     Args:
-        s: (T, G, 4h, B, N) input-to-state pre-activations, every bias included; gates [o, f, i, g].
+        s: (T, G, 4h, N, B) input-to-state pre-activations, every bias included; gates [o, f, i, g].
+            Position-major (N, B), so a tap (a shift along N) moves whole contiguous blocks.
         K_ss: (G, 4h, len(taps) * h) state-to-state weights, columns tap-major.
-        h0, c0: (G, h, B, N) initial states.
+        h0, c0: (G, h, N, B) initial states.
     Returns:
-        (T, G, h, B, N) hidden states of every step.
+        (T, G, h, N, B) hidden states of every step.
     """
     return LSTMScan.apply(s, K_ss, h0, c0, tuple(taps))
 
 
-def _tap_ranges(N: int, o: int) -> tuple[slice, slice]:
-    """Destination and source positions along N of tap o: inp[n] = h[n + o] for 0 <= n + o < N."""
-    return slice(max(0, -o), N - max(0, o)), slice(max(0, o), N + min(0, o))
+def _tap_ranges(N: int, B: int, o: int) -> tuple[slice, slice]:
+    """Destination and source ranges of tap o in the flattened (N, B) axis: inp[n] = h[n + o] for
+    0 <= n + o < N. Position-major (n outer, batch inner), so a tap is one contiguous block per row."""
+    return slice(max(0, -o) * B, (N - max(0, o)) * B), slice(max(0, o) * B, (N + min(0, o)) * B)
+
+
+def _taps(h: torch.Tensor, ranges: list[tuple[slice, slice]], out: torch.Tensor) -> torch.Tensor:
+    """Write the tap inputs of h (..., d, N*B) into out (..., k, d, N*B); entries outside the slice
+    are never written (they stay zero)."""
+    for q, (dst, src) in enumerate(ranges):
+        out[..., q, :, dst] = h[..., src]
+    return out
 
 
 class LSTMScan(torch.autograd.Function):
-    """Forward and backward of :func:`lstm_scan` (backpropagation through time written out)."""
+    """Forward and backward of :func:`lstm_scan` (backpropagation through time written out).
+
+    Every per-step view (a step's gate blocks, states, tap slices) is made once before the loop with
+    ``unbind``, so the loop body issues only the arithmetic kernels: at these sizes (a few thousand to
+    a few hundred thousand elements) the per-call overhead, not the arithmetic, is the cost.
+    """
 
     @staticmethod
     def forward(ctx, s, K_ss, h0, c0, taps):
-        T, G, d4, B, N = s.shape
-        d, k, M = d4 // 4, len(taps), B * N
-        inp = s.new_zeros(T, G, k, d, B, N)  # taps(h_{t-1}); zero where a tap leaves the slice
+        T, G, d4, N, B = s.shape
+        d, k, M = d4 // 4, len(taps), N * B
+        ranges = [_tap_ranges(N, B, o) for o in taps]
+        x = _taps(h0.reshape(G, d, M), ranges, s.new_zeros(G, k, d, M))  # taps(h_{t-1}), reused
+        x_mat = x.view(G, k * d, M)
+        x_dst = [x[:, q, :, dst] for q, (dst, _) in enumerate(ranges)]
         act = s.new_empty(T, G, d4, M)  # sigmoid(o, f, i), tanh(g)
         cs = s.new_empty(T + 1, G, d, M)  # c_{-1} .. c_{T-1}
-        tc = s.new_empty(T, G, d, M)  # tanh(c_t)
-        hs = s.new_empty(T, G, d, B, N)
+        tc = s.new_empty(G, d, M)  # tanh(c_t), this step only
+        hs = s.new_empty(T, G, d, M)
         cs[0] = c0.reshape(G, d, M)
-        ranges = [_tap_ranges(N, o) for o in taps]
-        h = h0
-        for t in range(T):
-            x = inp[t]  # (G, k, h, B, N)
-            for q, (dst, src) in enumerate(ranges):
-                x[:, q, :, :, dst] = h[..., src]
-            a = act[t]
-            torch.baddbmm(s[t].view(G, d4, M), K_ss, x.view(G, k * d, M), out=a)  # gates (G, 4h, M)
-            a[:, : 3 * d].sigmoid_()
-            a[:, 3 * d :].tanh_()
-            c = cs[t + 1]
-            torch.mul(a[:, d : 2 * d], cs[t], out=c)
-            c.addcmul_(a[:, 2 * d : 3 * d], a[:, 3 * d :])
-            torch.tanh(c, out=tc[t])
-            h = hs[t]
-            torch.mul(a[:, :d], tc[t], out=h.view(G, d, M))
-        ctx.save_for_backward(K_ss, inp, act, cs, tc)
+        h_src = [hs[..., src].unbind(0) for _, src in ranges]  # per tap, per step
+        steps = zip(
+            s.reshape(T, G, d4, M).unbind(0), act.unbind(0), act[:, :, : 3 * d].unbind(0),
+            act[:, :, :d].unbind(0), act[:, :, d : 2 * d].unbind(0), act[:, :, 2 * d : 3 * d].unbind(0),
+            act[:, :, 3 * d :].unbind(0), cs[:-1].unbind(0), cs[1:].unbind(0), hs.unbind(0),
+            strict=True,
+        )  # fmt: skip
+        for t, (s_t, a, ofi, o, f, i, g, c_prev, c, h) in enumerate(steps):
+            if t:
+                for q in range(k):
+                    x_dst[q].copy_(h_src[q][t - 1])
+            torch.baddbmm(s_t, K_ss, x_mat, out=a)  # gates (G, 4h, M)
+            ofi.sigmoid_()
+            g.tanh_()
+            torch.mul(f, c_prev, out=c)
+            c.addcmul_(i, g)
+            torch.tanh(c, out=tc)
+            torch.mul(o, tc, out=h)
+        ctx.save_for_backward(K_ss, h0, act, cs)
         ctx.taps = taps
-        return hs
+        return hs.view(T, G, d, N, B)
 
     @staticmethod
     def backward(ctx, dhs):
-        K_ss, inp, act, cs, tc = ctx.saved_tensors
-        dhs = dhs.contiguous()
-        T, G, k, d, B, N = inp.shape
-        M = B * N
-        ranges = [_tap_ranges(N, o) for o in taps] if (taps := ctx.taps) else []
-        dgates = act.new_empty(T, G, 4 * d, M)
-        dh_next = act.new_zeros(G, d, B, N)
+        K_ss, h0, act, cs = ctx.saved_tensors
+        T, G, d4, M = act.shape
+        d, k, (N, B) = d4 // 4, len(ctx.taps), h0.shape[-2:]
+        dhs = dhs.reshape(T, G, d, M)
+        ranges = [_tap_ranges(N, B, o) for o in ctx.taps]
+        centre = ctx.taps.index(0)
+        # Factors of the recursion, all steps at once (sigmoid' = s (1 - s), tanh' = 1 - tanh^2):
+        #   d o = dh * tanh(c) o'           dc += dh * o tanh'(c)
+        #   d f = dc * c_prev f'   d i = dc * g i'   d g = dc * i g'      dc_prev = dc * f
+        # Written as x - x*y (one addcmul each) to keep the passes over these (T, G, h, M) maps few.
+        o, f, i, g = act.chunk(4, dim=2)
+        tc = torch.tanh(cs[1:])
+        ot = o * tc  # o tanh(c) = h
+        dc_from_h = torch.addcmul(o, ot, tc, value=-1)  # o (1 - tanh^2 c)
+        fac_o = torch.addcmul(ot, ot, o, value=-1)  # tanh(c) o (1 - o)
+        fac_fig = act.new_empty(T, G, 3, d, M)
+        ff, fi, fg = fac_fig.unbind(2)
+        torch.mul(cs[:-1], f, out=ff)
+        ff.addcmul_(ff, f, value=-1)  # c_prev f (1 - f)
+        torch.mul(g, i, out=fi)
+        torch.addcmul(i, fi, g, value=-1, out=fg)  # i (1 - g^2)
+        fi.addcmul_(fi, i, value=-1)  # g i (1 - i)
+        hs = ot  # kept for the K_ss gradient below
+        del o, i, g, tc, ff, fi, fg
+        dgates = act.new_empty(G, d4, T, M).permute(2, 0, 1, 3)  # (T, G, 4h, M) view, steps inner
+        dx = act.new_empty(G, k, d, M)  # d taps(h_{t-1}) of the current step
+        dx_mat = dx.view(G, k * d, M)
+        dh_next = dx[:, centre]  # the other taps are added into it
+        tap_adds = [
+            (dh_next[..., src], dx[:, q, :, dst]) for q, (dst, src) in enumerate(ranges) if q != centre
+        ]
         dc = act.new_zeros(G, d, M)
         K_t = K_ss.transpose(1, 2)  # (G, k*h, 4h)
-        for t in range(T - 1, -1, -1):
-            dh = (dhs[t] + dh_next).view(G, d, M)
-            a, tct = act[t], tc[t]
-            o, f, i, g = a[:, :d], a[:, d : 2 * d], a[:, 2 * d : 3 * d], a[:, 3 * d :]
-            dc = dc.addcmul_(dh * o, 1 - tct * tct)  # through h = o * tanh(c)
-            dg = dgates[t]
-            torch.mul(dh, tct, out=dg[:, :d])  # d o
-            torch.mul(dc, cs[t], out=dg[:, d : 2 * d])  # d f
-            torch.mul(dc, g, out=dg[:, 2 * d : 3 * d])  # d i
-            torch.mul(dc, i, out=dg[:, 3 * d :])  # d g
-            ofi = a[:, : 3 * d]
-            dg[:, : 3 * d].mul_(ofi - ofi * ofi)  # sigmoid' = s (1 - s)
-            dg[:, 3 * d :].mul_(1 - g * g)  # tanh' = 1 - tanh^2
-            dc = dc * f
-            dx = torch.bmm(K_t, dg).view(G, k, d, B, N)  # d taps(h_{t-1})
-            dh_next = act.new_zeros(G, d, B, N)
-            for q, (dst, src) in enumerate(ranges):
-                dh_next[..., src] += dx[:, q, :, :, dst]
-        # K_ss gradient of every step at once: sum_t dgates_t @ taps_t^T
-        dK = torch.einsum("tgam,tgbm->gab", dgates, inp.view(T, G, k * d, M))
-        ds = dgates.view(T, G, 4 * d, B, N)
-        return ds, dK, dh_next, dc.view(G, d, B, N), None
+        steps = zip(
+            dhs.unbind(0), dc_from_h.unbind(0), fac_o.unbind(0), fac_fig.unbind(0),
+            f.unbind(0), dgates.unbind(0), dgates[:, :, :d].unbind(0),
+            dgates[:, :, d:].unflatten(2, (3, d)).unbind(0), strict=True,
+        )  # fmt: skip
+        dc3 = dc.unsqueeze(1)  # (G, 1, h, M) view, broadcast over f, i, g
+        for t, (dh_t, dcf_t, fo_t, ffig_t, f_t, dg, dg_o, dg_fig) in enumerate(reversed(list(steps))):
+            dh = dh_t if t == 0 else dh_t + dh_next
+            dc.addcmul_(dh, dcf_t)  # through h = o * tanh(c)
+            torch.mul(dh, fo_t, out=dg_o)
+            torch.mul(dc3, ffig_t, out=dg_fig)
+            dc.mul_(f_t)
+            torch.bmm(K_t, dg, out=dx_mat)
+            for dst, src in tap_adds:
+                dst.add_(src)
+        # K_ss gradient of every step at once: sum_t dgates_t @ taps(h_{t-1})^T, taps rebuilt here
+        # (both laid out (G, ., T, M), so this is one GEMM per group over all T*M columns)
+        inp = act.new_zeros(G, k, d, T, M)
+        for q, (dst, src) in enumerate(ranges):
+            inp[:, q, :, 1:, dst] = hs[:-1, :, :, src].permute(1, 2, 0, 3)
+            inp[:, q, :, 0, dst] = h0.reshape(G, d, M)[..., src]
+        dg = dgates.permute(1, 2, 0, 3).reshape(G, d4, T * M)  # a view: dgates is stored (G, 4h, T, M)
+        dK = torch.bmm(dg, inp.view(G, k * d, T * M).transpose(1, 2))
+        shape = (G, d, N, B)
+        return dgates.unflatten(3, (N, B)), dK, dh_next.reshape(shape), dc.view(shape), None

@@ -72,12 +72,13 @@ class RowLSTMLayer(nn.Module):
         B, _, H, W = x.shape
         hd = self.hidden
         s = self.input_to_state(x, cond) + self.K_ss.bias.view(1, -1, 1, 1)  # (B, 4h, H, W)
-        s = s.permute(2, 1, 0, 3).unsqueeze(1).contiguous()  # (H, 1, 4h, B, W): a step is a row
+        s = s.permute(2, 1, 3, 0).unsqueeze(1).contiguous()  # (H, 1, 4h, W, B): a step is a row
         K_ss = self.K_ss.weight.permute(0, 2, 1).reshape(1, 4 * hd, 3 * hd)  # taps (j-1, j, j+1)
-        h0 = self.h0.view(1, hd, 1, 1).expand(1, hd, B, W)
-        c0 = self.c0.view(1, hd, 1, 1).expand(1, hd, B, W)
-        hs = lstm_scan(s, K_ss, h0, c0, (-1, 0, 1))  # (H, 1, h, B, W)
-        return self.out(hs[:, 0].permute(2, 1, 0, 3))  # (B, h, H, W) -> (B, 2h, H, W)
+        h0 = self.h0.view(1, hd, 1, 1).expand(1, hd, W, B)
+        c0 = self.c0.view(1, hd, 1, 1).expand(1, hd, W, B)
+        hs = lstm_scan(s, K_ss, h0, c0, (-1, 0, 1))  # (H, 1, h, W, B)
+        h = hs[:, 0].permute(3, 0, 2, 1).contiguous().permute(0, 3, 1, 2)  # (B, h, H, W) channels-last
+        return self.out(h)  # (B, 2h, H, W)
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:
