@@ -61,7 +61,7 @@ def _step_view(buf: torch.Tensor, direction: int, width: int) -> torch.Tensor:
     return buf.as_strided((B, C, H, width), (s_b, s_c, s_t + s_h, s_t), offset)
 
 
-class SkewSteps(torch.autograd.Function):
+def skew_steps(x: torch.Tensor) -> torch.Tensor:
     """x (B, C, H, W) -> step-major skewed maps of both directions (2, C + 2, T, H, B), T = W + H - 1.
 
     Direction 0 holds x, direction 1 the mirrored x (columns reversed). Two constant channels follow:
@@ -69,24 +69,37 @@ class SkewSteps(torch.autograd.Function):
     everywhere (it carries K_ss's bias, which acts on padding columns too). One strided copy per
     direction, straight into the layout the scan reads.
     """
+    B, C, H, W = x.shape
+    xs = x.new_zeros(2, C + 2, W + H - 1, H, B)
+    for direction, image in enumerate((x, x.flip(3))):
+        v = _step_view(xs, direction, W)
+        v[:, :C].copy_(image)
+        v[:, C].fill_(1)
+    xs[:, C + 1].fill_(1)
+    return xs
+
+
+class SkewInputToState(torch.autograd.Function):
+    """s = K_ext @ skew_steps(x) per direction: (B, C, H, W), (2, 4h, C + 2) -> (2, 4h, T*H*B).
+
+    The skewed input is 4x the size of x (two directions, half of each skewed column is padding), so
+    it is not kept for backward: x is, and the skew is redone there (a copy, against 4x the memory
+    in every layer until backward reaches it)."""
 
     @staticmethod
-    def forward(ctx, x):
+    def forward(ctx, x, K_ext):
+        ctx.save_for_backward(x, K_ext)
+        return torch.bmm(K_ext, skew_steps(x).flatten(2))
+
+    @staticmethod
+    def backward(ctx, ds):
+        x, K_ext = ctx.saved_tensors
         B, C, H, W = x.shape
-        xs = x.new_zeros(2, C + 2, W + H - 1, H, B)
-        for direction, image in enumerate((x, x.flip(3))):
-            v = _step_view(xs, direction, W)
-            v[:, :C].copy_(image)
-            v[:, C].fill_(1)
-        xs[:, C + 1].fill_(1)
-        ctx.C, ctx.W = C, W
-        return xs
-
-    @staticmethod
-    def backward(ctx, dxs):
-        dxs = dxs.contiguous()
-        C, W = ctx.C, ctx.W
-        return _step_view(dxs, 0, W)[:, :C] + _step_view(dxs, 1, W)[:, :C].flip(3)
+        xs = skew_steps(x).flatten(2)  # (2, C + 2, T*H*B)
+        dK = torch.bmm(ds, xs.transpose(1, 2))
+        del xs
+        dxs = torch.bmm(K_ext.transpose(1, 2), ds).view(2, C + 2, W + H - 1, H, B)
+        return _step_view(dxs, 0, W)[:, :C] + _step_view(dxs, 1, W)[:, :C].flip(3), dK
 
 
 class UnskewMerge(torch.autograd.Function):
@@ -163,7 +176,7 @@ class DiagonalBiLSTMLayer(nn.Module):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Same function as :meth:`forward_reference`, laid out for speed: the input (2h maps, plus the
-        conditioning map if any; not the 8h gate maps) is skewed by :class:`SkewSteps` straight into the
+        conditioning map if any; not the 8h gate maps) is skewed by :func:`skew_steps` straight into the
         scan's step-major layout, K_is (with the conditioning 1x1 and both biases folded in as extra
         columns) is one GEMM per direction there, both directions share one :func:`lstm_scan`, and
         :class:`UnskewMerge` reads the result back by strides."""
@@ -176,8 +189,7 @@ class DiagonalBiLSTMLayer(nn.Module):
             K_is = torch.cat([K_is, self.cond.weight[:, :, 0, 0]], 1)
             b_is = b_is + self.cond.bias
         K_ext = torch.cat([K_is, b_is[:, None], self.K_ss.bias[:, None]], 1)  # (8h, C + 2)
-        xs = SkewSteps.apply(x)  # (2, C + 2, T, H, B)
-        s = torch.bmm(K_ext.view(2, 4 * hd, -1), xs.flatten(2))  # (2, 4h, T*H*B)
+        s = SkewInputToState.apply(x, K_ext.view(2, 4 * hd, -1))  # (2, 4h, T*H*B)
         s = s.view(2, 4 * hd, T, H, B).permute(2, 0, 1, 3, 4)  # (T, 2, 4h, H, B) view
         w = self.K_ss.weight.view(2, 4 * hd, hd, 2)  # per direction (4h, h, taps)
         K_ss = w.permute(0, 1, 3, 2).reshape(2, 4 * hd, 2 * hd)  # columns: [row r-1; row r]

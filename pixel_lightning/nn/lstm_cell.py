@@ -159,6 +159,7 @@ class LSTMScan(torch.autograd.Function):
             torch.bmm(K_t, dg, out=dx_mat)
             for dst, src in tap_adds:
                 dst.add_(src)
+        del dc_from_h, fac_o, fac_fig, dcf_t, fo_t, ffig_t  # free the factors before the next buffers
         # K_ss gradient of every step at once: sum_t dgates_t @ taps(h_{t-1})^T, taps rebuilt here
         # (both laid out (G, ., T, M), so this is one GEMM per group over all T*M columns)
         inp = act.new_zeros(G, k, d, T, M)
