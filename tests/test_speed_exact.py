@@ -58,7 +58,7 @@ def test_fast_layer_equals_reference(layer, shape):
         assert (a - b).abs().max() < 1e-10
 
 
-@pytest.mark.parametrize("kernel", [3, 5, 7])
+@pytest.mark.parametrize("kernel", [3, 5, 7, (1, 3), (1, 5), (3, 1)])
 @pytest.mark.parametrize("mask_type", ["A", "B"])
 @pytest.mark.parametrize("colours", [1, 3])
 def test_masked_conv_causal_rows_equal_full_kernel(kernel, mask_type, colours):
@@ -69,7 +69,8 @@ def test_masked_conv_causal_rows_equal_full_kernel(kernel, mask_type, colours):
     torch.manual_seed(0)
     conv = _randomize(MaskedConv2d(6, 9, kernel, mask_type, colours).double())
     x = torch.randn(2, 6, 5, 7, dtype=torch.float64)
-    full = torch.nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=kernel // 2)
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    full = torch.nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=(kh // 2, kw // 2))
     assert torch.allclose(conv(x), full, atol=1e-12, rtol=0)
     xc = x.contiguous(memory_format=torch.channels_last)
     assert torch.allclose(conv(xc), full, atol=1e-12, rtol=0)
@@ -93,3 +94,28 @@ def test_channels_last_is_the_same_function(arch):
     assert (lp1 - lp2).abs().max() < 1e-10
     for a, b in zip(g1, g2, strict=True):
         assert (a is None and b is None) or (a - b).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize(
+    "arch",
+    [
+        "pixelcnn",
+        pytest.param("row_lstm", marks=pytest.mark.slow),
+        pytest.param("diagonal_bilstm", marks=pytest.mark.slow),
+    ],
+)
+def test_compile_option_is_the_same_function(arch):
+    """``compile=True`` wraps the network in torch.compile (about 30-45 s to compile here, so the LSTM
+    cases are marked slow): log p(x) and the gradients equal the eager model's."""
+    from helpers import tiny_model
+
+    shape = (3, 4, 5)
+    x = torch.randint(0, 4, (2, *shape), generator=torch.Generator().manual_seed(0))
+    eager, compiled = tiny_model(arch, shape, 4), tiny_model(arch, shape, 4, compile=True)
+    assert "network" in vars(compiled) and "network" not in vars(eager)  # really wrapped
+    a, b = eager.log_prob(x), compiled.log_prob(x)
+    assert (a - b).abs().max() < 1e-10
+    ga = torch.autograd.grad(a.sum(), list(eager.parameters()), allow_unused=True)
+    gb = torch.autograd.grad(b.sum(), list(compiled.parameters()), allow_unused=True)
+    for p, q in zip(ga, gb, strict=True):
+        assert (p is None and q is None) or (p - q).abs().max() < 1e-9

@@ -43,12 +43,13 @@ class MaskedConv2d(nn.Conv2d):
             self.weight.mul_(self.mask)  # masked weights start (and, by the product below, stay) at zero
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, out, H, W)
-        kh, kw = self.kernel_size
+        kh = self.kernel_size[0]
         if kh == 1:
             return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
         # Kernel rows below the centre are all masked: convolve with the kh//2 + 1 causal rows only
         # (a third fewer FLOPs for 3x3, 3/7 fewer for 7x7). With the same padding the output gains
         # kh//2 rows at the bottom; output row r reads input rows r - kh//2 .. r, so keep the first H.
+        # (Cropping a one-row kernel's masked right half the same way measured slower: not done.)
         rows = kh // 2 + 1
         w = self.weight[:, :, :rows] * self.mask[:, :, :rows]
         return F.conv2d(x, w, self.bias, padding=self.padding)[:, :, : x.shape[2]]
