@@ -44,14 +44,14 @@ class PixelCNNBlock(nn.Module):
         cache = {"in": self.conv_in.point(), "conv": self.conv.point(), "out": self.conv_out.point()}
         cache["mid"] = cache["conv"].padded_buffer(
             batch, self.conv.in_channels, H, W, like
-        )  # (B, h, H+1, W+2)
+        )  # (H+1, B, W+2, h)
         cache["cond"] = None if self.cond is None else position_major(self.cond(require_cond(cond)))
         return cache
 
     def step(self, cache: dict, x: torch.Tensor, i: int, j: int) -> torch.Tensor:
         """Residual branch (B, 2h) at (i, j) from the block input x (B, 2h) at (i, j); earlier positions
         of the 3x3 conv's input come from the cache. Idempotent: re-running (i, j) overwrites (i, j)."""
-        cache["mid"][:, :, i + 1, j + 1] = F.relu(cache["in"](F.relu(x)))  # (B, h): the 3x3's input
+        cache["conv"].write(cache["mid"], i, j, F.relu(cache["in"](F.relu(x))))  # (B, h): the 3x3's input
         y = cache["conv"].at(cache["mid"], i, j)  # (B, h)
         if cache["cond"] is not None:
             y = y + cache["cond"][i, j]

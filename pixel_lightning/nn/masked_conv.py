@@ -64,7 +64,8 @@ class PointConv:
 
     Kernel rows below the centre are masked out, so a position (i, j) reads only its causal patch: rows
     i - kh//2 .. i and columns j - kw//2 .. j + kw//2 of the input. The masked kernel is cut to those rows
-    and flattened once: (in * (kh//2 + 1) * kw, out), so a step is one ``addmm``.
+    and flattened once: (in * (kh//2 + 1) * kw, out), so a step on a flat patch is one ``addmm``. On a
+    map cached with :meth:`padded_buffer` a step is one ``addmm`` per kernel row, read in place.
     """
 
     def __init__(self, conv: MaskedConv2d) -> None:
@@ -72,6 +73,7 @@ class PointConv:
         self.rows, self.cols = kh // 2 + 1, kw  # causal patch (rows above + centre row, all columns)
         w = (conv.weight * conv.mask)[:, :, : self.rows]  # (out, in, rows, kw)
         self.weight = w.flatten(1).t().contiguous()  # (in * rows * kw, out)
+        self.row_weights = w.permute(2, 3, 1, 0).flatten(1, 2).contiguous()  # (rows, kw * in, out)
         self.bias = conv.bias
 
     def __call__(self, v: torch.Tensor) -> torch.Tensor:  # (B, in * rows * kw) -> (B, out)
@@ -80,13 +82,26 @@ class PointConv:
         return torch.addmm(self.bias, v, self.weight)
 
     def padded_buffer(self, batch: int, channels: int, H: int, W: int, like: torch.Tensor) -> torch.Tensor:
-        """Zero buffer (B, in, H + rows - 1, W + cols - 1) whose interior [rows-1:, cols//2 :] is the map:
-        the padding is the convolution's zero padding (no bottom rows: they are masked)."""
-        return like.new_zeros(batch, channels, H + self.rows - 1, W + self.cols - 1)
+        """Zero map cache (H + rows - 1, B, W + cols - 1, in): the convolution's zero padding around the
+        map (no bottom rows: they are masked). Row-major with channels last, so one kernel row of a
+        patch is a (B, cols * in) matrix view: no copy per step."""
+        return like.new_zeros(H + self.rows - 1, batch, W + self.cols - 1, channels)
+
+    def write(self, buf: torch.Tensor, i: int, j: int, v: torch.Tensor) -> None:
+        """Store the input vectors v (B, in) of position (i, j) in a :meth:`padded_buffer`."""
+        buf[i + self.rows - 1, :, j + self.cols // 2] = v
 
     def at(self, buf: torch.Tensor, i: int, j: int) -> torch.Tensor:
-        """Output (B, out) at position (i, j) of a buffer made by :meth:`padded_buffer`."""
-        return self(buf[:, :, i : i + self.rows, j : j + self.cols].flatten(1))
+        """Output (B, out) at position (i, j) of a :meth:`padded_buffer`."""
+        out = None
+        for r in range(self.rows):
+            patch_row = buf[i + r, :, j : j + self.cols].flatten(1)  # (B, cols * in), a view
+            if out is None:
+                out = patch_row @ self.row_weights[r]
+                out = out if self.bias is None else out.add_(self.bias)
+            else:
+                out.addmm_(patch_row, self.row_weights[r])
+        return out
 
 
 def position_major(m: torch.Tensor) -> torch.Tensor:
