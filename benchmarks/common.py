@@ -29,10 +29,10 @@ SIZES = {
 }
 
 
-def build(arch: str, config: str, seed: int = 0) -> pixel_lightning.AutoregressiveImageModel:
+def build(arch: str, config: str, seed: int = 0, **overrides) -> pixel_lightning.AutoregressiveImageModel:
     torch.manual_seed(seed)
     hidden, layers = SIZES[config][arch]
-    return pixel_lightning.build_model(arch, hidden=hidden, layers=layers, **CONFIGS[config])
+    return pixel_lightning.build_model(arch, hidden=hidden, layers=layers, **{**CONFIGS[config], **overrides})
 
 
 def images(model, batch: int, seed: int = 0) -> torch.Tensor:

@@ -32,10 +32,16 @@ def train_step(model, opt, x):
     opt.step()
 
 
-def measure(arch: str, config: str, batch: int, repeats: int, compile: bool = False, mm: int = 2048) -> dict:
-    model = build(arch, config)
-    if compile:
-        model.network = torch.compile(model.network)
+def measure(
+    arch: str,
+    config: str,
+    batch: int,
+    repeats: int,
+    compile: bool = False,
+    nchw: bool = False,
+    mm: int = 2048,
+) -> dict:
+    model = build(arch, config, compile=compile, channels_last=not nchw)
     x = images(model, batch)
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -55,6 +61,7 @@ def measure(arch: str, config: str, batch: int, repeats: int, compile: bool = Fa
         "config": config,
         "batch": batch,
         "compile": compile,
+        "channels_last": not nchw,
         "params": sum(p.numel() for p in model.parameters()),
         "train_images_per_s": batch / tr["wall_s"],
         "train_images_per_cpu_s": batch / tr["cpu_s"],
@@ -76,7 +83,9 @@ def fmt(r: dict) -> str:
         f" ({r['train_images_per_cpu_s']:7.1f} img/cpu-s)  eval {r['eval_images_per_s']:8.1f} img/s"
         f"  {r['train_gflop_per_image']:7.3f} GFLOP/img  {r['achieved_gflops']:6.1f} GFLOP/s ="
         f" {100 * r['fraction_of_matmul']:5.1f}% of matmul {r['matmul_gflops']:5.1f}"
-        f"  peak +{r['peak_rss_delta_mib']:7.1f} MiB" + ("  [compiled]" if r["compile"] else "")
+        f"  peak +{r['peak_rss_delta_mib']:7.1f} MiB"
+        + ("  [compiled]" if r["compile"] else "")
+        + ("" if r.get("channels_last", True) else "  [NCHW]")
     )
 
 
@@ -88,7 +97,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--repeats", type=int, default=5, help="timed steps after one warm-up; median")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the network")
+    p.add_argument("--compile", action="store_true", help="torch.compile the network (model.compile)")
+    p.add_argument("--nchw", action="store_true", help="contiguous NCHW maps (model.channels_last=False)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     a = p.parse_args(argv)
@@ -97,7 +107,7 @@ def main(argv=None) -> list[dict]:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.child:  # one config in this fresh process: print its row as JSON
-        print(json.dumps(measure(a.archs[0], a.configs[0], a.batch, a.repeats, a.compile)))
+        print(json.dumps(measure(a.archs[0], a.configs[0], a.batch, a.repeats, a.compile, a.nchw)))
         return []
     print(f"# machine: {machine()}")
     rows = []
@@ -108,9 +118,8 @@ def main(argv=None) -> list[dict]:
             else:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--configs", config]
                 cmd += ["--archs", arch, "--batch", str(a.batch), "--repeats", str(a.repeats)]
-                cmd += (["--threads", str(a.threads)] if a.threads else []) + (
-                    ["--compile"] if a.compile else []
-                )
+                cmd += ["--threads", str(a.threads)] if a.threads else []
+                cmd += (["--compile"] if a.compile else []) + (["--nchw"] if a.nchw else [])
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 row = json.loads(out.strip().splitlines()[-1])
             rows.append(row)
