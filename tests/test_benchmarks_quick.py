@@ -1,4 +1,4 @@
-"""The two benchmark scripts run (issue 6), in their --quick mode (tiny config, one thread)."""
+"""The benchmark scripts run (issue 6), in their --quick mode (tiny config, one thread)."""
 
 import sys
 from pathlib import Path
@@ -34,3 +34,15 @@ def test_throughput_benchmark_quick(tmp_path):
     for r in rows:
         assert r["train_images_per_s"] > 0 and r["train_gflop_per_image"] > 0
         assert 0 < r["fraction_of_matmul"] < 2
+
+
+def test_scan_benchmark_quick(tmp_path):
+    import json
+
+    import scan
+
+    rows = scan.main(["--quick", "--out", str(tmp_path / "scan.json")])
+    assert {r["arch"] for r in rows} == {"row_lstm", "diagonal_bilstm"}
+    for r in rows:
+        assert 0 < r["forward_us_per_step"] < r["train_us_per_step"]  # backward costs something
+    assert len(json.loads((tmp_path / "scan.json").read_text())["rows"]) == 2
