@@ -29,15 +29,26 @@ SIZES = {
 }
 
 
-def build(arch: str, config: str, seed: int = 0, **overrides) -> pixel_lightning.AutoregressiveImageModel:
+def build(
+    arch: str, config: str, seed: int = 0, device: str = "cpu", **overrides
+) -> pixel_lightning.AutoregressiveImageModel:
     torch.manual_seed(seed)
     hidden, layers = SIZES[config][arch]
-    return pixel_lightning.build_model(arch, hidden=hidden, layers=layers, **{**CONFIGS[config], **overrides})
+    model = pixel_lightning.build_model(
+        arch, hidden=hidden, layers=layers, **{**CONFIGS[config], **overrides}
+    )
+    return model.to(device)
 
 
 def images(model, batch: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
-    return torch.randint(0, model.levels, (batch, *model.image_shape), generator=g)
+    return torch.randint(0, model.levels, (batch, *model.image_shape), generator=g).to(model.device)
+
+
+def sync() -> None:
+    """Wait for queued GPU work, so wall-clock timers measure it (no-op without CUDA)."""
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def timed(fn, repeats: int, warmup: int = 1) -> dict:
@@ -46,21 +57,24 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
         fn()
     wall, cpu = [], []
     for _ in range(repeats):
+        sync()
         w, c = time.perf_counter(), time.process_time()
         fn()
+        sync()
         wall.append(time.perf_counter() - w)
         cpu.append(time.process_time() - c)
     return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "repeats": repeats}
 
 
-def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
-    """fp32 rate of a large (n x n) @ (n x n) matmul in this process, GFLOP/s (median)."""
-    a, b = torch.randn(n, n), torch.randn(n, n)
+def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
+    """fp32 rate of a large (n x n) @ (n x n) matmul in this process, GFLOP/s (median). TF32 is off on
+    CUDA (torch's default for matmuls), so this is the true fp32 rate, like the models'."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     t = timed(lambda: a @ b, repeats, warmup=2)
     return 2 * n**3 / t["wall_s"] / 1e9
 
 
-def machine() -> str:
+def machine(device: str = "cpu") -> str:
     import os
     import platform
 
@@ -73,6 +87,8 @@ def machine() -> str:
     except OSError:
         pass
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    if torch.device(device).type == "cuda":
+        cpu = f"{torch.cuda.get_device_name(device)} (host: {cpu})"
     return (
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {load:.1f}"

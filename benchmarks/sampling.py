@@ -18,7 +18,7 @@ import math
 import time
 
 import torch
-from common import ARCHS, build, machine
+from common import ARCHS, build, machine, sync
 
 from pixel_lightning.sampling import draw_uniforms, inverse_cdf, raster_order
 
@@ -26,32 +26,38 @@ from pixel_lightning.sampling import draw_uniforms, inverse_cdf, raster_order
 def naive_prefix(model, n: int, steps: int) -> dict:
     """Wall and CPU seconds of the first ``steps`` sub-pixel steps of the naive sampler."""
     C, H, W = model.image_shape
-    u = draw_uniforms(n, model.image_shape, torch.Generator().manual_seed(0))
-    x = torch.zeros((n, C, H, W), dtype=torch.long)
+    u = draw_uniforms(n, model.image_shape, torch.Generator().manual_seed(0)).to(model.device)
+    x = torch.zeros((n, C, H, W), dtype=torch.long, device=model.device)
+    sync()
     w, c = time.perf_counter(), time.process_time()
     with torch.no_grad():
         for k, (ch, i, j) in enumerate(raster_order(model.image_shape)):
             if k == steps:
                 break
             x[:, ch, i, j] = inverse_cdf(model(x)[:, :, ch, i, j], u[:, ch, i, j], model.levels)
+    sync()
     return {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
 
 
-def run(arch: str, config: str, n: int, repeats: int, naive_steps: int) -> dict:
-    model = build(arch, config).eval()
+def run(arch: str, config: str, n: int, repeats: int, naive_steps: int, device: str = "cpu") -> dict:
+    model = build(arch, config, device=device).eval()
     total = math.prod(model.image_shape)
-    row = {"arch": arch, "config": config, "n": n, "sub_pixels": total}
+    row = {"arch": arch, "config": config, "device": str(device), "n": n, "sub_pixels": total}
     runs = []
     for r in range(repeats):
+        sync()
         w, c = time.perf_counter(), time.process_time()
         xs = model.sample(n, generator=torch.Generator().manual_seed(r), cache=True)
+        sync()
         runs.append((time.perf_counter() - w, time.process_time() - c))
     row["cached_wall_s"] = sorted(t[0] for t in runs)[len(runs) // 2]
     row["cached_cpu_s"] = sorted(t[1] for t in runs)[len(runs) // 2]
     steps = total if naive_steps <= 0 else min(naive_steps, total)
     if steps == total:  # a real naive run: also check it returns the same images
+        sync()
         w, c = time.perf_counter(), time.process_time()
         naive = model.sample(n, generator=torch.Generator().manual_seed(repeats - 1), cache=False)
+        sync()
         t = {"wall_s": time.perf_counter() - w, "cpu_s": time.process_time() - c}
         row["identical"] = bool(torch.equal(naive, xs))
     else:
@@ -75,16 +81,17 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--naive-steps", type=int, default=48, help="0: run the naive sampler to the end")
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (a GPU session runs the same script)")
     a = p.parse_args(argv)
     if a.quick:
         a.configs, a.n, a.repeats, a.naive_steps, a.threads = ["quick"], 2, 1, 0, 1
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"# machine: {machine()}")
+    print(f"# machine: {machine(a.device)}")
     rows = []
     for config in a.configs:
         for arch in a.archs:
-            row = run(arch, config, a.n, a.repeats, a.naive_steps)
+            row = run(arch, config, a.n, a.repeats, a.naive_steps, a.device)
             rows.append(row)
             r = row
             print(
@@ -96,7 +103,7 @@ def main(argv=None) -> list[dict]:
             )
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+            json.dump({"machine": machine(a.device), "rows": rows}, f, indent=1)
     return rows
 
 

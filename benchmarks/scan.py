@@ -29,12 +29,12 @@ SHAPES = {
 }
 
 
-def measure(config: str, arch: str, repeats: int) -> dict:
+def measure(config: str, arch: str, repeats: int, device: str = "cpu") -> dict:
     T, G, d, N, B, taps = SHAPES[config][arch]
     g = torch.Generator().manual_seed(0)
-    s = torch.randn(T, G, 4 * d, N, B, generator=g).requires_grad_()
-    K = (0.1 * torch.randn(G, 4 * d, len(taps) * d, generator=g)).requires_grad_()
-    h0, c0 = torch.zeros(G, d, N, B), torch.zeros(G, d, N, B)
+    s = torch.randn(T, G, 4 * d, N, B, generator=g).to(device).requires_grad_()
+    K = (0.1 * torch.randn(G, 4 * d, len(taps) * d, generator=g)).to(device).requires_grad_()
+    h0, c0 = torch.zeros(G, d, N, B, device=device), torch.zeros(G, d, N, B, device=device)
 
     def forward():
         with torch.no_grad():
@@ -54,6 +54,7 @@ def measure(config: str, arch: str, repeats: int) -> dict:
         "train_ms_per_layer": 1e3 * both["wall_s"],
         "k_ss_gflop_per_s": flops / both["wall_s"] / 1e9,
         "threads": torch.get_num_threads(),
+        "device": str(device),
     }
 
 
@@ -64,14 +65,15 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None)
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    print(f"# machine: {machine()}")
+    print(f"# machine: {machine(a.device)}")
     rows = []
     for config in ["quick"] if a.quick else a.configs:
         for arch in SHAPES[config]:
-            r = measure(config, arch, 2 if a.quick else a.repeats)
+            r = measure(config, arch, 2 if a.quick else a.repeats, a.device)
             rows.append(r)
             print(
                 f"{config:8s} {arch:16s} forward {r['forward_us_per_step']:8.0f} us/step"
@@ -81,7 +83,7 @@ def main(argv=None) -> list[dict]:
             )
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+            json.dump({"machine": machine(a.device), "rows": rows}, f, indent=1)
     return rows
 
 

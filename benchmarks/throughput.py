@@ -32,6 +32,13 @@ def train_step(model, opt, x):
     opt.step()
 
 
+def peak_bytes(device: str) -> int:
+    """Peak memory so far: CUDA allocator peak on a GPU, resident set (ru_maxrss, KiB on Linux) on CPU."""
+    if torch.device(device).type == "cuda":
+        return torch.cuda.max_memory_allocated(device)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def measure(
     arch: str,
     config: str,
@@ -40,25 +47,29 @@ def measure(
     compile: bool = False,
     nchw: bool = False,
     mm: int = 2048,
+    device: str = "cpu",
 ) -> dict:
-    model = build(arch, config, compile=compile, channels_last=not nchw)
+    model = build(arch, config, device=device, compile=compile, channels_last=not nchw)
     x = images(model, batch)
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
-    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    if torch.device(device).type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    mem0 = peak_bytes(device)
     with FlopCounterMode(display=False) as fc:
         train_step(model, opt, x)
     train_flops = fc.get_total_flops() / batch
     with FlopCounterMode(display=False) as fc, torch.no_grad():
         model.log_prob(x)
     eval_flops = fc.get_total_flops() / batch
-    peak = matmul_gflops(mm)
+    peak = matmul_gflops(mm, device=device)
     tr = timed(lambda: train_step(model, opt, x), repeats)
     with torch.no_grad():
         ev = timed(lambda: model.log_prob(x), repeats)
-    rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    mem1 = peak_bytes(device)
     return {
         "arch": arch,
         "config": config,
+        "device": str(device),
         "batch": batch,
         "compile": compile,
         "channels_last": not nchw,
@@ -71,7 +82,7 @@ def measure(
         "matmul_gflops": peak,
         "achieved_gflops": train_flops * batch / tr["wall_s"] / 1e9,
         "fraction_of_matmul": train_flops * batch / tr["wall_s"] / 1e9 / peak,
-        "peak_rss_delta_mib": (rss1 - rss0) / 1024,  # ru_maxrss is in KiB on Linux
+        "peak_rss_delta_mib": (mem1 - mem0) / 2**20,  # GPU: allocator peak over the model and batch
         "repeats": repeats,
         "threads": torch.get_num_threads(),
     }
@@ -99,6 +110,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
     p.add_argument("--compile", action="store_true", help="torch.compile the network (model.compile)")
     p.add_argument("--nchw", action="store_true", help="contiguous NCHW maps (model.channels_last=False)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (a GPU session runs the same script)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     a = p.parse_args(argv)
@@ -107,18 +119,20 @@ def main(argv=None) -> list[dict]:
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.child:  # one config in this fresh process: print its row as JSON
-        print(json.dumps(measure(a.archs[0], a.configs[0], a.batch, a.repeats, a.compile, a.nchw)))
+        row = measure(a.archs[0], a.configs[0], a.batch, a.repeats, a.compile, a.nchw, device=a.device)
+        print(json.dumps(row))
         return []
-    print(f"# machine: {machine()}")
+    print(f"# machine: {machine(a.device)}")
     rows = []
     for config in ["quick"] if a.quick else a.configs:
         for arch in a.archs:
             if a.quick:
-                row = measure(arch, config, 4, 2, mm=512)
+                row = measure(arch, config, 4, 2, mm=512, device=a.device)
             else:
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--configs", config]
                 cmd += ["--archs", arch, "--batch", str(a.batch), "--repeats", str(a.repeats)]
                 cmd += ["--threads", str(a.threads)] if a.threads else []
+                cmd += ["--device", a.device]
                 cmd += (["--compile"] if a.compile else []) + (["--nchw"] if a.nchw else [])
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
                 row = json.loads(out.strip().splitlines()[-1])
@@ -126,7 +140,7 @@ def main(argv=None) -> list[dict]:
             print(fmt(row), flush=True)
     if a.out:
         with open(a.out, "w") as f:
-            json.dump({"machine": machine(), "rows": rows}, f, indent=1)
+            json.dump({"machine": machine(a.device), "rows": rows}, f, indent=1)
     return rows
 
 
