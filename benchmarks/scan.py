@@ -58,6 +58,46 @@ def measure(config: str, arch: str, repeats: int, device: str = "cpu") -> dict:
     }
 
 
+def pointwise_step(config: str, arch: str, repeats: int) -> dict:
+    """The LSTM update of one step (gates -> activations, c, h) eager, as the scan runs it (six kernels
+    on preallocated buffers), against one torch.compile'd fused function (inductor C++), over T steps."""
+    T, G, d, N, B, _ = SHAPES[config][arch]
+    M = N * B
+    g = torch.randn(T, G, 4 * d, M)
+    act, cs, hs = torch.empty(T, G, 4 * d, M), torch.zeros(T + 1, G, d, M), torch.empty(T, G, d, M)
+
+    def update(gates, c_prev):
+        ofi, gg = torch.sigmoid(gates[:, : 3 * d]), torch.tanh(gates[:, 3 * d :])
+        c = ofi[:, d : 2 * d] * c_prev + ofi[:, 2 * d :] * gg
+        return torch.cat([ofi, gg], 1), c, ofi[:, :d] * torch.tanh(c)
+
+    fused = torch.compile(update, dynamic=False, fullgraph=True)
+
+    def eager():
+        tc = torch.empty(G, d, M)
+        for t in range(T):
+            a = act[t]
+            a.copy_(g[t])  # stands for the baddbmm that writes the gates in the scan
+            a[:, : 3 * d].sigmoid_()
+            a[:, 3 * d :].tanh_()
+            torch.mul(a[:, d : 2 * d], cs[t], out=cs[t + 1])
+            cs[t + 1].addcmul_(a[:, 2 * d : 3 * d], a[:, 3 * d :])
+            torch.tanh(cs[t + 1], out=tc)
+            torch.mul(a[:, :d], tc, out=hs[t])
+
+    def compiled():
+        for t in range(T):
+            fused(g[t], cs[t])  # outputs not even stored: a lower bound on its cost
+
+    e, c = timed(eager, repeats, warmup=2), timed(compiled, repeats, warmup=2)
+    return {
+        "config": config,
+        "arch": arch,
+        "eager_pointwise_us_per_step": 1e6 * e["wall_s"] / T,
+        "compiled_pointwise_us_per_step": 1e6 * c["wall_s"] / T,
+    }
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true")
@@ -66,12 +106,15 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None)
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument(
+        "--compiled-step", action="store_true", help="instead: the LSTM update eager vs torch.compile'd"
+    )
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     print(f"# machine: {machine(a.device)}")
     rows = []
-    for config in ["quick"] if a.quick else a.configs:
+    for config in [] if a.compiled_step else ["quick"] if a.quick else a.configs:
         for arch in SHAPES[config]:
             r = measure(config, arch, 2 if a.quick else a.repeats, a.device)
             rows.append(r)
@@ -81,6 +124,17 @@ def main(argv=None) -> list[dict]:
                 f" = {r['train_ms_per_layer']:7.1f} ms/layer",
                 flush=True,
             )
+    if a.compiled_step:
+        for config in ["quick"] if a.quick else a.configs:
+            for arch in SHAPES[config]:
+                r = pointwise_step(config, arch, 2 if a.quick else a.repeats)
+                rows.append(r)
+                print(
+                    f"{config:8s} {arch:16s} LSTM update: eager"
+                    f" {r['eager_pointwise_us_per_step']:6.0f} us/step,"
+                    f" torch.compile'd {r['compiled_pointwise_us_per_step']:6.0f} us/step",
+                    flush=True,
+                )
     if a.out:
         with open(a.out, "w") as f:
             json.dump({"machine": machine(a.device), "rows": rows}, f, indent=1)

@@ -46,3 +46,11 @@ def test_scan_benchmark_quick(tmp_path):
     for r in rows:
         assert 0 < r["forward_us_per_step"] < r["train_us_per_step"]  # backward costs something
     assert len(json.loads((tmp_path / "scan.json").read_text())["rows"]) == 2
+
+
+def test_scan_benchmark_compiled_step_quick():
+    import scan
+
+    rows = scan.main(["--quick", "--compiled-step"])
+    assert len(rows) == 2
+    assert all(r["eager_pointwise_us_per_step"] > 0 and r["compiled_pointwise_us_per_step"] > 0 for r in rows)
