@@ -11,8 +11,8 @@ def lstm_update(gates: torch.Tensor, c_prev: torch.Tensor, dim: int) -> tuple[to
     o, f, i pass through a sigmoid, g through a tanh (not a sigmoid: a known bug of public versions):
         c = f * c_prev + i * g,   h = o * tanh(c)
     Returns (h, c), each shaped like ``c_prev``. Six kernels: one sigmoid over the contiguous o, f, i
-    block, one tanh, f * c_prev, addcmul, tanh, mul (slices are views; this runs 385 times per layer
-    and pass in a 28x28 Diagonal BiLSTM, so the kernel count is the cost).
+    block, one tanh, f * c_prev, addcmul, tanh, mul (slices are views). Used by the reference loops and
+    the cached samplers; training runs the same update inside :func:`lstm_scan`.
     """
     n = gates.shape[dim] // 4
     ofi = torch.sigmoid(gates.narrow(dim, 0, 3 * n))
@@ -71,7 +71,8 @@ class LSTMScan(torch.autograd.Function):
 
     Every per-step view (a step's gate blocks, states, tap slices) is made once before the loop with
     ``unbind``, so the loop body issues only the arithmetic kernels: at these sizes (a few thousand to
-    a few hundred thousand elements) the per-call overhead, not the arithmetic, is the cost.
+    a few hundred thousand elements) per-call overhead is a large part of a step (making the views in
+    the loop cost 1.4x here; benchmarks/README.md).
     """
 
     @staticmethod
