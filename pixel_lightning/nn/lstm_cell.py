@@ -71,8 +71,8 @@ class LSTMScan(torch.autograd.Function):
 
     Every per-step view (a step's gate blocks, states, tap slices) is made once before the loop with
     ``unbind``, so the loop body issues only the arithmetic kernels: at these sizes (a few thousand to
-    a few hundred thousand elements) per-call overhead is a large part of a step (making the views in
-    the loop cost 1.4x here; benchmarks/README.md).
+    a few hundred thousand elements) per-call overhead is a large part of a step (indexing the views
+    inside the loop made the scan 1.7-1.8x slower; benchmarks/README.md).
     """
 
     @staticmethod
