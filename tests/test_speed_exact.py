@@ -119,3 +119,19 @@ def test_compile_option_is_the_same_function(arch):
     gb = torch.autograd.grad(b.sum(), list(compiled.parameters()), allow_unused=True)
     for p, q in zip(ga, gb, strict=True):
         assert (p is None and q is None) or (p - q).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("layout", ["contiguous", "channels_last_head"])
+def test_log_likelihood_equals_cross_entropy_in_any_layout(layout):
+    """log_likelihood reads the K scores in the logits' memory order; the value is -cross-entropy."""
+    from pixel_lightning.models.base import log_likelihood
+
+    g = torch.Generator().manual_seed(0)
+    B, K, C, H, W = 3, 7, 3, 4, 5
+    if layout == "contiguous":
+        logits = torch.randn(B, K, C, H, W, generator=g, dtype=torch.float64)
+    else:  # what a channels-last head gives: (B, H, W, C, K) in memory, viewed (B, K, C, H, W)
+        logits = torch.randn(B, H, W, C, K, generator=g, dtype=torch.float64).permute(0, 4, 3, 1, 2)
+    x = torch.randint(0, K, (B, C, H, W), generator=g)
+    expected = -torch.nn.functional.cross_entropy(logits, x, reduction="none").flatten(1).sum(1)
+    assert (log_likelihood(logits, x, K) - expected).abs().max() < 1e-12
