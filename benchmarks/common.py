@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import statistics
 import sys
 import time
@@ -93,3 +94,10 @@ def machine(device: str = "cpu") -> str:
         f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} threads, "
         f"load average {load:.1f}"
     )
+
+
+def save_rows(path: str | None, rows: list[dict], device: str = "cpu") -> None:
+    """Write a benchmark's rows to ``path`` as JSON, with the machine line (nothing if path is None)."""
+    if path:
+        with open(path, "w") as f:
+            json.dump({"machine": machine(device), "rows": rows}, f, indent=1)

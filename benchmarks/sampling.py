@@ -13,12 +13,11 @@ the cost without the other processes' interference.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import time
 
 import torch
-from common import ARCHS, build, machine, sync
+from common import ARCHS, build, machine, save_rows, sync
 
 from pixel_lightning.sampling import draw_uniforms, inverse_cdf, raster_order
 
@@ -101,9 +100,7 @@ def main(argv=None) -> list[dict]:
                 + (f"  identical={row['identical']}" if "identical" in row else ""),
                 flush=True,
             )
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"machine": machine(a.device), "rows": rows}, f, indent=1)
+    save_rows(a.out, rows, a.device)
     return rows
 
 

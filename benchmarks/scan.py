@@ -11,10 +11,9 @@ FLOPs it has (per-kernel overhead), at the CIFAR-10 sizes it grows with the work
 from __future__ import annotations
 
 import argparse
-import json
 
 import torch
-from common import machine, timed
+from common import machine, save_rows, timed
 
 from pixel_lightning.nn.lstm_cell import lstm_scan
 
@@ -135,9 +134,7 @@ def main(argv=None) -> list[dict]:
                     f" torch.compile'd {r['compiled_pointwise_us_per_step']:6.0f} us/step",
                     flush=True,
                 )
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"machine": machine(a.device), "rows": rows}, f, indent=1)
+    save_rows(a.out, rows, a.device)
     return rows
 
 

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from common import ARCHS, build, images, machine, matmul_gflops, timed
+from common import ARCHS, build, images, machine, matmul_gflops, save_rows, timed
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -138,9 +138,7 @@ def main(argv=None) -> list[dict]:
                 row = json.loads(out.strip().splitlines()[-1])
             rows.append(row)
             print(fmt(row), flush=True)
-    if a.out:
-        with open(a.out, "w") as f:
-            json.dump({"machine": machine(a.device), "rows": rows}, f, indent=1)
+    save_rows(a.out, rows, a.device)
     return rows
 
 
