@@ -1,9 +1,22 @@
-"""The README's two commands are the ones CI and users run."""
+"""The README and docs/: the two fresh-machine commands, every documented command runs (or dry-runs),
+every docs page is linked from a README under 10,000 bytes, and every relative link resolves."""
 
+from __future__ import annotations
+
+import json
+import os
 import re
+import shlex
+import sys
+from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "recipes"))
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
 def _commands():
@@ -24,3 +37,138 @@ def test_ci_runs_the_readme_test_command():
 
 def test_requirements_pin_torch():
     assert "torch==2.13.0" in (ROOT / "requirements.txt").read_text().split()
+
+
+# ----------------------------------------------------------------------------- README size and links
+
+
+def test_readme_is_under_10_kb():
+    assert len((ROOT / "README.md").read_bytes()) < 10_000
+
+
+def test_every_docs_page_is_linked_from_the_readme():
+    linked = set(re.findall(r"\]\((docs/[^)#\s]+)\)", (ROOT / "README.md").read_text()))
+    pages = {f"docs/{p.name}" for p in (ROOT / "docs").glob("*.md")}
+    assert pages, "docs/ holds the moved README sections"
+    assert pages <= linked, f"pages not linked from README.md: {sorted(pages - linked)}"
+
+
+@pytest.mark.parametrize("page", PAGES, ids=lambda p: p.name)
+def test_relative_links_resolve(page):
+    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", page.read_text()):
+        if not re.match(r"[a-z]+://", target):
+            assert (page.parent / target).exists(), f"{page.name}: broken link {target}"
+
+
+# ----------------------------------------------------------------------------- documented commands
+
+
+def documented_commands(page: Path) -> list[str]:
+    """The shell commands in a page's ```bash blocks: continuations joined, comments and placeholders
+    (``[key=value ...]``) dropped, ``a && b`` split."""
+    commands = []
+    for body in re.findall(r"```(?:bash|sh|shell)\n(.*?)```", page.read_text(), re.S):
+        for line in body.replace("\\\n", " ").splitlines():
+            line = re.sub(r"\s\[[^\]]*\.\.\.\]", "", line.split(" # ")[0]).strip()
+            if line and not line.startswith("#"):
+                commands += [c.strip() for c in line.split("&&")]
+    return commands
+
+
+def _run_py(args: list[str]) -> None:
+    from pixel_lightning.runner import main
+
+    dry = [] if {"--list", "--dry-run"} & set(args) else ["--dry-run"]
+    assert main([*args, *dry]) == 0
+
+
+def _sweep_py(args: list[str]) -> None:
+    """No dry-run of its own: the grid loads and every run of it dry-runs."""
+    import sweep
+
+    opts = sweep_parser().parse_args(args)
+    grid = sweep.load_grid(opts.sweep)
+    assert grid
+    for combo in grid:
+        _run_py(["--recipe", opts.recipe, *opts.overrides, *combo])
+
+
+def sweep_parser():
+    import argparse
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--sweep", required=True)
+    p.add_argument("--recipe", required=True)
+    p.add_argument("--out")
+    p.add_argument("overrides", nargs="*")
+    return p
+
+
+def _report_py(args: list[str], tmp_path: Path) -> None:
+    """Runs for real on stand-in run directories (a metrics.json each) at the documented paths."""
+    import report
+
+    dirs = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] != "--out")]
+    for d in dirs:
+        (tmp_path / d).mkdir(parents=True, exist_ok=True)
+        (tmp_path / d / "metrics.json").write_text(json.dumps({"arch": "pixelcnn", "dataset": "mnist"}))
+    os.chdir(tmp_path)
+    assert report.main(args) == 0
+
+
+def _wandb(args: list[str]) -> None:
+    """``wandb sweep FILE``: the file's program exists and its command dry-runs. ``wandb agent`` needs a
+    live W&B sweep id, so only its form is checked."""
+    if args[0] == "agent":
+        assert len(args) == 2 and args[1].count("/") == 2, args
+        return
+    assert args[0] == "sweep", args
+    spec = yaml.safe_load((ROOT / args[1]).read_text())
+    assert (ROOT / spec["program"]).is_file()
+    cmd = [c for c in spec["command"] if not c.startswith("${")]
+    _run_py(cmd[cmd.index("--recipe") :])
+
+
+def _pip(args: list[str]) -> None:
+    assert args[:2] == ["install", "-q"] or args[0] == "install", args
+    assert (ROOT / args[-1]).is_file(), f"{args[-1]} missing"
+
+
+def _this_suite(args: list[str]) -> None:
+    """``ruff check .`` and ``python -m pytest``: what this test run is part of (CI runs them)."""
+
+
+def dispatch(command: str) -> tuple[Callable[..., None], list[str]]:
+    tokens = shlex.split(command)
+    if tokens[0] in ("srun", "torchrun"):  # launcher: the script and its arguments follow the options
+        tokens = ["python", *tokens[next(i for i, t in enumerate(tokens) if t.endswith(".py")) :]]
+    prog, args = tokens[0], tokens[1:]
+    if prog in ("python", "python3"):
+        if args[:2] == ["-m", "pip"]:
+            return _pip, args[2:]
+        if args[:2] == ["-m", "pytest"]:
+            return _this_suite, args[2:]
+        script, args = args[0], args[1:]
+        handlers = {"recipes/run.py": _run_py, "recipes/sweep.py": _sweep_py, "recipes/report.py": _report_py}
+        assert script in handlers, f"no check for documented script {script}: add one to tests/test_readme.py"
+        return handlers[script], args
+    handlers = {"wandb": _wandb, "ruff": _this_suite}
+    assert prog in handlers, f"no check for documented command {prog}: add one to tests/test_readme.py"
+    return handlers[prog], args
+
+
+CASES = [(page, cmd) for page in PAGES for cmd in documented_commands(page)]
+
+
+def test_the_docs_document_commands():
+    assert len(CASES) >= 10 and all(any(p == page for p, _ in CASES) for page in PAGES[:1])
+
+
+@pytest.mark.parametrize(("page", "command"), CASES, ids=[f"{p.name}:{c[:60]}" for p, c in CASES])
+def test_documented_command_runs_or_dry_runs(page, command, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(ROOT)
+    handler, args = dispatch(command)
+    if "tmp_path" in handler.__code__.co_varnames[: handler.__code__.co_argcount]:
+        handler(args, tmp_path)
+    else:
+        handler(args)
