@@ -12,8 +12,8 @@ ARCHS = SINGLE_SCALE
 
 
 def both(model, n, seed=0, **kw):
-    a = model.sample_images(n, torch.Generator().manual_seed(seed), cache=False, **kw)
-    b = model.sample_images(n, torch.Generator().manual_seed(seed), cache=True, **kw)
+    a = model.sample(n, torch.Generator().manual_seed(seed), cache=False, **kw)
+    b = model.sample(n, torch.Generator().manual_seed(seed), cache=True, **kw)
     return a, b
 
 
@@ -59,10 +59,10 @@ def test_cond_and_known(arch):
     a, b = both(model, n, cond=cond, known=(values, mask))
     assert torch.equal(a, b)
     assert torch.equal(b[:, mask], values[:, mask])
-    c = model.sample_images(n, torch.Generator().manual_seed(0), cond=torch.zeros_like(cond))
+    c = model.sample(n, torch.Generator().manual_seed(0), cond=torch.zeros_like(cond))
     assert not torch.equal(b, c)  # the conditioning map is used
     with pytest.raises(ValueError, match="cond"):
-        model.sample_images(n, torch.Generator().manual_seed(0))
+        model.sample(n, torch.Generator().manual_seed(0))
 
 
 @pytest.mark.parametrize("arch", ARCHS)

@@ -255,17 +255,42 @@ class AutoregressiveImageModel(L.LightningModule):
 
         return step
 
+    def check_known(
+        self, known: tuple[torch.Tensor, torch.Tensor] | None, n: int
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """``known`` = (values, mask) as the samplers take it: values int64 (n, C, H, W) (one image
+        (C, H, W) is repeated n times), mask bool (C, H, W). ValueError naming the problem otherwise."""
+        if known is None:
+            return None
+        values, mask = known
+        if isinstance(values, torch.Tensor) and values.dim() == 3:
+            values = values.unsqueeze(0).expand(n, *values.shape)
+        try:
+            self.check_images(values)
+        except ValueError as e:
+            raise ValueError(f"known values: {e}") from None
+        if values.shape[0] != n:
+            raise ValueError(f"known values must hold one image per sample: n={n}, got {values.shape[0]}")
+        if not isinstance(mask, torch.Tensor) or mask.dtype != torch.bool:
+            got = getattr(mask, "dtype", type(mask).__name__)
+            raise ValueError(f"known mask must be a bool tensor of shape {self.image_shape}, got {got}")
+        if tuple(mask.shape) != tuple(self.image_shape):
+            got = tuple(mask.shape)
+            raise ValueError(f"known mask must have shape {self.image_shape} (C, H, W), got {got}")
+        return values.long().to(self.device), mask.to(self.device)
+
     @torch.no_grad()
-    def sample_images(
+    def sample(
         self,
         n: int,
         generator: torch.Generator | None = None,
         cache: bool = True,
-        cond: torch.Tensor | None = None,
-        known: tuple[torch.Tensor, torch.Tensor] | None = None,
         progress: bool = False,
+        known: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cond: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Draw ``n`` images, int64 (n, C, H, W), in raster order, R -> G -> B inside each pixel.
+        """Draw ``n`` images, int64 (n, C, H, W), in raster order, R -> G -> B inside each pixel
+        (Section 2); with ``known``, complete images (Figure 1).
 
         Args:
             n: number of images.
@@ -274,13 +299,15 @@ class AutoregressiveImageModel(L.LightningModule):
             cache: True (default) runs each layer at the one position a step changes
                 (:func:`~pixel_lightning.sampling.sample_cached`); False re-runs the whole network per
                 sub-pixel (:func:`~pixel_lightning.sampling.sample_naive`).
-            cond: conditioning map (n, cond_channels, H, W) handed to every layer (multi-scale models).
-            known: (values int64 (n, C, H, W), mask bool (C, H, W)): sub-pixels where mask is True are
-                copied from values, not drawn (their uniforms are still consumed).
             progress: show a tqdm bar.
+            known: (values int64 (n, C, H, W) or (C, H, W), mask bool (C, H, W)): sub-pixels where mask
+                is True are copied from values, not drawn (their uniforms are still consumed). Each
+                drawn sub-pixel is conditioned on every sub-pixel before it, kept or drawn.
+            cond: conditioning map (n, cond_channels, H, W) handed to every layer (multi-scale models).
         """
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
+        known = self.check_known(known, n)
         if cond is not None:
             cond = cond.to(device=self.device, dtype=self.first.weight.dtype)
         was_training = self.training
@@ -298,15 +325,24 @@ class AutoregressiveImageModel(L.LightningModule):
         finally:
             self.train(was_training)
 
-    def sample(
+    def complete(
         self,
-        n: int,
+        x: torch.Tensor,
+        mask: torch.Tensor,
+        n: int = 1,
         generator: torch.Generator | None = None,
         cache: bool = True,
         progress: bool = False,
     ) -> torch.Tensor:
-        """Draw ``n`` images, int64 (n, C, H, W); see :meth:`sample_images` for the arguments."""
-        return self.sample_images(n, generator, cache=cache, progress=progress)
+        """``n`` completions of each image: the sub-pixels where ``mask`` (bool (C, H, W)) is True are
+        kept from ``x``, the others drawn (the paper's Figure 1). ``x`` int64 (C, H, W) gives
+        (n, C, H, W); a batch (B, C, H, W) gives (B, n, C, H, W). A thin wrapper of :meth:`sample`."""
+        batch = x.unsqueeze(0) if isinstance(x, torch.Tensor) and x.dim() == 3 else x
+        self.check_images(batch)
+        values = batch.repeat_interleave(n, dim=0)  # (B*n, C, H, W), image-major
+        out = self.sample(len(values), generator, cache, progress, known=(values, mask))
+        out = out.view(len(batch), n, *self.image_shape)
+        return out[0] if batch is not x else out
 
     # -- Lightning --------------------------------------------------------------------------
     @staticmethod

@@ -36,7 +36,6 @@ from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig, l
 from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM
 from pixel_lightning.models.pixelcnn import PixelCNN
 from pixel_lightning.models.row_lstm import RowLSTM
-from pixel_lightning.sampling import sample_naive
 
 BASES: dict[str, type[AutoregressiveImageModel]] = {
     "pixelcnn": PixelCNN,
@@ -299,61 +298,39 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
         generator: torch.Generator | None = None,
         cache: bool = True,
         progress: bool = False,
+        known: tuple[torch.Tensor, torch.Tensor] | None = None,
         low_res: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Draw ``n`` images, int64 (n, C, n, n): x_low from the low model (or ``low_res``, int64
         (n, C, s, s), for super-resolution), then the other pixels from the conditional model in raster
         order; the low positions are copies of x_low. Random stream: the low model's uniforms
-        (n, C, s, s) first (none when ``low_res`` is given), then (n, C, n, n) for the full image."""
+        (n, C, s, s) first (none when ``low_res`` is given), then (n, C, n, n) for the full image.
+
+        ``known`` = (values, mask) completes images as for every model: the kept sub-pixels at low-res
+        positions are kept by the low model, the others by the conditional model (``low_res``, when
+        given, wins at the low-res positions)."""
         if n < 1:
             raise ValueError(f"n must be >= 1, got {n}")
         if low_res is not None:
             self.check_low_res(low_res, n)
+        known = self.check_known(known, n)
         was_training = self.training
         self.eval()
         try:
             if low_res is None:
-                low = self._sample_base(self.low, n, generator, cache, progress=progress)
+                f = self.config.factor
+                low_known = None if known is None else (self.subsample(known[0]), known[1][:, ::f, ::f])
+                low = self.low.sample(n, generator, cache, progress, known=low_known)
             else:
                 low = low_res.long().to(self.device)
             cond = self.upsample(self.scale(low))  # (n, c, n, n)
-            known = self.embed_low(low)  # copies of x_low: never drawn again
-            return self._sample_base(self.full, n, generator, cache, cond, known, progress)
+            values, mask = self.embed_low(low)  # copies of x_low: never drawn again
+            if known is not None:
+                values = torch.where(mask, values, known[0])
+                mask = mask | known[1]
+            return self.full.sample(n, generator, cache, progress, known=(values, mask), cond=cond)
         finally:
             self.train(was_training)
-
-    def sample_images(self, *args, **kwargs) -> torch.Tensor:
-        """Not for the composed model: the base class's version samples one body. Use :meth:`sample`
-        (with ``low_res=`` for super-resolution); the two parts' ``sample_images`` are used inside."""
-        raise NotImplementedError(
-            "MultiScalePixelRNN samples through sample(n, generator=..., low_res=...), not sample_images()"
-        )
-
-    @staticmethod
-    def _sample_base(
-        model: AutoregressiveImageModel,
-        n: int,
-        generator: torch.Generator | None,
-        cache: bool,
-        cond: torch.Tensor | None = None,
-        known: tuple[torch.Tensor, torch.Tensor] | None = None,
-        progress: bool = False,
-    ) -> torch.Tensor:
-        """The one place the multi-scale model draws from a base model, given (cond, known).
-
-        Plug-in point for a cached sampler: a base model that provides
-        ``sample_images(n, generator, cache=..., cond=..., known=..., progress=...)`` is used as is;
-        otherwise the naive sampler runs the network once per sub-pixel (``cache`` is then ignored).
-        """
-        sample_images = getattr(model, "sample_images", None)
-        if sample_images is not None:
-            return sample_images(n, generator, cache=cache, cond=cond, known=known, progress=progress)
-
-        def logits_fn(x: torch.Tensor) -> torch.Tensor:
-            return model(x, cond)
-
-        shape, levels, device = model.image_shape, model.levels, model.device
-        return sample_naive(logits_fn, n, shape, levels, generator, device, known=known, progress=progress)
 
     # -- Lightning --------------------------------------------------------------------------
     def shared_step(self, batch: Any, stage: str) -> torch.Tensor:
