@@ -43,18 +43,12 @@ def build_model(name: str, **kwargs: Any) -> AutoregressiveImageModel:
     return ARCHITECTURES[name](**kwargs)
 
 
-def load_model(path: str | Path, map_location: str = "cpu") -> AutoregressiveImageModel:
-    """Load any pixel-lightning checkpoint without knowing its architecture in advance."""
-    import torch
+def load_model(source: str | Path, map_location: str = "cpu", **hub_kwargs: Any) -> AutoregressiveImageModel:
+    """Any trained model, in eval mode: a Lightning checkpoint file, a ``save_pretrained`` folder or a
+    Hugging Face Hub id; no arbitrary objects are unpickled (see :mod:`pixel_lightning.hub`)."""
+    from pixel_lightning.hub import load_model as load
 
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    meta = ckpt.get("pixel_lightning")
-    if meta is None or meta.get("arch") not in ARCHITECTURES:
-        raise ValueError(f"{path} is not a pixel-lightning checkpoint (no architecture recorded in it)")
-    cls = ARCHITECTURES[meta["arch"]]
-    model = cls(**meta["config"])
-    model.load_state_dict(ckpt["state_dict"])
-    return model
+    return load(source, map_location, **hub_kwargs)
 
 
 __all__ = [

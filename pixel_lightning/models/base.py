@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixel_lightning.hub import HubMixin
 from pixel_lightning.metrics import BitsPerDim, NLLNats, bits_per_dim
 from pixel_lightning.nn.masked_conv import MaskedConv2d
 from pixel_lightning.nn.stack import LayerStack
@@ -117,10 +118,11 @@ def log_likelihood(logits: torch.Tensor, x: torch.Tensor, levels: int) -> torch.
     return ll.flatten(1).sum(dim=1)
 
 
-class AutoregressiveImageModel(L.LightningModule):
+class AutoregressiveImageModel(L.LightningModule, HubMixin):
     """Exact-likelihood image model p(x) = prod_i p(x_i | x_<i) with R -> G -> B order inside a pixel.
 
-    Subclasses set ``arch`` and implement :meth:`make_layer`.
+    Subclasses set ``arch`` and implement :meth:`make_layer`. ``save_pretrained``, ``push_to_hub`` and
+    ``from_pretrained`` come from :class:`pixel_lightning.hub.HubMixin`.
     """
 
     arch: ClassVar[str] = ""
