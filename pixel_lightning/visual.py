@@ -9,30 +9,58 @@ import numpy as np
 import torch
 
 
+def to_rgb(x: torch.Tensor, levels: int) -> np.ndarray:
+    """int (N, C, H, W) in [0, levels) -> uint8 (N, H, W, 3), values spread over 0..255."""
+    img = (x.detach().cpu().double() * (255.0 / (levels - 1))).round().clamp(0, 255).to(torch.uint8)
+    if img.shape[1] == 1:
+        img = img.expand(-1, 3, -1, -1)
+    return img.permute(0, 2, 3, 1).numpy()
+
+
 def image_grid(x: torch.Tensor, levels: int, pad: int = 1) -> np.ndarray:
     """int (N, C, H, W) in [0, levels) -> uint8 (rows*(H+pad)+pad, cols*(W+pad)+pad, 3) RGB grid."""
     n, c, h, w = x.shape
     cols = max(1, math.ceil(math.sqrt(n)))
     rows = max(1, math.ceil(n / cols))
-    img = (x.detach().cpu().double() * (255.0 / (levels - 1))).round().clamp(0, 255).to(torch.uint8)
-    if c == 1:
-        img = img.expand(n, 3, h, w)
+    img = to_rgb(x, levels)
     grid = np.full((rows * (h + pad) + pad, cols * (w + pad) + pad, 3), 128, dtype=np.uint8)
     for k in range(n):
         r, q = divmod(k, cols)
         top, left = pad + r * (h + pad), pad + q * (w + pad)
-        grid[top : top + h, left : left + w] = img[k].permute(1, 2, 0).numpy()
+        grid[top : top + h, left : left + w] = img[k]
     return grid
 
 
-def save_grid(path: str | Path, x: torch.Tensor, levels: int, scale: int = 4) -> Path:
-    """Write a PNG sample grid (each pixel drawn as scale x scale) atomically; returns the path."""
+def row_figure(
+    rows: list[list[np.ndarray]], gaps: tuple[int, ...] = (), pad: int = 1, gap: int = 4
+) -> np.ndarray:
+    """Images uint8 (H, W, 3), one list per row, on a grey canvas; a wider ``gap`` after the columns
+    in ``gaps`` (e.g. the paper's Figure 1: occluded | completions | original)."""
+    h, w, _ = rows[0][0].shape
+    cols = max(len(r) for r in rows)
+    lefts = [pad + q * (w + pad) + gap * sum(g < q for g in gaps) for q in range(cols)]
+    canvas = np.full((pad + len(rows) * (h + pad), lefts[-1] + w + pad, 3), 200, dtype=np.uint8)
+    for r, row in enumerate(rows):
+        for q, img in enumerate(row):
+            top = pad + r * (h + pad)
+            canvas[top : top + h, lefts[q] : lefts[q] + w] = img
+    return canvas
+
+
+def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
+    """Write uint8 (H, W, 3) as a PNG, each pixel drawn as scale x scale (nearest neighbour), atomically."""
     from PIL import Image
 
     path = Path(path)
-    grid = image_grid(x, levels)
-    im = Image.fromarray(grid).resize((grid.shape[1] * scale, grid.shape[0] * scale), Image.NEAREST)
+    im = Image.fromarray(image)
+    if scale > 1:
+        im = im.resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
     tmp = path.with_name(path.name + ".tmp")
     im.save(tmp, format="PNG")
     tmp.replace(path)
     return path
+
+
+def save_grid(path: str | Path, x: torch.Tensor, levels: int, scale: int = 4) -> Path:
+    """Write a PNG sample grid (each pixel drawn as scale x scale) atomically; returns the path."""
+    return save_png(path, image_grid(x, levels), scale)

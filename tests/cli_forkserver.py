@@ -1,8 +1,10 @@
-"""Run many ``recipes/run.py`` command lines cheaply: import once, fork once per command line.
+"""Run many ``recipes/run.py`` (or ``pixel-lightning``) command lines cheaply: import once, fork once per
+command line.
 
 Reads JSON requests from stdin, one per line:
-``{"argv": [...], "cwd": "...", "stdout": path, "stderr": path}``. For each it forks a child that
-redirects its stdout/stderr to those files, changes to ``cwd`` and runs ``recipes/run.py``'s
+``{"argv": [...], "cwd": "...", "stdout": path, "stderr": path}`` (an optional ``"program":
+"pixel-lightning"`` runs the console script's ``pixel_lightning.cli.main`` instead). For each it forks
+a child that redirects its stdout/stderr to those files, changes to ``cwd`` and runs ``recipes/run.py``'s
 ``main(argv)`` as the script does (``sys.exit(main())``), and writes ``{"code": exit status}`` to
 stdout. Nothing is computed before the fork, so children start clean.
 """
@@ -20,7 +22,10 @@ sys.path.insert(0, str(ROOT / "recipes"))
 
 import run as run_script  # noqa: E402  recipes/run.py
 
+import pixel_lightning.cli  # noqa: E402
 import pixel_lightning.runner  # noqa: E402, F401  the heavy imports, paid once
+
+PROGRAMS = {"recipes/run.py": run_script.main, "pixel-lightning": pixel_lightning.cli.main}
 
 
 def child(request: dict) -> None:
@@ -29,10 +34,11 @@ def child(request: dict) -> None:
         os.dup2(f, fd)
         os.close(f)
     os.chdir(request.get("cwd") or ROOT)
-    sys.argv = ["recipes/run.py", *request["argv"]]
+    program = request.get("program", "recipes/run.py")
+    sys.argv = [program, *request["argv"]]
     code = 1
     try:
-        code = run_script.main(request["argv"])
+        code = PROGRAMS[program](request["argv"])
     except SystemExit as e:
         code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     except BaseException:  # an uncaught exception: Python would print it and exit 1

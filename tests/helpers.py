@@ -54,3 +54,14 @@ def mean_conditional_entropy(model, x: torch.Tensor) -> float:
         logp = torch.log_softmax(logits, dim=1)
         ent = -(logp.exp() * logp).sum(dim=1)
     return float(ent.mean())
+
+
+def lightning_checkpoint(model, path):
+    """Save ``model`` as a Lightning checkpoint at ``path`` (as a run does), without training."""
+    import lightning as L
+
+    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
+    trainer.strategy.connect(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    trainer.save_checkpoint(path)
+    return path

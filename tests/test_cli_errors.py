@@ -44,9 +44,12 @@ class ForkServer:
         )
         assert json.loads(self.proc.stdout.readline()) == {"ready": True}
 
-    def run(self, argv: list[str], logs: Path, cwd: Path | None = None) -> tuple[int, str, str]:
+    def run(
+        self, argv: list[str], logs: Path, cwd: Path | None = None, program: str = "recipes/run.py"
+    ) -> tuple[int, str, str]:
         out, err = logs / "stdout.txt", logs / "stderr.txt"
         request = {"argv": argv, "stdout": str(out), "stderr": str(err), "cwd": str(cwd or ROOT)}
+        request["program"] = program
         self.proc.stdin.write(json.dumps(request) + "\n")
         self.proc.stdin.flush()
         code = json.loads(self.proc.stdout.readline())["code"]

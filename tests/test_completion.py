@@ -5,16 +5,9 @@ drawn ones from the right conditional, cached == naive, clear errors for bad inp
 import pytest
 import torch
 from helpers import SINGLE_SCALE, all_images, tiny_model
+from test_multiscale import one_thread  # noqa: F401  autouse: tiny float64 models run faster on one thread
 
 ARCHS = [*SINGLE_SCALE, "multiscale"]
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny(arch, shape, levels, std=0.7, seed=0):

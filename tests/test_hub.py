@@ -6,10 +6,9 @@ from __future__ import annotations
 import json
 import pickle
 
-import lightning as L
 import pytest
 import torch
-from helpers import SINGLE_SCALE, tiny_model
+from helpers import SINGLE_SCALE, lightning_checkpoint, tiny_model
 from safetensors.torch import load_file, save_file
 
 import pixel_lightning
@@ -32,14 +31,6 @@ RUN = {  # the metrics.json a finished run writes (the keys the card reads)
 def tiny(arch, shape=(3, 4, 4), levels=5):
     extra = dict(base="row_lstm", low_res=2, cond_maps=3, layers=1) if arch == "multiscale" else {}
     return tiny_model(arch, shape, levels, std=0.5, **extra).float()
-
-
-def lightning_checkpoint(model, path):
-    trainer = L.Trainer(max_steps=0, logger=False, enable_checkpointing=False, enable_progress_bar=False)
-    trainer.strategy.connect(model)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    trainer.save_checkpoint(path)
-    return path
 
 
 @pytest.mark.parametrize("arch", ARCHS)

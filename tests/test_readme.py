@@ -134,6 +134,35 @@ def _pip(args: list[str]) -> None:
     assert (ROOT / args[-1]).is_file(), f"{args[-1]} missing"
 
 
+def _pixel_lightning(args: list[str], tmp_path: Path) -> None:
+    """``fit`` (the default) dry-runs; ``sample``, ``complete``, ``evaluate`` run for real, in ``tmp_path``,
+    on a tiny stand-in model (the quickstart's shape, 1x28x28 binary) and stand-in images written at the
+    documented ``--ckpt`` and ``--images`` paths."""
+    import numpy as np
+    import torch
+    from helpers import lightning_checkpoint, tiny_model
+
+    from pixel_lightning import cli
+
+    if not args or args[0] not in ("sample", "complete", "evaluate"):
+        return _run_py(args[1:] if args[:1] == ["fit"] else args)
+    os.chdir(tmp_path)
+    value = dict(zip(args, args[1:], strict=False))
+    ckpt = Path(value["--ckpt"])
+    model = tiny_model("pixelcnn", (1, 28, 28), 2, hidden=4, layers=1).float()
+    lightning_checkpoint(model, ckpt)
+    if "--images" in value:
+        images = Path(value["--images"])
+        images.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(images, images=model.sample(2, generator=torch.Generator().manual_seed(0)).numpy())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        assert cli.main(args) == 0
+    finally:
+        torch.set_num_threads(threads)
+
+
 def _this_suite(args: list[str]) -> None:
     """``ruff check .`` and ``python -m pytest``: what this test run is part of (CI runs them)."""
 
@@ -152,7 +181,7 @@ def dispatch(command: str) -> tuple[Callable[..., None], list[str]]:
         handlers = {"recipes/run.py": _run_py, "recipes/sweep.py": _sweep_py, "recipes/report.py": _report_py}
         assert script in handlers, f"no check for documented script {script}: add one to tests/test_readme.py"
         return handlers[script], args
-    handlers = {"wandb": _wandb, "ruff": _this_suite}
+    handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning}
     assert prog in handlers, f"no check for documented command {prog}: add one to tests/test_readme.py"
     return handlers[prog], args
 

@@ -1,0 +1,277 @@
+"""``pixel-lightning``: the installed command.
+
+    pixel-lightning [fit] --recipe NAME [--out DIR] [key=value ...]     train (recipes/run.py, the default)
+    pixel-lightning sample   --ckpt SRC --n N --out DIR [--seed S]
+    pixel-lightning complete --ckpt SRC --images PATH --keep top-half|left-half|MASK.png --n K --out DIR
+    pixel-lightning evaluate --ckpt SRC --images PATH [--out FILE.csv]
+
+``SRC`` is a Lightning checkpoint, a folder written by ``save_pretrained`` or a Hugging Face Hub id
+(:func:`pixel_lightning.hub.load_model`). ``PATH`` is a folder of PNG files or an ``.npz`` holding integer
+images (``sample`` writes one). Exit status 2, with one paragraph naming the problem, for bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO
+
+import numpy as np
+
+SUBCOMMANDS = ("fit", "sample", "complete", "evaluate")
+
+
+# ----------------------------------------------------------------------------- images in and out
+
+
+def read_images(path: str | Path, shape: tuple[int, int, int], levels: int):
+    """(names, int64 images (N, C, H, W)) from a folder of PNG files (sorted by name) or an ``.npz``.
+
+    The npz array is ``images`` (or its only array), integer, (N, C, H, W), or (N, H, W) for one
+    channel. PNG values 0..255 are mapped to [0, levels) exactly (levels 2: 0 and 255 only). Shapes
+    and values are then checked as ``log_prob`` checks them."""
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
+        if not files:
+            raise ValueError(f"no .png files in {path}: pass a folder of PNG images or an .npz file")
+        names = [f.name for f in files]
+        x = np.stack([read_png(f, shape, levels) for f in files])
+    elif path.suffix == ".npz" and path.is_file():
+        with np.load(path, allow_pickle=False) as data:
+            key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1 else None)
+            if key is None:
+                raise ValueError(f"{path} holds arrays {data.files}: name the images array 'images'")
+            x = data[key]
+        if x.ndim == 3 and shape[0] == 1:
+            x = x[:, None]
+        if not np.issubdtype(x.dtype, np.integer):
+            raise ValueError(
+                f"{path}: images must be integers in [0, {levels}), got dtype {x.dtype}; "
+                "convert with np.rint(x).astype(np.int64) if they are whole numbers"
+            )
+        names = [f"{path.name}:{k}" for k in range(len(x))]
+    else:
+        raise FileNotFoundError(f"no folder or .npz file at {path}: pass a folder of PNG images or an .npz")
+    images = torch.from_numpy(np.ascontiguousarray(x)).long()
+    return names, images
+
+
+def read_png(path: Path, shape: tuple[int, int, int], levels: int) -> np.ndarray:
+    """One PNG -> int64 (C, H, W) in [0, levels), C from the model (grey for 1, RGB for 3)."""
+    from PIL import Image
+
+    with Image.open(path) as im:
+        v = np.asarray(im.convert("L" if shape[0] == 1 else "RGB"), dtype=np.int64)
+    v = v[None] if v.ndim == 2 else v.transpose(2, 0, 1)
+    if tuple(v.shape) != tuple(shape):
+        raise ValueError(f"{path.name}: images must be {shape[2]}x{shape[1]} pixels for this model, got "
+                         f"{v.shape[2]}x{v.shape[1]}")  # fmt: skip
+    step = 255 / (levels - 1)
+    x = np.rint(v / step).astype(np.int64)
+    if not np.array_equal(np.rint(x * step), v):
+        hint = "binarize it first (e.g. pixel > 127 -> 255, else 0)" if levels == 2 else "quantize it first"
+        raise ValueError(
+            f"{path.name}: pixel values must be one of the model's {levels} levels spread over 0..255; {hint}"
+        )
+    return x
+
+
+def check(model, x, source: str) -> None:
+    """``log_prob``'s shape/dtype/levels check, naming the file."""
+    try:
+        model.check_images(x)
+    except ValueError as e:
+        raise ValueError(f"{source}: {e}") from None
+
+
+def write_npz(path: Path, **arrays: np.ndarray) -> None:
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, **arrays)
+    tmp.replace(path)
+
+
+def out_dir(path: str | Path) -> Path:
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"--out {path} is a file: choose a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def display_scale(width: int) -> int:
+    """Nearest-neighbour factor that draws each image at least 56 pixels wide."""
+    return max(1, math.ceil(56 / width))
+
+
+def keep_mask(keep: str, shape: tuple[int, int, int]):
+    """--keep -> bool (C, H, W): True where the input is kept."""
+    import torch
+    from PIL import Image
+
+    C, H, W = shape
+    mask = torch.zeros(shape, dtype=torch.bool)
+    if keep == "top-half":
+        mask[:, : H // 2] = True
+    elif keep == "left-half":
+        mask[:, :, : W // 2] = True
+    elif Path(keep).is_file():
+        with Image.open(keep) as im:
+            m = np.asarray(im.convert("L")) > 127
+        if m.shape != (H, W):
+            raise ValueError(f"mask {keep} is {m.shape[1]}x{m.shape[0]} pixels, the model's images {W}x{H}")
+        mask[:] = torch.from_numpy(m)
+    else:
+        raise ValueError(f"--keep {keep!r}: use top-half, left-half or a mask PNG (white = keep) that exists")
+    return mask
+
+
+# ----------------------------------------------------------------------------- subcommands
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from pixel_lightning.hub import load_model
+    from pixel_lightning.visual import image_grid, save_png
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    model = load_model(args.ckpt)
+    out = out_dir(args.out)
+    x = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), progress=True)
+    write_npz(out / "samples.npz", images=x.numpy().astype(np.uint8 if model.levels <= 256 else np.int64))
+    save_png(out / "samples.png", image_grid(x, model.levels), display_scale(model.image_shape[2]))
+    print(f"wrote {out / 'samples.png'} and {out / 'samples.npz'} ({args.n} images)")
+    return 0
+
+
+def cmd_complete(args: argparse.Namespace) -> int:
+    import torch
+
+    from pixel_lightning.hub import load_model
+    from pixel_lightning.visual import row_figure, save_png, to_rgb
+
+    if args.n < 1:
+        raise ValueError(f"--n must be >= 1, got {args.n}")
+    model = load_model(args.ckpt)
+    names, x = read_images(args.images, model.image_shape, model.levels)
+    check(model, x, args.images)
+    mask = keep_mask(args.keep, model.image_shape)
+    out = out_dir(args.out)
+    g = torch.Generator().manual_seed(args.seed)
+    xc = model.complete(x, mask, n=args.n, generator=g, progress=True)  # (B, K, C, H, W)
+    write_npz(out / "completions.npz", completions=xc.numpy(), originals=x.numpy(), mask=mask.numpy())
+    occluded = to_rgb(x, model.levels).copy()  # (B, H, W, 3)
+    occluded[~mask.all(0).numpy()[None].repeat(len(x), 0)] = 128  # hidden pixels grey
+    rows = [
+        [occluded[b], *to_rgb(xc[b], model.levels), to_rgb(x[b : b + 1], model.levels)[0]]
+        for b in range(len(x))
+    ]
+    figure = row_figure(rows, gaps=(0, args.n))  # occluded | completions | original
+    save_png(out / "completions.png", figure, display_scale(model.image_shape[2]))
+    print(f"wrote {out / 'completions.png'} and {out / 'completions.npz'} ({len(x)} images x {args.n})")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    import torch
+
+    from pixel_lightning.hub import load_model
+    from pixel_lightning.metrics import bits_per_dim
+
+    model = load_model(args.ckpt)
+    names, x = read_images(args.images, model.image_shape, model.levels)
+    check(model, x, args.images)
+    with torch.no_grad():
+        nll = torch.cat([-model.log_prob(b) for b in x.split(args.batch_size)]).double()  # (N,) nats
+    bpd = bits_per_dim(nll, model.dims)
+    if args.out:
+        with open(args.out, "w", newline="") as f:
+            write_csv(f, names, nll, bpd)
+    else:
+        write_csv(sys.stdout, names, nll, bpd)
+    print(
+        f"mean over {len(names)} images: {nll.mean():.4f} nats, {bpd.mean():.4f} bits/dim"
+        + (f"; wrote {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
+def write_csv(f: IO[str], names: list[str], nll, bpd) -> None:
+    w = csv.writer(f)
+    w.writerow(["image", "nll_nats", "bits_per_dim"])
+    for name, a, b in zip(names, nll.tolist(), bpd.tolist(), strict=True):
+        w.writerow([name, f"{a:.6f}", f"{b:.6f}"])
+
+
+# ----------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pixel-lightning",
+        description="Train, sample, complete and evaluate PixelRNN / PixelCNN models (van den Oord et al., "
+        "ICML 2016). Without a subcommand, the arguments go to fit.",
+        epilog="train: pixel-lightning --recipe quickstart   |   recipes: pixel-lightning --list   |   "
+        "help of one: pixel-lightning sample --help",
+    )
+    sub = p.add_subparsers(dest="command", metavar="{fit,sample,complete,evaluate}")
+    sub.add_parser("fit", help="train a recipe (the default; python recipes/run.py --help for its options)")
+
+    def common(q: argparse.ArgumentParser) -> None:
+        q.add_argument("--ckpt", required=True, help="Lightning checkpoint, save_pretrained folder or Hub id")
+        q.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+    s = sub.add_parser("sample", help="draw images: a PNG grid and an .npz of the integer images")
+    common(s)
+    s.add_argument("--n", type=int, default=16, help="number of images (default 16)")
+    s.add_argument("--out", required=True, help="folder for samples.png and samples.npz")
+    s.add_argument("--seed", type=int, default=0, help="seed of the sampler's uniforms (default 0)")
+    s.set_defaults(func=cmd_sample)
+
+    c = sub.add_parser("complete", help="complete occluded images (the paper's Figure 1)")
+    common(c)
+    c.add_argument("--images", required=True, help="folder of PNG files or an .npz of integer images")
+    c.add_argument(
+        "--keep", default="top-half", help="top-half (default), left-half or MASK.png (white = keep)"
+    )
+    c.add_argument("--n", type=int, default=4, help="completions per image (default 4)")
+    c.add_argument("--out", required=True, help="folder for completions.png and completions.npz")
+    c.add_argument("--seed", type=int, default=0)
+    c.set_defaults(func=cmd_complete)
+
+    e = sub.add_parser("evaluate", help="NLL in nats and bits/dim per image, as CSV")
+    common(e)
+    e.add_argument("--images", required=True, help="folder of PNG files or an .npz of integer images")
+    e.add_argument("--out", help="CSV file (default: standard output); the mean goes to standard error")
+    e.add_argument("--batch-size", type=int, default=64)
+    e.set_defaults(func=cmd_evaluate)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """The ``pixel-lightning`` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+        argv = ["fit", *argv]  # fit is the default subcommand: pixel-lightning --recipe quickstart
+    if argv[0] == "fit":
+        from pixel_lightning.runner import main as fit_main
+
+        return fit_main(argv[1:])
+    args = build_parser().parse_args(argv)
+    from pixel_lightning.errors import cli_errors
+
+    with cli_errors(debug=args.debug):
+        return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

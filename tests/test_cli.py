@@ -1,0 +1,229 @@
+"""The ``pixel-lightning`` command: sample, complete, evaluate run as command lines (one process each,
+forked from a server that paid the imports once) on a tiny model; bad input exits 2 naming the problem;
+installed by pip in a venv, the console script runs from an empty directory (slow)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from helpers import lightning_checkpoint, tiny_model
+from PIL import Image
+from test_cli_errors import ForkServer
+
+from pixel_lightning import cli
+
+ROOT = Path(__file__).resolve().parents[1]
+SHAPE = (1, 8, 8)
+
+
+@pytest.fixture(scope="module")
+def server():
+    """One process that imported pixel-lightning once and forks per command line (tests/cli_forkserver.py):
+    each command then runs in its own process without paying the ~10 s of imports again."""
+    s = ForkServer()
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def command(server, tmp_path):
+    """``pixel-lightning ARGS`` in ``cwd``: (exit status, stdout, stderr)."""
+    calls = iter(range(100))
+
+    def run(*args, cwd, check=True):
+        logs = tmp_path / f"logs{next(calls)}"
+        logs.mkdir()
+        code, out, err = server.run([str(a) for a in args], logs, cwd=cwd, program="pixel-lightning")
+        if check:
+            assert code == 0, out[-3000:] + err[-3000:]
+        return code, out, err
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    """A finished run's directory holding a tiny binary PixelCNN checkpoint, and the model."""
+    root = tmp_path_factory.mktemp("cli")
+    model = tiny_model("pixelcnn", SHAPE, 2, hidden=4, layers=1, std=0.6).float()
+    ckpt = lightning_checkpoint(model, root / "run" / "checkpoints" / "last.ckpt")
+    (root / "run" / "metrics.json").write_text(json.dumps({"dataset": "mnist", "variant": "tiny"}))
+    digits = model.sample(5, generator=torch.Generator().manual_seed(7))  # (5, 1, 8, 8) in {0, 1}
+    return root, ckpt, model.eval(), digits
+
+
+def test_sample_writes_a_readable_grid_and_the_integer_images(run, command):
+    root, ckpt, model, _ = run
+    command("sample", "--ckpt", ckpt, "--n", 4, "--out", "s", "--seed", 3, cwd=root)
+    x = np.load(root / "s" / "samples.npz")["images"]
+    assert x.shape == (4, *SHAPE) and np.issubdtype(x.dtype, np.integer) and set(np.unique(x)) <= {0, 1}
+    expected = model.sample(4, generator=torch.Generator().manual_seed(3))
+    assert np.array_equal(x, expected.numpy())  # the seed fixes the images
+    with Image.open(root / "s" / "samples.png") as im:
+        assert im.width >= 2 * 56  # a 2x2 grid, each 8-pixel image drawn at least 56 pixels wide
+
+
+def test_complete_keeps_the_kept_pixels_and_draws_figure_1(run, command):
+    root, ckpt, model, digits = run
+    np.savez(root / "digits.npz", images=digits.numpy())
+    argv = [
+        "complete",
+        "--ckpt",
+        ckpt,
+        "--images",
+        "digits.npz",
+        "--keep",
+        "top-half",
+        "--n",
+        3,
+        "--out",
+        "c",
+    ]
+    command(*argv, cwd=root)
+    data = np.load(root / "c" / "completions.npz")
+    xc, mask = data["completions"], data["mask"]
+    assert xc.shape == (5, 3, *SHAPE) and mask.shape == SHAPE and mask[:, :4].all() and not mask[:, 4:].any()
+    kept = np.broadcast_to(digits.numpy()[:, None], xc.shape)[:, :, mask]
+    assert np.array_equal(xc[:, :, mask], kept)  # kept pixels exactly unchanged
+    assert not np.array_equal(
+        xc[:, :, ~mask], np.broadcast_to(digits.numpy()[:, None], xc.shape)[:, :, ~mask]
+    )
+    with Image.open(root / "c" / "completions.png") as im:
+        scale = 7  # 8-pixel images drawn 56 wide
+        # 5 rows; 5 columns (occluded, 3 completions, original) with wider gaps around the completions
+        assert im.height == (1 + 5 * (8 + 1)) * scale
+        assert im.width == (1 + 5 * (8 + 1) + 2 * 4) * scale
+
+
+def test_evaluate_png_folder_csv_to_stdout_matches_log_prob(run, command):
+    root, ckpt, model, digits = run
+    (root / "pngs").mkdir(exist_ok=True)
+    for k, d in enumerate(digits):
+        Image.fromarray((d[0].numpy() * 255).astype(np.uint8)).save(root / "pngs" / f"d{k}.png")
+    _, stdout, stderr = command("evaluate", "--ckpt", ckpt, "--images", "pngs", cwd=root)
+    rows = list(csv.DictReader(io.StringIO(stdout)))
+    assert [r["image"] for r in rows] == [f"d{k}.png" for k in range(5)]  # one row per image
+    nll = -model.log_prob(digits).double()
+    got = torch.tensor([float(r["nll_nats"]) for r in rows], dtype=torch.float64)
+    assert torch.allclose(got, nll, atol=1e-4)
+    bpd = torch.tensor([float(r["bits_per_dim"]) for r in rows], dtype=torch.float64)
+    assert torch.allclose(bpd, nll / (64 * np.log(2)), atol=1e-5)
+    assert f"mean over 5 images: {nll.mean():.4f} nats" in stderr
+
+
+def test_evaluate_npz_to_a_csv_file_and_a_save_pretrained_folder(run, command):
+    root, ckpt, model, digits = run
+    model.save_pretrained(root / "folder")
+    np.savez(root / "digits.npz", images=digits.numpy())
+    command("evaluate", "--ckpt", "folder", "--images", "digits.npz", "--out", "scores.csv", cwd=root)
+    rows = list(csv.DictReader((root / "scores.csv").open()))
+    assert len(rows) == 5 and rows[0]["image"] == "digits.npz:0"
+    got = torch.tensor([float(r["nll_nats"]) for r in rows], dtype=torch.float64)
+    assert torch.allclose(got, -model.log_prob(digits).double(), atol=1e-4)
+
+
+def exit_and_message(argv, capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main([str(a) for a in argv])
+    return e.value.code, capsys.readouterr().err
+
+
+def test_bad_input_exits_2_naming_the_problem(run, capsys, monkeypatch):
+    root, ckpt, _, digits = run
+    monkeypatch.chdir(root)
+    (root / "bad").mkdir(exist_ok=True)
+    Image.fromarray(np.zeros((9, 8), np.uint8)).save(root / "bad" / "wide.png")
+    (root / "grey").mkdir(exist_ok=True)
+    Image.fromarray(np.full((8, 8), 100, np.uint8)).save(root / "grey" / "g.png")
+    np.savez(root / "big.npz", images=digits.numpy() + 2)
+    np.savez(root / "float.npz", images=digits.numpy().astype(np.float32))
+    np.savez(root / "ok.npz", images=digits.numpy())
+    Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "small_mask.png")
+    cases = [
+        (["evaluate", "--ckpt", ckpt, "--images", "bad"], "wide.png: images must be 8x8 pixels"),
+        (
+            ["evaluate", "--ckpt", ckpt, "--images", "grey"],
+            "g.png: pixel values must be one of the model's 2",
+        ),
+        (["evaluate", "--ckpt", ckpt, "--images", "big.npz"], r"big.npz: pixel values must lie in [0, 2)"),
+        (["evaluate", "--ckpt", ckpt, "--images", "float.npz"], "images must be integers in [0, 2)"),
+        (["evaluate", "--ckpt", ckpt, "--images", "nothing.npz"], "no folder or .npz file at nothing.npz"),
+        (["evaluate", "--ckpt", "missing.ckpt", "--images", "big.npz"], "no checkpoint at missing.ckpt"),
+        (["sample", "--ckpt", ckpt, "--n", 0, "--out", "o"], "--n must be >= 1"),
+        (
+            ["complete", "--ckpt", ckpt, "--images", "ok.npz", "--keep", "bottom", "--out", "o"],
+            "--keep 'bottom'",
+        ),
+    ]
+    small = ["complete", "--ckpt", ckpt, "--images", "ok.npz", "--keep", "small_mask.png", "--out", "o"]
+    cases.append((small, "mask small_mask.png is 4x4 pixels, the model's images 8x8"))
+    for argv, message in cases:
+        code, err = exit_and_message(argv, capsys)
+        assert code == 2 and message in err and "Traceback" not in err, (argv, err)
+
+
+def test_fit_is_the_default_subcommand(capsys):
+    assert cli.main(["--recipe", "quickstart", "--dry-run"]) == 0
+    assert "recipe quickstart" in capsys.readouterr().out
+    assert cli.main(["fit", "--list"]) == 0
+    assert "mnist_diagonal_bilstm_7l" in capsys.readouterr().out
+
+
+def test_help_lists_the_subcommands(capsys):
+    with pytest.raises(SystemExit) as e:
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and all(s in out for s in ("fit", "sample", "complete", "evaluate"))
+
+
+@pytest.mark.slow
+def test_installed_command_runs_from_an_empty_directory(run, tmp_path):
+    """``pip install .`` (of a copy: the build leaves files beside the sources) into a fresh venv that
+    takes the dependencies from the system site, then the console script from an empty directory. The
+    venv has no pip of its own (its bundled setuptools is too old to build a wheel), the system pip
+    installs into it."""
+    root, ckpt, _, _ = run
+    src = tmp_path / "src"
+    shutil.copytree(
+        ROOT, src, ignore=shutil.ignore_patterns(".git", "build", "*.egg-info", "__pycache__", "runs")
+    )
+    venv = tmp_path / "venv"
+    subprocess.run(
+        [sys.executable, "-m", "venv", "--system-site-packages", "--without-pip", str(venv)], check=True
+    )
+    python = str(venv / "bin" / "python")
+    pip = [
+        sys.executable,
+        "-m",
+        "pip",
+        "--python",
+        python,
+        "install",
+        "-q",
+        "--no-deps",
+        "--no-build-isolation",
+    ]
+    subprocess.run([*pip, str(src)], check=True, cwd=tmp_path, timeout=600)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"} | {"OMP_NUM_THREADS": "1"}
+    exe = str(venv / "bin" / "pixel-lightning")
+    help_ = subprocess.run([exe, "--help"], cwd=empty, env=env, capture_output=True, text=True)
+    assert help_.returncode == 0 and "evaluate" in help_.stdout, help_.stderr
+    probe = "import pixel_lightning; print(pixel_lightning.__file__)"
+    where = subprocess.run([python, "-c", probe], cwd=empty, env=env, capture_output=True, text=True)
+    assert str(venv) in where.stdout  # the installed copy, not the clone
+    argv = [exe, "sample", "--ckpt", str(ckpt), "--n", "2", "--out", "s"]
+    result = subprocess.run(argv, cwd=empty, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert np.load(empty / "s" / "samples.npz")["images"].shape == (2, *SHAPE)
