@@ -22,6 +22,7 @@ import yaml
 
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
 from pixel_lightning.models.base import ModelConfig
+from pixel_lightning.reliability import CheckpointConfig, GuardConfig  # their owner
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
@@ -151,25 +152,6 @@ class SampleConfig:
     n: int = 16  # images per grid (0: no sampling at all)
     at_end: bool = True  # a final grid from the best checkpoint
     seed: int = 0  # generator seed for the grids (same noise every epoch)
-
-
-@dataclass
-class CheckpointConfig:
-    """Checkpoints in <out>/checkpoints/: best by ``monitor``, last.ckpt, and periodic ones (written
-    atomically; re-running the same command resumes from the newest valid one; see the README)."""
-
-    monitor: str = "val/nll_nats"  # metric that picks the best checkpoint (lower is better)
-    every_n_steps: int | None = None  # also save every N optimizer steps (None: off)
-    every_n_minutes: float | None = 30.0  # also save every N minutes of training (None: off)
-    keep_last_k: int = 3  # periodic checkpoints kept (older ones are deleted)
-    save_last: bool = True  # keep checkpoints/last.ckpt up to date (resume point)
-
-
-@dataclass
-class GuardConfig:
-    """The non-finite guard: a step with a NaN/inf loss or gradient is skipped (no weight changes)."""
-
-    max_skips: int = 5  # skipped steps allowed per run; the next non-finite step stops the run (exit 3)
 
 
 @dataclass

@@ -26,11 +26,12 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger, Logger, TensorBoardLogger, WandbLogger
+from lightning.pytorch.callbacks import Callback, LearningRateMonitor
+from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pixel_lightning import reliability
+from pixel_lightning.atomic import atomic_write
 from pixel_lightning.callbacks import GradNorm, RunRecord, SampleGrid, Throughput, draw_samples, log_image
 from pixel_lightning.config import ConfigError, RunConfig, describe_recipes, load_config, paper_figure
 from pixel_lightning.errors import cli_errors
@@ -105,10 +106,11 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
-def build_loggers(cfg: RunConfig) -> list[Logger]:
-    """The local CSV log (always: the report reads it) plus the chosen tracker."""
+def build_loggers(cfg: RunConfig, first_step: int = 0) -> list[Logger]:
+    """The local CSV log (always: the report reads it; continued from ``first_step`` on resume) plus the
+    chosen tracker (W&B resumes the run directory's W&B run: same id)."""
     run_dir = cfg.run_dir
-    loggers: list[Logger] = [CSVLogger(run_dir, name="logs", version="")]
+    loggers: list[Logger] = [reliability.HistoryCSVLogger(run_dir, first_step)]
     kind = cfg.logger.kind
     name = cfg.logger.name or run_dir.name
     if kind == "tensorboard":
@@ -152,42 +154,13 @@ def print_rank0(text: str) -> None:
 # ----------------------------------------------------------------------------- callbacks and Trainer
 
 
-def checkpoint_callbacks(cfg: RunConfig) -> list[ModelCheckpoint]:
-    """The best checkpoint (by ``checkpoint.monitor``), for the test. The periodic ones and last.ckpt are
-    reliability's StepCheckpoint (see :func:`reliability_config`): atomic, bounded, exact to resume."""
-    return [
-        ModelCheckpoint(
-            dirpath=cfg.run_dir / "checkpoints",
-            filename="best-{epoch:03d}-{step:07d}",
-            monitor=cfg.checkpoint.monitor,
-            mode="min",
-            save_top_k=1,
-            save_last=False,
-            auto_insert_metric_name=False,
-        )
-    ]
-
-
-def reliability_config(cfg: RunConfig) -> reliability.ReliabilityConfig:
-    """checkpoint.* (and guard.*) of the run config as reliability settings."""
-    c = cfg.checkpoint
-    return reliability.ReliabilityConfig(
-        every_n_steps=c.every_n_steps,
-        every_seconds=c.every_n_minutes * 60 if c.every_n_minutes else None,
-        keep_last=c.keep_last_k,
-        link_last=c.save_last,
-        max_skips=cfg.guard.max_skips,
-    )
-
-
 def build_callbacks(cfg: RunConfig) -> list[Callback]:
     callbacks: list[Callback] = [
-        *checkpoint_callbacks(cfg),
         RunRecord(cfg.run_dir, cfg.to_dict()),
         Throughput(),
         GradNorm(),
         LearningRateMonitor(logging_interval="step"),
-        *reliability.callbacks(cfg.run_dir, reliability_config(cfg)),  # resume, preemption, guard
+        *reliability.callbacks(cfg.run_dir, cfg.checkpoint, cfg.guard),  # checkpoints, resume, guard
     ]
     if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
         callbacks.append(
@@ -207,13 +180,14 @@ def build_trainer(
     extra_callbacks: Sequence[Callback] = (),
     plugins: Sequence[Any] = (),
     loggers: list[Logger] | None = None,
+    first_step: int = 0,
 ) -> L.Trainer:
     """The one place a Trainer is made: the config's trainer section + the run's loggers and callbacks
     + ``extra_callbacks`` / ``plugins`` (resume, preemption and guards hook in here)."""
     t = cfg.trainer
     return L.Trainer(
         default_root_dir=cfg.run_dir,
-        logger=loggers if loggers is not None else build_loggers(cfg),
+        logger=loggers if loggers is not None else build_loggers(cfg, first_step),
         callbacks=[*build_callbacks(cfg), *extra_callbacks],
         plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
@@ -224,10 +198,24 @@ def build_trainer(
 # ----------------------------------------------------------------------------- the run
 
 
-def best_checkpoint(trainer: L.Trainer) -> str | None:
-    cb = trainer.checkpoint_callback
-    path = getattr(cb, "best_model_path", "") if cb is not None else ""
-    return path or None
+def best_checkpoint(trainer: L.Trainer, monitor: str) -> str | None:
+    paths = [cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.monitor == monitor]
+    return next((p for p in paths if p and Path(p).is_file()), None)
+
+
+def budget(cfg: RunConfig) -> dict[str, Any]:
+    """What bounds training: a finished run re-run with the same budget is not trained again."""
+    return {k: getattr(cfg.trainer, k) for k in ("max_epochs", "max_steps", "max_time")}
+
+
+def finished_metrics(cfg: RunConfig) -> dict[str, Any] | None:
+    """metrics.json of this run directory when it finished with the same budget, else None."""
+    path = cfg.run_dir / "metrics.json"
+    try:
+        metrics = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return metrics if metrics.get("budget") == budget(cfg) else None
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -252,22 +240,31 @@ def run(
 
     Returns the metrics dict (on every rank). ``ckpt_path`` resumes training from a checkpoint.
     """
+    done = finished_metrics(cfg) if ckpt_path is None else None
+    if done is not None:
+        if rank_zero_only.rank == 0:
+            print(f"[done] this run already finished; its result ({cfg.run_dir / 'metrics.json'}):")
+            print(summary(cfg, done), flush=True)
+        return done
     start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model_for(cfg)
+    first_step = 0
     if ckpt_path is None:  # the newest valid checkpoint of this run directory, if any
-        ckpt_path = reliability.prepare_resume(cfg.run_dir, model, dm, reliability_config(cfg), print_rank0)
+        resume = reliability.prepare_resume(cfg.run_dir, model, dm, print_rank0)
+        if resume is not None:
+            ckpt_path, first_step = str(resume.path), reliability.first_logged_step(resume.loops)
     else:
         reliability.make_resumable(dm)
-    trainer = build_trainer(cfg, extra_callbacks, plugins)
+    trainer = build_trainer(cfg, extra_callbacks, plugins, first_step=first_step)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - start
     trained = scalar_metrics(trainer.callback_metrics)
 
-    best = best_checkpoint(trainer)
+    best = best_checkpoint(trainer, cfg.checkpoint.monitor)
     t0 = time.perf_counter()
     (tested,) = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False) or [{}]
     test_s = time.perf_counter() - t0
@@ -288,6 +285,7 @@ def run(
             "world_size": trainer.world_size,
             "test_checkpoint": best or "final weights (no validation ran)",
             "paper": {k: getattr(cfg.paper, k) for k in ("test", "train", "unit", "where")},
+            "budget": budget(cfg),
             "seconds": {"fit": round(fit_s, 2), "test": round(test_s, 2)},
         }
     )
@@ -314,10 +312,7 @@ def finish_loggers(trainer: L.Trainer) -> None:
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(data, indent=1, default=str) + "\n")
 
 
 def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
@@ -387,9 +382,8 @@ def cli(args: argparse.Namespace) -> int:
         print(f"# paper: {paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)} ({cfg.paper.where})")
         print(cfg.to_yaml(), end="")
         return 0
-    with reliability.clean_failed_start(cfg.run_dir):  # a failed start leaves no partial files
-        reliability.ensure_writable(cfg.run_dir)
-        run(cfg)
+    reliability.ensure_writable(cfg.run_dir)
+    run(cfg)
     return 0
 
 

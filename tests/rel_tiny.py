@@ -116,10 +116,9 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     model = seeded_model(args)
     data = TinyData(seed=args.seed)
-    config = reliability.ReliabilityConfig(
-        every_n_steps=args.every, every_seconds=None, keep_last=args.keep, max_skips=args.max_skips
-    )
-    ckpt = reliability.prepare_resume(out, model, None if args.no_resumable_loader else data, config)
+    checkpoint = reliability.CheckpointConfig(every_n_steps=args.every, keep_last_k=args.keep)
+    guard = reliability.GuardConfig(max_skips=args.max_skips)
+    resume = reliability.prepare_resume(out, model, None if args.no_resumable_loader else data)
     nan_at = tuple(int(s) for s in args.nan_at.split(",") if s)
     trainer = L.Trainer(
         default_root_dir=out,
@@ -127,15 +126,14 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
         accelerator="cpu",
         devices=1,
         logger=False,
-        enable_checkpointing=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=True,
-        callbacks=[StepPrinter(args.sleep, nan_at), *reliability.callbacks(out, config)],
+        callbacks=[StepPrinter(args.sleep, nan_at), *reliability.callbacks(out, checkpoint, guard)],
         plugins=reliability.plugins(),
     )
-    trainer.fit(model, datamodule=data, ckpt_path=ckpt)
+    trainer.fit(model, datamodule=data, ckpt_path=resume and str(resume.path))
     fitted = {
         k: float(trainer.callback_metrics.get(k, float("nan"))) for k in ("val/nll_nats", "train/nll_nats")
     }

@@ -36,6 +36,11 @@ SCHEDULERS = ("none", "cosine")
 class ModelConfig:
     """Everything that defines a model. Recipes override fields under ``model.``."""
 
+    # fields a resumed run may change; every other one shapes the parameters or the optimizer state
+    RESUMABLE_CHANGES: ClassVar[frozenset[str]] = frozenset(
+        {"lr", "weight_decay", "scheduler", "channels_last", "compile"}
+    )
+
     image_shape: tuple[int, int, int] = (1, 28, 28)  # (C, H, W); C in {1, 3}
     levels: int = 2  # values per sub-pixel: 2 -> one sigmoid each, > 2 -> a levels-way softmax each
     hidden: int = 16  # h: layers carry 2h feature maps, LSTM states have h

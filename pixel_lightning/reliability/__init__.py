@@ -1,19 +1,18 @@
-"""Reliability: exact resume, preemption, atomic checkpoints and the non-finite guard, for any Trainer.
+"""Reliability: exact resume, preemption, finite-only checkpoints and the non-finite guard, for any Trainer.
 
 Wiring (what ``pixel_lightning.runner`` does)::
 
-    rel = ReliabilityConfig(every_n_steps=1000, keep_last=3)
-    ckpt = prepare_resume(run_dir, model, datamodule)          # validated newest checkpoint, or None
-    trainer = L.Trainer(..., callbacks=[*callbacks(run_dir, rel)], plugins=plugins())
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt)  # raises Preempted / NonFiniteError
-
-and ``recipes/run.py`` wraps ``main`` in :func:`pixel_lightning.errors.cli_errors`.
+    resume = prepare_resume(run_dir, model, datamodule)        # validated newest checkpoint, or None
+    trainer = L.Trainer(..., callbacks=callbacks(run_dir, CheckpointConfig(), GuardConfig()),
+                        logger=HistoryCSVLogger(run_dir, first_logged_step(resume.loops) if resume else 0),
+                        plugins=plugins())
+    trainer.fit(model, datamodule=datamodule, ckpt_path=resume and resume.path)  # Preempted / NonFiniteError
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,8 @@ from pixel_lightning.reliability.checkpoints import (
     LAST,
     AtomicCheckpointIO,
     CheckpointInfo,
-    StepCheckpoint,
+    PeriodicCheckpoint,
+    best_checkpoint,
     check_compatible,
     find_resume_checkpoint,
     inspect_checkpoint,
@@ -33,46 +33,61 @@ from pixel_lightning.reliability.checkpoints import (
 )
 from pixel_lightning.reliability.guard import NonFiniteGuard
 from pixel_lightning.reliability.preemption import Preemption, requeue_slurm, slurm_job_id
-from pixel_lightning.reliability.resume import MetricState, ResumableLoader, RNGState, make_resumable
-from pixel_lightning.reliability.rundir import clean_failed_start, ensure_writable
+from pixel_lightning.reliability.resume import (
+    HistoryCSVLogger,
+    MetricState,
+    ResumableLoader,
+    RNGState,
+    first_logged_step,
+    make_resumable,
+)
+from pixel_lightning.reliability.rundir import ensure_writable
 
 CHECKPOINT_DIR = "checkpoints"
 
 
 @dataclass
-class ReliabilityConfig:
-    """Checkpointing and guard settings (recipes: ``checkpoint.*`` and ``guard.*``)."""
+class CheckpointConfig:
+    """Checkpoints in <out>/checkpoints/ (recipes: ``checkpoint.*``): the best by ``monitor``, last.ckpt,
+    and periodic ones; re-running the same command resumes from the newest valid one (docs/lifecycle.md)."""
 
-    every_n_steps: int | None = 1000  # step checkpoint every N optimizer steps (None: off)
-    every_seconds: float | None = 1800.0  # ... and every T seconds of training (None: off)
-    keep_last: int = 3  # step checkpoints kept
-    link_last: bool = True  # keep last.ckpt pointing at the newest step checkpoint
-    max_skips: int = 5  # non-finite steps skipped before the run stops
+    monitor: str = "val/nll_nats"  # metric that picks the best checkpoint (lower is better)
+    every_n_steps: int | None = None  # save every N optimizer steps (None: every_n_minutes)
+    every_n_minutes: float | None = 30.0  # save every N minutes of training (when every_n_steps is None)
+    keep_last_k: int = 3  # periodic checkpoints kept (older ones are deleted)
     requeue: bool = True  # under SLURM, requeue the job on SIGTERM/SIGUSR1
-    resume: bool = True  # resume from <out>/checkpoints when it holds a checkpoint
+
+
+@dataclass
+class GuardConfig:
+    """The non-finite guard: a step with a NaN/inf loss or gradient is skipped (no weight changes)."""
+
+    max_skips: int = 5  # skipped steps allowed per run; the next non-finite step stops the run (exit 3)
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR
 
 
-def callbacks(run_dir: str | Path, config: ReliabilityConfig | None = None) -> list[Callback]:
-    """The callbacks of a reliable run: RNG and metric states, non-finite guard, step checkpoints,
-    preemption."""
-    config = config or ReliabilityConfig()
-    saver = StepCheckpoint(
-        checkpoint_dir(run_dir),
-        config.every_n_steps,
-        config.every_seconds,
-        config.keep_last,
-        config.link_last,
-    )
-    guard = NonFiniteGuard(config.max_skips)
-    return [RNGState(), MetricState(), guard, saver, Preemption(saver, config.requeue)]
+def callbacks(
+    run_dir: str | Path, checkpoint: CheckpointConfig | None = None, guard: GuardConfig | None = None
+) -> list[Callback]:
+    """RNG and metric states, the non-finite guard, best and periodic checkpoints, preemption."""
+    c, g = checkpoint or CheckpointConfig(), guard or GuardConfig()
+    periodic = PeriodicCheckpoint(checkpoint_dir(run_dir), c.every_n_steps, c.every_n_minutes, c.keep_last_k)
+    best = best_checkpoint(checkpoint_dir(run_dir), c.monitor)
+    return [
+        RNGState(),
+        MetricState(),
+        NonFiniteGuard(g.max_skips),
+        best,
+        periodic,
+        Preemption(periodic, c.requeue),
+    ]
 
 
 def plugins() -> list[Any]:
-    """Trainer plugins: the atomic, finite-only checkpoint writer."""
+    """Trainer plugins: the finite-only, fsynced checkpoint writer."""
     return [AtomicCheckpointIO()]
 
 
@@ -80,47 +95,45 @@ def prepare_resume(
     run_dir: str | Path,
     model: pl.LightningModule,
     datamodule: pl.LightningDataModule | None = None,
-    config: ReliabilityConfig | None = None,
     report: Callable[[str], None] = print,
-) -> str | None:
+) -> CheckpointInfo | None:
     """Make the training loader resumable and return the checkpoint to resume from (None: start fresh).
 
-    Raises CheckpointError when the newest valid checkpoint is of another model, or when checkpoints exist
-    but none is usable.
+    Raises CheckpointError when the newest valid checkpoint is of another model (compared on the fields
+    of the model's config class that shape its parameters), or when checkpoints exist but none is usable.
     """
-    config = config or ReliabilityConfig()
     if datamodule is not None:
         make_resumable(datamodule)
-    if not config.resume:
-        return None
     info = find_resume_checkpoint(checkpoint_dir(run_dir), report)
     if info is None:
         return None
-    arch = getattr(model, "arch", "")
-    model_config = getattr(model, "config", None)
-    check_compatible(info, arch, asdict(model_config) if model_config is not None else {})
+    config = model.config
+    shaping = [f.name for f in fields(config) if f.name not in type(config).RESUMABLE_CHANGES]
+    check_compatible(info, model.arch, {k: getattr(config, k) for k in shaping}, shaping)
     report(f"[resume] resuming from {info.path} (step {info.step}, epoch {info.epoch})")
-    return str(info.path)
+    return info
 
 
 __all__ = [
     "CHECKPOINT_DIR",
     "LAST",
     "AtomicCheckpointIO",
+    "CheckpointConfig",
     "CheckpointInfo",
+    "GuardConfig",
+    "HistoryCSVLogger",
     "MetricState",
     "NonFiniteGuard",
+    "PeriodicCheckpoint",
     "Preemption",
     "RNGState",
-    "ReliabilityConfig",
     "ResumableLoader",
-    "StepCheckpoint",
     "callbacks",
     "check_compatible",
     "checkpoint_dir",
-    "clean_failed_start",
     "ensure_writable",
     "find_resume_checkpoint",
+    "first_logged_step",
     "inspect_checkpoint",
     "make_resumable",
     "non_finite_tensors",

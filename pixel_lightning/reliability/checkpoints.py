@@ -1,138 +1,40 @@
-"""Atomic checkpoints, step-based saving with a bounded history, and validated resume discovery.
+"""Checkpoints on Lightning's ModelCheckpoint, plus what it lacks: finite-only atomic writes, a save at the
+run's last step and at epoch ends, and validated resume discovery.
 
-Layout of a run directory's checkpoints::
+Layout of a run directory's checkpoints (one mechanism: two ModelCheckpoint instances)::
 
-    <out>/checkpoints/step=000000200.ckpt   every N steps (and every T seconds), the newest ``keep_last`` kept
-    <out>/checkpoints/step=000000300.ckpt
-    <out>/checkpoints/last.ckpt             a hard link to the newest step file (a copy where links fail)
-
-Every file is written to ``.<name>.tmp-<pid>-<rand>`` in the same directory, flushed, fsynced and renamed
-over the final name (``os.replace`` is atomic on POSIX), then the directory is fsynced: a kill at any
-moment leaves either the previous file or the new one, never a half-written file under a final name.
-Nothing with a non-finite weight is ever written.
+    <out>/checkpoints/step=000000200.ckpt   every N steps or T minutes, at epoch ends and at the last step;
+    <out>/checkpoints/step=000000300.ckpt   the newest ``keep_last_k`` kept (top-k by step)
+    <out>/checkpoints/last.ckpt             the newest of them (Lightning's save_last): the resume point
+    <out>/checkpoints/best-EEE-SSSSSSS.ckpt the best by ``monitor`` (save_top_k=1): the test uses it
 """
 
 from __future__ import annotations
 
-import os
 import pickle
 import re
-import shutil
-import time
-import uuid
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import ModelCheckpoint
 
+from pixel_lightning.atomic import atomic_write
 from pixel_lightning.errors import CheckpointError, NonFiniteError
 
 LAST = "last.ckpt"
 STEP_RE = re.compile(r"^step=(\d+)\.ckpt$")
-TMP_RE = re.compile(r"^\..+\.tmp-(\d+)-[0-9a-f]+$")
-# config fields that change the network's parameters or the optimizer state: a checkpoint whose fields
-# differ cannot be resumed by this model
-SHAPE_FIELDS = (
-    "image_shape",
-    "levels",
-    "hidden",
-    "layers",
-    "residual",
-    "skip",
-    "head_channels",
-    "first_kernel",
-    "cond_channels",
-    "extra",
-    "optimizer",
-)
 
 
 def step_name(step: int) -> str:
-    """File name of the checkpoint taken after ``step`` optimizer steps (sorts by step)."""
+    """File name of the periodic checkpoint taken after ``step`` optimizer steps (sorts by step)."""
     return f"step={step:09d}.ckpt"
-
-
-# ----------------------------------------------------------------------------- atomic files
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def temp_path(final: Path) -> Path:
-    """A unique temporary name next to ``final`` (same directory, so the rename is atomic)."""
-    return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def atomic_write(final: Path, write: Callable[[Any], None]) -> None:
-    """Call ``write(file)`` on a temp file next to ``final``, fsync it, rename it over ``final``."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_path(final)
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def atomic_link(source: Path, final: Path) -> None:
-    """Make ``final`` name the same file as ``source`` (hard link; a copy where links are unsupported)."""
-    tmp = temp_path(final)
-    try:
-        try:
-            os.link(source, tmp)
-        except OSError:
-            shutil.copyfile(source, tmp)
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def remove_stale_temps(directory: Path) -> list[Path]:
-    """Delete temp files left by writers that were killed (their process is gone); return them."""
-    removed = []
-    for tmp in directory.glob(".*.tmp-*"):
-        match = TMP_RE.match(tmp.name)
-        if match is None or _alive(int(match.group(1))):
-            continue
-        tmp.unlink(missing_ok=True)
-        removed.append(tmp)
-    return removed
-
-
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OverflowError):
-        return True
-    return True
 
 
 def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
@@ -145,10 +47,11 @@ def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, made atomic and durable for local paths, refusing non-finite weights.
+    """Lightning's checkpoint IO, refusing non-finite weights and fsyncing local files.
 
-    Pass it to the Trainer: ``Trainer(plugins=[AtomicCheckpointIO()])``; every checkpoint Lightning writes
-    (ModelCheckpoint, ``trainer.save_checkpoint``, ours) then goes through it.
+    Lightning's own writer renames a temporary file too, but writes weights with NaNs without a word
+    (tests/test_reliability.py::test_checkpoint_io_refuses_non_finite_weights) and does not fsync
+    (test_interrupted_write_keeps_the_previous_file checks the rename).
     """
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
@@ -164,6 +67,88 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
 
 
+class PeriodicCheckpoint(ModelCheckpoint):
+    """``step=N.ckpt`` every ``every_n_steps`` steps (or every ``every_minutes``), the newest ``keep_last``
+    kept, ``last.ckpt`` the newest: Lightning's ModelCheckpoint (top-k by ``step``, save_last) with three
+    additions Lightning's triggers cannot express (they are mutually exclusive there):
+
+    * a save at every epoch end, after validation: a step save at the last batch of an epoch is moved
+      there, since Lightning resumes such a checkpoint in the next epoch and skips this one's validation
+      and epoch-end metrics (tests/test_journeys.py::test_kill_at_an_epoch_boundary_then_rerun);
+    * a save at the run's final step (max_steps), so re-running a finished run finds its end state and a
+      larger budget continues from it (test_extend_a_finished_run);
+    * :meth:`save_now` for preemption (tests/test_preemption.py).
+    """
+
+    def __init__(self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int):
+        timed = timedelta(minutes=every_minutes) if every_minutes and not every_n_steps else None
+        super().__init__(
+            dirpath=dirpath,
+            filename="step={step:09d}",
+            monitor="step",
+            mode="max",
+            save_top_k=keep,
+            save_last=True,
+            every_n_train_steps=every_n_steps or None,
+            train_time_interval=timed,
+            auto_insert_metric_name=False,
+            enable_version_counter=False,
+        )
+        self._after_val = False
+
+    @property
+    def state_key(self) -> str:  # stable across a change of the save interval (the history is one)
+        return "PeriodicCheckpoint"
+
+    def save_now(self, trainer: pl.Trainer) -> str:
+        """Save the current step now (all ranks call) unless it is saved; return last.ckpt's path."""
+        if self._last_global_step_saved != trainer.global_step:
+            candidates = self._monitor_candidates(trainer)
+            self._save_topk_checkpoint(trainer, candidates)
+            self._save_last_checkpoint(trainer, candidates)
+        return str(Path(self.dirpath) / LAST)
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
+        self._last_global_step_saved = trainer.global_step  # a resumed state is on disk already
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        loop = trainer.fit_loop.epoch_loop
+        if loop.batch_progress.is_last_batch:
+            return  # saved at the epoch end, after validation
+        if loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
+            self._after_val = True  # a validation follows this step: save after it (its rows are logged)
+            return
+        if 0 <= trainer.max_steps <= trainer.global_step:
+            self.save_now(trainer)
+        else:
+            super().on_train_batch_end(trainer, pl_module, *args)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._after_val and not trainer.sanity_checking:
+            self._after_val = False
+            self.save_now(trainer)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save_now(trainer)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save_now(trainer)  # stopped by max_time or early stopping
+
+
+def best_checkpoint(dirpath: Path, monitor: str) -> ModelCheckpoint:
+    """The best checkpoint by ``monitor`` (lower is better), one file: the test and the Hub use it."""
+    return ModelCheckpoint(
+        dirpath=dirpath,
+        filename="best-{epoch:03d}-{step:07d}",
+        monitor=monitor,
+        mode="min",
+        save_top_k=1,
+        auto_insert_metric_name=False,
+        enable_version_counter=False,
+    )
+
+
 # ----------------------------------------------------------------------------- validation and discovery
 
 
@@ -176,22 +161,7 @@ class CheckpointInfo:
     epoch: int
     arch: str
     config: dict[str, Any] = field(default_factory=dict)
-
-
-def load_checkpoint_file(path: Path) -> dict[str, Any]:
-    """``torch.load`` a checkpoint on CPU; a corrupt or truncated file raises CheckpointError."""
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (truncated)", _corrupt_fix(path))
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        reason = " ".join(str(e).split())[:160]
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({reason})", _corrupt_fix(path)
-        ) from e
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise CheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)", _corrupt_fix(path))
-    return ckpt
+    loops: dict[str, Any] = field(default_factory=dict)
 
 
 def _corrupt_fix(path: Path) -> str:
@@ -203,9 +173,17 @@ def _corrupt_fix(path: Path) -> str:
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     """Load and validate ``path``: readable, a pixel-lightning checkpoint, every weight finite."""
     path = Path(path)
-    ckpt = load_checkpoint_file(path)
-    meta = ckpt.get("pixel_lightning")
-    if not isinstance(meta, dict) or "arch" not in meta:
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"checkpoint {path} is empty (truncated)", _corrupt_fix(path))
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        reason = " ".join(str(e).split())[:160]
+        raise CheckpointError(
+            f"checkpoint {path} is corrupt or truncated ({reason})", _corrupt_fix(path)
+        ) from e
+    meta = ckpt.get("pixel_lightning") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "arch" not in meta or "state_dict" not in ckpt:
         raise CheckpointError(
             f"{path} is not a pixel-lightning checkpoint (no architecture recorded in it)",
             "point to a checkpoint written by pixel-lightning, or start a new run with a new --out",
@@ -221,56 +199,43 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         epoch=int(ckpt.get("epoch", 0)),
         arch=str(meta["arch"]),
         config=dict(meta.get("config", {})),
+        loops=dict(ckpt.get("loops", {})),
     )
 
 
-def describe_model(arch: str, config: Mapping[str, Any], keys: tuple[str, ...] | list[str]) -> str:
-    """``row_lstm (hidden=128, layers=12)``: the architecture and the fields ``keys``, for messages."""
-    parts = [
-        f"{k}={tuple(v) if isinstance(v, list) else v}" for k in keys if k in config for v in [config[k]]
-    ]
-    return f"{arch} ({', '.join(parts)})" if parts else arch
-
-
-def check_compatible(info: CheckpointInfo, arch: str, config: Mapping[str, Any]) -> None:
-    """Raise CheckpointError naming both models unless ``info`` can be resumed by ``arch``/``config``."""
+def check_compatible(info: CheckpointInfo, arch: str, config: Mapping[str, Any], fields: list[str]) -> None:
+    """Raise CheckpointError naming both models unless ``info`` can be resumed by ``arch``/``config``;
+    ``fields``: the config fields that shape the parameters or optimizer state (from the config class)."""
 
     def norm(value: Any) -> Any:
         return list(value) if isinstance(value, tuple | list) else value
 
     differ = [
-        k
-        for k in SHAPE_FIELDS
-        if k in config and k in info.config and norm(config[k]) != norm(info.config[k])
+        k for k in fields if k in config and k in info.config and norm(config[k]) != norm(info.config[k])
     ]
     if info.arch != arch or differ:
         keys = differ if info.arch == arch else ["image_shape", "levels", "hidden", "layers"]
-        held, built = describe_model(info.arch, info.config, keys), describe_model(arch, config, keys)
+
+        def describe(a: str, c: Mapping[str, Any]) -> str:
+            parts = [f"{k}={tuple(c[k]) if isinstance(c[k], list) else c[k]}" for k in keys if k in c]
+            return f"{a} ({', '.join(parts)})" if parts else a
+
         raise CheckpointError(
-            f"checkpoint {info.path} is of another model: it holds {held}, this run builds {built}",
+            f"checkpoint {info.path} is of another model: it holds {describe(info.arch, info.config)}, "
+            f"this run builds {describe(arch, config)}",
             "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
         )
 
 
 def resume_candidates(directory: Path) -> list[Path]:
-    """Checkpoints a run can resume from, newest first: step files by step, and ``last.ckpt`` when it
-    is not simply a link to one of them (then it goes first: it is written last)."""
+    """Checkpoints a run can resume from, newest first: last.ckpt, then the step files by step."""
     steps = sorted(
         (p for p in directory.glob("step=*.ckpt") if STEP_RE.match(p.name)),
         key=lambda p: int(STEP_RE.match(p.name).group(1)),
         reverse=True,
     )
     last = directory / LAST
-    if last.is_file() and not any(_same_file(last, p) for p in steps):
-        return [last, *steps]
-    return steps
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+    return [last, *steps] if last.is_file() else steps
 
 
 def find_resume_checkpoint(
@@ -284,10 +249,10 @@ def find_resume_checkpoint(
     directory = Path(directory)
     if not directory.is_dir():
         return None
-    remove_stale_temps(directory)
-    candidates = resume_candidates(directory)
+    for tmp in directory.glob(".*.tmp-*"):  # left by a killed writer (a live one writes only while we wait)
+        tmp.unlink(missing_ok=True)
     problems: list[str] = []
-    for path in candidates:
+    for path in resume_candidates(directory):
         try:
             info = inspect_checkpoint(path)
         except CheckpointError as e:
@@ -303,101 +268,3 @@ def find_resume_checkpoint(
             f"delete the unusable files in {directory} to start from scratch, or choose a new --out",
         )
     return None
-
-
-# ----------------------------------------------------------------------------- saving
-
-
-class StepCheckpoint(Callback):
-    """Save ``step=N.ckpt`` every ``every_n_steps`` optimizer steps and every ``every_seconds``, point
-    ``last.ckpt`` at the newest (``link_last``), keep the newest ``keep_last`` step files, and save at the
-    end of fit.
-
-    Saving happens in ``on_train_batch_end`` (the point Lightning's loops resume from exactly). A model
-    with a non-finite weight is never saved (NonFiniteError).
-    """
-
-    def __init__(
-        self,
-        dirpath: str | Path,
-        every_n_steps: int | None = 1000,
-        every_seconds: float | None = None,
-        keep_last: int = 3,
-        link_last: bool = True,
-    ) -> None:
-        if every_n_steps is not None and every_n_steps < 1:
-            raise ValueError(f"checkpoint.every_n_steps must be >= 1 (or None), got {every_n_steps}")
-        if every_seconds is not None and every_seconds <= 0:
-            raise ValueError(f"checkpoint.every_seconds must be > 0 (or None), got {every_seconds}")
-        if keep_last < 1:
-            raise ValueError(f"checkpoint.keep_last must be >= 1, got {keep_last}")
-        self.dirpath = Path(dirpath)
-        self.every_n_steps, self.every_seconds, self.keep_last = every_n_steps, every_seconds, keep_last
-        self.link_last = link_last
-        self.last_saved_step: int | None = None
-        self.last_path: Path | None = None
-        self._last_time = time.monotonic()
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._last_time = time.monotonic()
-        self.last_saved_step = trainer.global_step  # resumed (or fresh) state is already on disk
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if self._due(trainer) or (trainer.global_step != self.last_saved_step and _final_step(trainer)):
-            self.save(trainer)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if trainer.global_step != self.last_saved_step:  # stopped early (max_time, early stopping)
-            self.save(trainer)
-
-    def _due(self, trainer: pl.Trainer) -> bool:
-        step = trainer.global_step
-        if step == self.last_saved_step:
-            return False
-        due = bool(self.every_n_steps) and step % self.every_n_steps == 0
-        if self.every_seconds is not None:
-            timed = time.monotonic() - self._last_time >= self.every_seconds
-            due = due or bool(trainer.strategy.broadcast(timed, src=0))  # ranks must agree
-        return due
-
-    def save(self, trainer: pl.Trainer) -> Path:
-        """Write the checkpoint of the current step (all ranks call; rank 0 writes) and return its path."""
-        bad = non_finite_tensors(trainer.lightning_module.state_dict())
-        if bad:
-            raise NonFiniteError(
-                f"not saving step {trainer.global_step}: non-finite weights in {', '.join(bad[:5])}",
-                "the weights diverged; resume from the last checkpoint with a lower learning rate",
-            )
-        path = self.dirpath / step_name(trainer.global_step)
-        trainer.save_checkpoint(path, weights_only=False)
-        if trainer.is_global_zero:
-            if self.link_last:
-                atomic_link(path, self.dirpath / LAST)
-            self.prune(trainer.global_step)
-        trainer.strategy.barrier("StepCheckpoint.save")
-        self.last_saved_step, self.last_path, self._last_time = trainer.global_step, path, time.monotonic()
-        return path
-
-    def prune(self, current_step: int) -> None:
-        """Delete step files older than the newest ``keep_last`` (files of later steps are left alone:
-        they belong to a history this run is not continuing and will be overwritten when reached)."""
-        older = [p for p in resume_candidates(self.dirpath) if p.name != LAST and _step_of(p) <= current_step]
-        for path in older[self.keep_last :]:
-            path.unlink(missing_ok=True)
-
-
-def _final_step(trainer: pl.Trainer) -> bool:
-    """Is this the run's last training step (max_steps, or the last batch of the last epoch)? Saved here
-    rather than at the end of fit, so a later run with a larger budget continues mid-epoch exactly."""
-    if 0 <= trainer.max_steps <= trainer.global_step:
-        return True
-    loop = trainer.fit_loop
-    last_epoch = (
-        loop.max_epochs is not None and loop.max_epochs >= 0 and trainer.current_epoch + 1 >= loop.max_epochs
-    )
-    return bool(last_epoch and loop.epoch_loop.batch_progress.is_last_batch)
-
-
-def _step_of(path: Path) -> int:
-    match = STEP_RE.match(path.name)
-    return int(match.group(1)) if match else -1

@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from pixel_lightning.errors import Preempted
-from pixel_lightning.reliability.checkpoints import StepCheckpoint
+from pixel_lightning.reliability.checkpoints import PeriodicCheckpoint
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -56,7 +56,7 @@ def requeue_slurm(job_id: str, timeout: float = 10.0) -> bool:
 class Preemption(Callback):
     """Checkpoint and stop on SIGTERM/SIGUSR1; requeue under SLURM (``requeue=True``)."""
 
-    def __init__(self, checkpoint: StepCheckpoint, requeue: bool = True) -> None:
+    def __init__(self, checkpoint: PeriodicCheckpoint, requeue: bool = True) -> None:
         self.checkpoint, self.requeue = checkpoint, requeue
         self.received: int | None = None
         self.received_at: float | None = None
@@ -88,10 +88,7 @@ class Preemption(Callback):
         received = self._agreed_signal(trainer)
         if received is None:
             return
-        path = (
-            self.checkpoint.save(trainer) if trainer.global_step != self.checkpoint.last_saved_step else None
-        )
-        path = path or self.checkpoint.last_path
+        path = self.checkpoint.save_now(trainer)
         job = slurm_job_id()
         requeued = bool(self.requeue and job and trainer.is_global_zero and requeue_slurm(job))
         self._restore()
