@@ -389,6 +389,6 @@ def cli(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """recipes/run.py: parse, run, and report user errors in one paragraph (a traceback with --debug)."""
-    args = make_parser().parse_args(argv)
+    args = make_parser().parse_intermixed_args(argv)  # overrides before and after --out
     with cli_errors(debug=args.debug):  # user errors: one paragraph, exit 2; see pixel_lightning/errors.py
         return cli(args)
