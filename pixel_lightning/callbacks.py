@@ -16,6 +16,7 @@ import yaml
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import grad_norm, rank_zero_only
 
+from pixel_lightning.atomic import atomic_write
 from pixel_lightning.visual import image_grid, save_grid
 
 
@@ -108,7 +109,4 @@ class RunRecord(L.Callback):
 
     @rank_zero_only
     def write(self) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / "config.yaml.tmp"
-        tmp.write_text(yaml.safe_dump(self.config, sort_keys=False))
-        tmp.replace(self.run_dir / "config.yaml")
+        atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))

@@ -51,14 +51,13 @@ def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
     """Write uint8 (H, W, 3) as a PNG, each pixel drawn as scale x scale (nearest neighbour), atomically."""
     from PIL import Image
 
+    from pixel_lightning.atomic import atomic_write
+
     path = Path(path)
     im = Image.fromarray(image)
     if scale > 1:
         im = im.resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
-    tmp = path.with_name(path.name + ".tmp")
-    im.save(tmp, format="PNG")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda f: im.save(f, format="PNG"))
 
 
 def save_grid(path: str | Path, x: torch.Tensor, levels: int, scale: int = 4) -> Path:

@@ -170,12 +170,13 @@ def test_kill_9_at_a_random_moment_then_rerun(reference, logger, tmp_path):
 @pytest.mark.parametrize("logger", LOGGERS)
 def test_kill_9_at_an_epoch_boundary_then_rerun(reference, logger, tmp_path):
     out = tmp_path / "run"
-    proc = start(out, logger)
+    proc = start(out, logger, "checkpoint.every_n_steps=1000")  # checkpoints at epoch ends only
     wait_for(proc, out / "checkpoints" / f"step={2 * EPOCH:09d}.ckpt")  # saved at the end of epoch 1
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=30)
-    result = run(out, logger)
+    result = run(out, logger, "checkpoint.every_n_steps=1000")
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "[resume] resuming from" in result.stdout
     assert_same_run(out, reference)
 
 

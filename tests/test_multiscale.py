@@ -7,11 +7,11 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-import yaml
 from helpers import all_images, mean_conditional_entropy, tiny_model
 from test_causality import predicted_dependencies
 
 import pixel_lightning
+from pixel_lightning.config import load_config
 from pixel_lightning.models.base import log_likelihood
 from pixel_lightning.models.multiscale import BASES, MultiScaleConfig, upsampling_stages
 
@@ -292,16 +292,15 @@ TINY = dict(hidden=3, layers=1, head_channels=6, cond_maps=3)
 
 @pytest.mark.parametrize("name", sorted(RECIPES))
 def test_recipe_builds_and_a_tiny_version_trains(name):
-    recipe = yaml.safe_load((ROOT / "recipes" / f"{name}.yaml").read_text())
-    assert set(recipe) == {"description", "paper", "model", "data", "trainer"}
-    assert recipe["paper"]["metric"] == "bits_per_dim"
-    model_opts = dict(recipe["model"])
-    assert model_opts.pop("arch") == "multiscale"
+    cfg = load_config(name)  # the recipe as the runner loads it
+    assert cfg.model.arch == "multiscale" and cfg.paper.unit == "bits/dim"
     shape = RECIPES[name]
+    model_opts = cfg.model.build_kwargs()
+    assert tuple(model_opts["image_shape"]) == shape and model_opts["levels"] == 256
     # the recipe's full-size config is valid (not built: it would be large)
-    config = MultiScaleConfig(image_shape=shape, levels=256, **model_opts)
+    config = MultiScaleConfig(**model_opts)
     assert config.factor == 2 and config.base == "row_lstm"
-    model = pixel_lightning.build_model("multiscale", image_shape=shape, levels=256, **(model_opts | TINY))
+    model = pixel_lightning.build_model("multiscale", **(model_opts | TINY))
     t = trainer(fast_dev_run=2)
     t.fit(model, loader(shape, batch_size=2), loader(shape, batches=2, batch_size=2, seed=1))
     assert math.isfinite(float(t.callback_metrics["train/loss"]))

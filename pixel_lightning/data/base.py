@@ -32,6 +32,8 @@ import torch
 from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from pixel_lightning.atomic import temp_path
+
 from .errors import DataError, DataWarning
 from .sources import BlockReader, Plan, fingerprint
 
@@ -101,7 +103,7 @@ def convert(
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(final)
-    tmp = final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    tmp = temp_path(final)  # the project's one temp-name rule (pixel_lightning/atomic.py)
     try:
         splits = _generate(plan, shape, tmp)
         datasets.DatasetDict(splits).save_to_disk(str(tmp / "arrow"))

@@ -67,6 +67,16 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
 
 
+def plain_batch_end(trainer: pl.Trainer) -> bool:
+    """Is this training batch end a point to save at and resume from exactly: not the last batch of an
+    epoch, and no validation follows? (A run resumed from a save at such a point would skip that
+    validation, epoch end and their logged rows; tests/test_journeys.py checks the history.)"""
+    loop = trainer.fit_loop.epoch_loop
+    return not loop.batch_progress.is_last_batch and not loop._should_check_val_fx(
+        trainer.fit_loop._data_fetcher
+    )
+
+
 class PeriodicCheckpoint(ModelCheckpoint):
     """``step=N.ckpt`` every ``every_n_steps`` steps (or every ``every_minutes``), the newest ``keep_last``
     kept, ``last.ckpt`` the newest: Lightning's ModelCheckpoint (top-k by ``step``, save_last) with three
@@ -113,11 +123,8 @@ class PeriodicCheckpoint(ModelCheckpoint):
         self._last_global_step_saved = trainer.global_step  # a resumed state is on disk already
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        loop = trainer.fit_loop.epoch_loop
-        if loop.batch_progress.is_last_batch:
-            return  # saved at the epoch end, after validation
-        if loop._should_check_val_fx(trainer.fit_loop._data_fetcher):
-            self._after_val = True  # a validation follows this step: save after it (its rows are logged)
+        if not plain_batch_end(trainer):  # saved at the epoch end / after the validation
+            self._after_val = not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
             return
         if 0 <= trainer.max_steps <= trainer.global_step:
             self.save_now(trainer)

@@ -27,7 +27,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
 from pixel_lightning.errors import Preempted
-from pixel_lightning.reliability.checkpoints import PeriodicCheckpoint
+from pixel_lightning.reliability.checkpoints import PeriodicCheckpoint, plain_batch_end
 
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
@@ -85,6 +85,10 @@ class Preemption(Callback):
         self._install()
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
+        if plain_batch_end(trainer):  # else after the validation / epoch end that follows, at the next one
+            self._stop(trainer)
+
+    def _stop(self, trainer: pl.Trainer) -> None:
         received = self._agreed_signal(trainer)
         if received is None:
             return
@@ -101,6 +105,7 @@ class Preemption(Callback):
         return self.received
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._stop(trainer)  # a signal after the last plain batch end
         self._restore()
 
     def on_exception(

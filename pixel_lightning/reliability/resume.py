@@ -207,7 +207,7 @@ class MetricState(Callback):
         self._to_restore: dict[str, Any] | None = None
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._module = pl_module
+        self._module, self._trainer = pl_module, trainer
 
     def _metrics(self) -> dict[str, Any]:
         from torchmetrics import Metric
@@ -217,6 +217,9 @@ class MetricState(Callback):
         return {name: m for name, m in self._module.named_modules() if isinstance(m, Metric)}
 
     def state_dict(self) -> dict[str, Any]:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is not None and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return {}  # the epoch is complete: a resumed run starts the next one with fresh metrics
         return {
             name: {
                 "states": {key: getattr(m, key) for key in m._defaults},
