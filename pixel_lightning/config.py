@@ -22,11 +22,11 @@ import yaml
 
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
 from pixel_lightning.models.base import ModelConfig
+from pixel_lightning.models.multiscale import MultiScaleConfig
 from pixel_lightning.reliability import CheckpointConfig, GuardConfig  # their owner
 
 RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
-MULTISCALE_KEYS = ("base", "low_res", "cond_maps")  # model keys only the multi-scale architecture takes
 STRING_KEYS = (  # overrides taken verbatim, never parsed as YAML
     "model.arch",
     "data.name",
@@ -41,40 +41,40 @@ STRING_KEYS = (  # overrides taken verbatim, never parsed as YAML
     "trainer.accelerator",
 )
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
-DATA_SHAPES: dict[str, tuple[tuple[int, int, int], int]] = {  # dataset -> (image_shape, levels)
-    "mnist": ((1, 28, 28), 2),
-    "binarized_mnist": ((1, 28, 28), 2),
-    "cifar10": ((3, 32, 32), 256),
-    "imagenet32": ((3, 32, 32), 256),
-    "imagenet64": ((3, 64, 64), 256),
-}
 
 
 # ----------------------------------------------------------------------------- the sections
 
 
+# keys only the multi-scale architecture takes: declared once, in its config class
+MULTISCALE_KEYS = tuple(
+    f.name for f in fields(MultiScaleConfig) if f.name not in {g.name for g in fields(ModelConfig)}
+)
+
+
 @dataclass
-class ModelSection(ModelConfig):
-    """ModelConfig (see pixel_lightning/models/base.py) plus the architecture. ``image_shape`` and ``levels``
-    default to the dataset's; the multi-scale keys are passed through to ``build_model``, which checks
-    them."""
+class ModelSection(MultiScaleConfig):
+    """The model's fields, declared by their owners (ModelConfig, pixel_lightning/models/base.py, and
+    MultiScaleConfig, models/multiscale.py: the multi-scale keys, for model.arch=multiscale only), plus
+    the architecture. ``image_shape`` and ``levels`` default to the DataModule's."""
 
     arch: str = "pixelcnn"  # a key of pixel_lightning.ARCHITECTURES
     image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: the dataset's
     levels: int | None = None  # values per sub-pixel; None: the dataset's (2 for MNIST, 256 otherwise)
-    base: str | None = None  # multiscale only: architecture of the two PixelRNNs
-    low_res: int | None = None  # multiscale only: side s of the s x s subsampled image
-    cond_maps: int | None = None  # multiscale only: c, maps of the upsampled conditioning map
 
     def __post_init__(self) -> None:  # checked in RunConfig.validate, once the dataset is known
         pass
 
+    def given_multiscale_keys(self) -> list[str]:
+        defaults = {f.name: f.default for f in fields(MultiScaleConfig)}
+        return [k for k in MULTISCALE_KEYS if getattr(self, k) != defaults[k]]
+
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``pixel_lightning.build_model(self.arch, **kwargs)``."""
-        kwargs = {f.name: getattr(self, f.name) for f in fields(ModelConfig)}
-        if self.arch == "multiscale":
-            kwargs.update({k: getattr(self, k) for k in MULTISCALE_KEYS if getattr(self, k) is not None})
-        return kwargs
+        keys = [f.name for f in fields(ModelConfig)] + (
+            list(MULTISCALE_KEYS) if self.arch == "multiscale" else []
+        )
+        return {k: getattr(self, k) for k in keys}
 
 
 @dataclass
@@ -129,6 +129,24 @@ class TrainerConfig:
     log_every_n_steps: int = 50  # how often step metrics are written
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     enable_progress_bar: bool = True  # Lightning's progress bars (training, evaluation, sampling)
+    extra: dict[str, Any] = field(default_factory=dict)  # any other lightning.Trainer argument, by name
+
+    def kwargs(self) -> dict[str, Any]:
+        """Keyword arguments of ``lightning.Trainer``."""
+        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}, **self.extra}
+
+
+TRAINER_OWNED = ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler")
+
+
+def trainer_arguments() -> list[str]:
+    """lightning.Trainer's arguments a config may set (the run sets the others: TRAINER_OWNED)."""
+    import inspect
+
+    import lightning as L
+
+    names = inspect.signature(L.Trainer.__init__).parameters
+    return [n for n in names if n not in ("self", *TRAINER_OWNED)]
 
 
 @dataclass
@@ -181,6 +199,8 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
+    # extra Lightning callbacks: [{class_path: lightning.pytorch.callbacks.EMAWeightAveraging, init_args: {}}]
+    callbacks: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -207,10 +227,15 @@ class RunConfig:
     def validate(self) -> RunConfig:
         """Fill the dataset's shape and levels into the model, then check every impossible value."""
         from pixel_lightning import ARCHITECTURES
+        from pixel_lightning.data import DATASETS, build_datamodule
 
-        if self.data.name not in DATA_SHAPES:
-            raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATA_SHAPES)}")
-        shape, levels = DATA_SHAPES[self.data.name]
+        if self.data.name not in DATASETS:
+            raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATASETS)}")
+        self._check_positive()
+        if self.logger.kind not in LOGGERS:
+            raise ConfigError(f"logger={self.logger.kind!r} is unknown; choose one of {list(LOGGERS)}")
+        dm = build_datamodule(self.data.name, **self.data.datamodule_kwargs(self.seed))  # owns shape, levels
+        shape, levels = tuple(dm.image_shape), dm.levels
         m = self.model
         m.image_shape = tuple(m.image_shape) if m.image_shape is not None else shape
         m.levels = m.levels if m.levels is not None else levels
@@ -222,7 +247,7 @@ class RunConfig:
         if m.arch not in ARCHITECTURES and m.arch != "multiscale":
             raise ConfigError(f"model.arch={m.arch!r} is unknown; choose one of {sorted(ARCHITECTURES)}")
         if m.arch != "multiscale":
-            given = [k for k in MULTISCALE_KEYS if getattr(m, k) is not None]
+            given = m.given_multiscale_keys()
             if given:
                 raise ConfigError(f"model.{given[0]} is for model.arch=multiscale only; remove it")
         try:
@@ -230,9 +255,6 @@ class RunConfig:
             m.head_channels = resolved.head_channels  # None -> the paper's 32 (binary) or 1024
         except ValueError as e:
             raise ConfigError(f"{e}; fix it under model.* in the recipe or with model.<key>=<value>") from e
-        self._check_positive()
-        if self.logger.kind not in LOGGERS:
-            raise ConfigError(f"logger={self.logger.kind!r} is unknown; choose one of {list(LOGGERS)}")
         return self
 
     def _check_positive(self) -> None:
@@ -339,6 +361,11 @@ def _set(obj: Any, key: str, value: Any, where: str) -> None:
     head, _, rest = key.partition(".")
     names = [f.name for f in fields(obj)]
     full = f"{where}{head}"
+    if isinstance(obj, TrainerConfig) and head not in names and not rest and head in trainer_arguments():
+        obj.extra = {**obj.extra, head: value}  # checked by lightning.Trainer itself
+        return
+    if isinstance(obj, TrainerConfig) and head not in names:
+        names = [n for n in names if n != "extra"] + ["any other lightning.Trainer argument"]
     if head not in names:
         raise ConfigError(f"unknown key {full!r}{_from_where(where)}; valid keys: {', '.join(names)}")
     hint = _hints(type(obj))[head]
@@ -404,12 +431,34 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+SAVED_ONLY = ("data_resolved",)  # keys a run's saved config.yaml adds (what the data turned out to be)
+
+
 def load_config(
-    recipe: str | None, overrides: list[str] | tuple[str, ...] = (), recipes_dir: Path = RECIPES_DIR
+    recipe: str | None,
+    overrides: list[str] | tuple[str, ...] = (),
+    recipes_dir: Path = RECIPES_DIR,
+    config_path: str | Path | None = None,
 ) -> RunConfig:
-    """Defaults <- recipe file <- ``key=value`` overrides, validated. ``recipe=None``: defaults only."""
+    """Defaults <- recipe file <- ``config_path`` (any YAML, e.g. a run's config.yaml) <- ``key=value``
+    overrides, validated. No recipe and no file: the defaults."""
     cfg = RunConfig()
-    if recipe is not None:
+    if config_path is not None:
+        path = Path(config_path)
+        if not path.is_file():
+            raise ConfigError(
+                f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
+            )
+        data = read_yaml(path)
+        for key in SAVED_ONLY:
+            data.pop(key, None)
+        recipe_name = data.pop("recipe", None) or ""
+        if recipe is not None:
+            cfg = load_config(recipe, (), recipes_dir)
+        for key, value in data.items():
+            _set(cfg, key, value, "")
+        cfg.recipe = recipe or recipe_name
+    elif recipe is not None:
         path = recipe_path(recipe, recipes_dir)
         if not path.is_file():
             raise ConfigError(

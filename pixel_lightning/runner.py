@@ -162,6 +162,7 @@ def build_callbacks(cfg: RunConfig) -> list[Callback]:
         LearningRateMonitor(logging_interval="step"),
         *reliability.callbacks(cfg.run_dir, cfg.checkpoint, cfg.guard),  # checkpoints, resume, guard
     ]
+    callbacks += [instantiate(spec, "callbacks") for spec in cfg.callbacks]  # extra ones from the config
     if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
         callbacks.append(
             SampleGrid(
@@ -173,6 +174,25 @@ def build_callbacks(cfg: RunConfig) -> list[Callback]:
             )
         )
     return callbacks
+
+
+def instantiate(spec: dict[str, Any], key: str) -> Any:
+    """``{class_path: package.module.Class, init_args: {...}}`` (LightningCLI's form) -> the object."""
+    import importlib
+
+    path = spec.get("class_path", "") if isinstance(spec, dict) else ""
+    module, _, name = str(path).rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError, ValueError) as e:
+        raise ConfigError(
+            f"{key}: cannot import class_path={path!r} ({e}); write e.g. "
+            "{class_path: lightning.pytorch.callbacks.EMAWeightAveraging, init_args: {decay: 0.999}}"
+        ) from e
+    try:
+        return cls(**(spec.get("init_args") or {}))
+    except TypeError as e:
+        raise ConfigError(f"{key}: {path}(**init_args) failed: {e}; fix init_args") from e
 
 
 def build_trainer(
@@ -191,7 +211,7 @@ def build_trainer(
         callbacks=[*build_callbacks(cfg), *extra_callbacks],
         plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
-        **{k: getattr(t, k) for k in t.__dataclass_fields__},
+        **t.kwargs(),
     )
 
 
@@ -344,6 +364,7 @@ def make_parser() -> argparse.ArgumentParser:
         epilog="example: python recipes/run.py --recipe quickstart trainer.max_steps=200 logger=none",
     )
     p.add_argument("--recipe", help="recipe name (recipes/<name>.yaml); --list shows them")
+    p.add_argument("--config", help="a YAML config, e.g. a run's <out>/config.yaml (reproduces that run)")
     p.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--out", help="run directory (default runs/<recipe>)")
@@ -366,9 +387,11 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     overrides = list(args.overrides)
     if args.out:
         overrides.append(f"out={args.out}")
-    if not args.recipe:
-        raise ConfigError("no recipe given: pass --recipe NAME (python recipes/run.py --list shows them)")
-    return load_config(args.recipe, overrides)
+    if not args.recipe and not args.config:
+        raise ConfigError(
+            "no recipe given: pass --recipe NAME (python recipes/run.py --list shows them) or --config PATH"
+        )
+    return load_config(args.recipe, overrides, config_path=args.config)
 
 
 def cli(args: argparse.Namespace) -> int:

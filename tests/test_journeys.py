@@ -191,3 +191,16 @@ def test_sigterm_then_rerun(reference, logger, tmp_path):
     result = run(out, logger)
     assert result.returncode == 0, result.stdout + result.stderr
     assert_same_run(out, reference)
+
+
+# ----------------------------------------------------------------------------- --config
+
+
+def test_a_runs_saved_config_reproduces_it(reference, tmp_path):
+    """``--config <run>/config.yaml`` (and nothing else but a new --out) trains the same run again."""
+    out = tmp_path / "again"
+    cmd = [sys.executable, "recipes/run.py", "--config", str(reference / "config.yaml"), "--out", str(out)]
+    result = subprocess.run(cmd, cwd=ROOT, env=env(), capture_output=True, text=True, timeout=400)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "[quickstart] test:" in result.stdout
+    assert_same_run(out, reference)
