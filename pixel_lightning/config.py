@@ -251,7 +251,8 @@ class RunConfig:
             if given:
                 raise ConfigError(f"model.{given[0]} is for model.arch=multiscale only; remove it")
         try:
-            resolved = ModelConfig(**{f.name: getattr(m, f.name) for f in fields(ModelConfig)})
+            cls = MultiScaleConfig if m.arch == "multiscale" else ModelConfig  # the owner checks its fields
+            resolved = cls(**{f.name: getattr(m, f.name) for f in fields(cls)})
             m.head_channels = resolved.head_channels  # None -> the paper's 32 (binary) or 1024
         except ValueError as e:
             raise ConfigError(f"{e}; fix it under model.* in the recipe or with model.<key>=<value>") from e

@@ -1,13 +1,15 @@
 """The exceptions pixel-lightning reports to users, and the one place that turns them into exit codes.
 
-Every error a user can fix is a :class:`PixelLightningError` (or the data package's ``DataError``, or a
-``ValueError`` raised by a config or input check): its message is one paragraph that names the problem
-and the fix. ``recipes/run.py`` wraps its ``main`` in :func:`cli_errors`, which prints that paragraph and
-exits non-zero without a traceback (``--debug`` shows the traceback).
+Every error a user can fix is a :class:`PixelLightningError` (or the data package's ``DataError``): its
+message is one paragraph that names the problem and the fix. Anything else (a ``ValueError`` from inside
+the code included) is a bug: exit 1 with its traceback. ``recipes/run.py`` wraps its ``main`` in
+:func:`cli_errors`, which prints a user error's paragraph and exits 2 without a traceback (``--debug``
+shows it).
 
 Exit codes::
 
-    0    finished
+    0    finished (or already finished: its result is printed)
+    1    an internal error (a bug): the traceback is printed
     2    a user error: bad recipe, override, value, data, run directory or checkpoint
     3    training stopped by a guard (non-finite loss or gradient too often)
     130  interrupted by Ctrl-C
@@ -69,8 +71,8 @@ class Preempted(PixelLightningError):
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exception types reported as user errors: ours, the data package's, and input checks'."""
-    types: list[type[BaseException]] = [PixelLightningError, ValueError, FileNotFoundError, PermissionError]
+    """The exception types reported as user errors: ours and the data package's."""
+    types: list[type[BaseException]] = [PixelLightningError]
     with contextlib.suppress(ImportError):  # optional: the data package may be absent in a slim install
         from pixel_lightning.data.errors import DataError
 
@@ -79,14 +81,8 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 
 
 def one_paragraph(error: BaseException) -> str:
-    """The error's message on one line (no traceback), with its type when that helps."""
-    text = " ".join(str(error).split()) or type(error).__name__
-    if isinstance(error, PermissionError | FileNotFoundError) and not isinstance(error, PixelLightningError):
-        name = getattr(error, "filename", None)
-        what = "permission denied" if isinstance(error, PermissionError) else "no such file or directory"
-        if name:
-            return f"{what}: {name}. Check the path, or choose a location you can read and write (e.g. --out)"
-    return text
+    """The error's message on one line (no traceback)."""
+    return " ".join(str(error).split()) or type(error).__name__
 
 
 def exit_code(error: BaseException) -> int:

@@ -52,10 +52,7 @@ def build_datamodule(cfg: RunConfig) -> L.LightningDataModule:
 def build_model_for(cfg: RunConfig) -> L.LightningModule:
     from pixel_lightning import build_model
 
-    try:
-        return build_model(cfg.model.arch, **cfg.model.build_kwargs())
-    except (ValueError, TypeError) as e:
-        raise ConfigError(f"cannot build model.arch={cfg.model.arch!r}: {e}") from e
+    return build_model(cfg.model.arch, **cfg.model.build_kwargs())  # the config is checked: errors are bugs
 
 
 # ----------------------------------------------------------------------------- loggers

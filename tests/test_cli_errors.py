@@ -246,3 +246,20 @@ def test_the_real_script_reports_the_same_way(tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.startswith("error: ") and "nope" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_an_internal_error_exits_1_with_its_traceback_and_deletes_nothing(server, tmp_path):
+    """Not the user's input: a callback failing inside the run (EarlyStopping on a metric nobody logs).
+    Exit 1 with the traceback; the run directory keeps the user's files."""
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    stop = "callbacks=[{class_path: lightning.pytorch.callbacks.EarlyStopping, init_args: {monitor: nope}}]"
+    argv = ["--recipe", "quickstart", *TINY, stop, "trainer.val_check_interval=2"]
+    argv += ["trainer.limit_val_batches=1", "--out", str(out)]
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    code, stdout, stderr = server.run(argv, logs)
+    assert code == 1, stdout + stderr
+    assert "Traceback" in stderr and "nope" in stderr
+    assert (out / "notes.txt").read_text() == "mine"

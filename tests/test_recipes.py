@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from cli_forkserver import ForkServer
 from exp_helpers import TINY, tiny_data
+from test_cli_errors import ForkServer  # the client of tests/cli_forkserver.py
 
 from pixel_lightning.config import ConfigError, list_recipes, load_config
 from pixel_lightning.models.multiscale import MultiScaleConfig
