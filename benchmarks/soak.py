@@ -73,12 +73,12 @@ def main() -> None:
         raise SystemExit(f"{out} exists: choose a new --out (the soak starts from scratch)")
     args = parse(["--out", str(out), "--steps", str(a.steps), "--every", str(a.every), "--keep", str(a.keep)])
     model, data = seeded_model(args), TinyData(seed=0, n_train=a.n_train)
-    config = reliability.ReliabilityConfig(every_n_steps=a.every, every_seconds=None, keep_last=a.keep)
-    reliability.prepare_resume(out, model, data, config)
+    config = reliability.CheckpointConfig(every_n_steps=a.every, keep_last_k=a.keep)
+    reliability.prepare_resume(out, model, data)
     probe = Probe(out, a.every)
     trainer = L.Trainer(
         default_root_dir=out, max_steps=a.steps, accelerator="cpu", devices=1, logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        enable_progress_bar=False, enable_model_summary=False,
         num_sanity_val_steps=0, callbacks=[probe, *reliability.callbacks(out, config)],
         plugins=reliability.plugins(),
     )  # fmt: skip

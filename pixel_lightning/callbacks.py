@@ -110,3 +110,31 @@ class RunRecord(L.Callback):
     @rank_zero_only
     def write(self) -> None:
         atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+
+
+class ValidationLine(L.Callback):
+    """One readable line per validation, for logs that are not a terminal (SLURM files), where progress
+    bars would be carriage-return noise: ``[val] step 1200 | epoch 3 | 3.41 bits/dim | 812 img/s | ETA
+    0:41:07``. The ETA counts steps left to max_steps (or to max_epochs); max_time is not foreseen."""
+
+    def __init__(self) -> None:
+        self._start: tuple[float, int] | None = None
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = (time.perf_counter(), trainer.global_step)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero or self._start is None:
+            return
+        m = trainer.callback_metrics
+        parts = [f"step {trainer.global_step}", f"epoch {trainer.current_epoch}"]
+        if "val/bits_per_dim" in m:
+            parts.append(f"{float(m['val/bits_per_dim']):.4f} bits/dim")
+        if "train/images_per_sec" in m:
+            parts.append(f"{float(m['train/images_per_sec']):.0f} img/s")
+        t0, step0 = self._start
+        done, total = trainer.global_step - step0, trainer.estimated_stepping_batches
+        if done > 0 and total != float("inf"):
+            left = (time.perf_counter() - t0) / done * max(0, int(total) - trainer.global_step)
+            parts.append(f"ETA {int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}")
+        print("[val] " + " | ".join(parts), flush=True)

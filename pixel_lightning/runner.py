@@ -15,11 +15,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import netrc
 import os
+import sys
 import time
 import uuid
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +35,15 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from pixel_lightning import reliability
 from pixel_lightning.atomic import atomic_write
-from pixel_lightning.callbacks import GradNorm, RunRecord, SampleGrid, Throughput, draw_samples, log_image
+from pixel_lightning.callbacks import (
+    GradNorm,
+    RunRecord,
+    SampleGrid,
+    Throughput,
+    ValidationLine,
+    draw_samples,
+    log_image,
+)
 from pixel_lightning.config import ConfigError, RunConfig, describe_recipes, load_config, paper_figure
 from pixel_lightning.errors import cli_errors
 from pixel_lightning.visual import image_grid, save_grid
@@ -160,6 +171,8 @@ def build_callbacks(cfg: RunConfig) -> list[Callback]:
         *reliability.callbacks(cfg.run_dir, cfg.checkpoint, cfg.guard),  # checkpoints, resume, guard
     ]
     callbacks += [instantiate(spec, "callbacks") for spec in cfg.callbacks]  # extra ones from the config
+    if not progress_bars(cfg):
+        callbacks.append(ValidationLine())
     if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
         callbacks.append(
             SampleGrid(
@@ -171,6 +184,20 @@ def build_callbacks(cfg: RunConfig) -> list[Callback]:
             )
         )
     return callbacks
+
+
+def progress_bars(cfg: RunConfig) -> bool:
+    """Lightning's bars only on a terminal: in a log file (SLURM) one line per validation instead."""
+    return cfg.trainer.enable_progress_bar and sys.stdout.isatty()
+
+
+def quiet_lightning() -> None:
+    """No notices caused by our own setup, each filtered by its exact text: the LeafSpec deprecation
+    raised inside Lightning 2.6.6's own pytree code under torch 2.13, and Lightning's litlogger tip."""
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+        lambda record: "litlogger" not in record.getMessage()
+    )
 
 
 def instantiate(spec: dict[str, Any], key: str) -> Any:
@@ -202,13 +229,14 @@ def build_trainer(
     """The one place a Trainer is made: the config's trainer section + the run's loggers and callbacks
     + ``extra_callbacks`` / ``plugins`` (resume, preemption and guards hook in here)."""
     t = cfg.trainer
+    quiet_lightning()
     return L.Trainer(
         default_root_dir=cfg.run_dir,
         logger=loggers if loggers is not None else build_loggers(cfg, first_step),
         callbacks=[*build_callbacks(cfg), *extra_callbacks],
         plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
-        **t.kwargs(),
+        **{**t.kwargs(), "enable_progress_bar": progress_bars(cfg)},
     )
 
 
