@@ -23,9 +23,10 @@ import yaml
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
 from pixel_lightning.models.base import ModelConfig
 from pixel_lightning.models.multiscale import MultiScaleConfig
+from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, recipe_path
+from pixel_lightning.recipebook import read_yaml as _read_yaml
 from pixel_lightning.reliability import CheckpointConfig, GuardConfig  # their owner
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 STRING_KEYS = (  # overrides taken verbatim, never parsed as YAML
     "model.arch",
@@ -399,25 +400,6 @@ def _from_where(where: str) -> str:
 # ----------------------------------------------------------------------------- recipes
 
 
-def recipe_path(name: str, recipes_dir: Path = RECIPES_DIR) -> Path:
-    return recipes_dir / f"{name}.yaml"
-
-
-def list_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
-    """Names of every recipe (``recipes/*.yaml``), sorted."""
-    return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path} is not valid YAML ({e}); fix the file") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping of sections (model:, data:, ...)")
-    return data
-
-
 def parse_override(text: str) -> tuple[str, Any]:
     """``"model.hidden=32"`` -> ``("model.hidden", 32)``; the value is parsed as YAML."""
     key, sep, raw = text.partition("=")
@@ -430,6 +412,10 @@ def parse_override(text: str) -> tuple[str, Any]:
     if key.strip() in STRING_KEYS and raw.strip() not in ("", "null", "~"):
         value = raw.strip()  # YAML would read 01:00:00:00 as a base-60 integer and 32 as an int
     return key.strip(), value
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    return _read_yaml(path, ConfigError)
 
 
 SAVED_ONLY = ("data_resolved",)  # keys a run's saved config.yaml adds (what the data turned out to be)
@@ -475,26 +461,3 @@ def load_config(
         key, value = parse_override(text)
         _set(cfg, key, value, "")
     return cfg.validate()
-
-
-def describe_recipes(recipes_dir: Path = RECIPES_DIR) -> list[dict[str, Any]]:
-    """name, description and paper figure of every recipe (for ``--list``)."""
-    rows = []
-    for name in list_recipes(recipes_dir):
-        data = read_yaml(recipe_path(name, recipes_dir))
-        paper = data.get("paper") or {}
-        rows.append(
-            {
-                "name": name,
-                "description": data.get("description", ""),
-                "paper": paper_figure(paper.get("test"), paper.get("train"), paper.get("unit", "")),
-                "where": paper.get("where", ""),
-            }
-        )
-    return rows
-
-
-def paper_figure(test: float | None, train: float | None, unit: str) -> str:
-    if test is None:
-        return "-"
-    return f"{test:.2f}" + (f" ({train:.2f})" if train is not None else "") + f" {unit}"

@@ -44,8 +44,9 @@ from pixel_lightning.callbacks import (
     draw_samples,
     log_image,
 )
-from pixel_lightning.config import ConfigError, RunConfig, describe_recipes, load_config, paper_figure
+from pixel_lightning.config import ConfigError, RunConfig, load_config
 from pixel_lightning.errors import cli_errors
+from pixel_lightning.recipebook import list_text, make_parser, paper_figure
 from pixel_lightning.visual import image_grid, save_grid
 
 WANDB_ID_FILE = "wandb_id.txt"  # the W&B run id of this run directory (a resumed run logs to the same run)
@@ -380,32 +381,6 @@ def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
 
 
 # ----------------------------------------------------------------------------- command line
-
-
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="recipes/run.py",
-        description="Run a pixel-lightning recipe: fit, test on the best checkpoint, write the results.",
-        epilog="example: python recipes/run.py --recipe quickstart trainer.max_steps=200 logger=none",
-    )
-    p.add_argument("--recipe", help="recipe name (recipes/<name>.yaml); --list shows them")
-    p.add_argument("--config", help="a YAML config, e.g. a run's <out>/config.yaml (reproduces that run)")
-    p.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--out", help="run directory (default runs/<recipe>)")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.hidden=32")
-    return p
-
-
-def list_text() -> str:
-    rows = describe_recipes()
-    width = max(len(r["name"]) for r in rows)
-    lines = [f"{'recipe'.ljust(width)}  paper figure (where)  |  description"]
-    for r in rows:
-        where = f" ({r['where']})" if r["where"] else ""
-        lines.append(f"{r['name'].ljust(width)}  {r['paper']}{where}  |  {r['description']}")
-    return "\n".join(lines)
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:

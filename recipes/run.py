@@ -13,6 +13,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a cl
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if any(a in ("-h", "--help", "--list") for a in args):  # answered without importing torch/Lightning
+        import importlib.util
+
+        path = Path(__file__).resolve().parents[1] / "pixel_lightning" / "recipebook.py"
+        spec = importlib.util.spec_from_file_location("pixel_lightning_recipebook", path)
+        book = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(book)
+        return book.quick_main(args)
     from pixel_lightning.runner import main as run_main
 
     return run_main(argv)

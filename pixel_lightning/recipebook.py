@@ -1,0 +1,90 @@
+"""The recipe files and the command line's parser, importable without torch or Lightning, so that
+``recipes/run.py --help`` and ``--list`` answer at once (recipes/run.py loads this file by its path, without
+the package: keep its imports to the standard library and PyYAML)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+
+
+def recipe_path(name: str, recipes_dir: Path = RECIPES_DIR) -> Path:
+    return recipes_dir / f"{name}.yaml"
+
+
+def list_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
+    """Names of every recipe (``recipes/*.yaml``), sorted."""
+    return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
+
+
+def read_yaml(path: Path, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """The mapping in a YAML file; ``error`` (config.py: ConfigError) names a broken file."""
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise error(f"{path} is not valid YAML ({e}); fix the file") from e
+    if not isinstance(data, dict):
+        raise error(f"{path} must hold a mapping of sections (model:, data:, ...)")
+    return data
+
+
+def describe_recipes(recipes_dir: Path = RECIPES_DIR) -> list[dict[str, Any]]:
+    """name, description and paper figure of every recipe (for ``--list``)."""
+    rows = []
+    for name in list_recipes(recipes_dir):
+        data = read_yaml(recipe_path(name, recipes_dir))
+        paper = data.get("paper") or {}
+        rows.append(
+            {
+                "name": name,
+                "description": data.get("description", ""),
+                "paper": paper_figure(paper.get("test"), paper.get("train"), paper.get("unit", "")),
+                "where": paper.get("where", ""),
+            }
+        )
+    return rows
+
+
+def paper_figure(test: float | None, train: float | None, unit: str) -> str:
+    if test is None:
+        return "-"
+    return f"{test:.2f}" + (f" ({train:.2f})" if train is not None else "") + f" {unit}"
+
+
+def make_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="recipes/run.py",
+        description="Run a pixel-lightning recipe: fit, test on the best checkpoint, write the results.",
+        epilog="example: python recipes/run.py --recipe quickstart trainer.max_steps=200 logger=none",
+    )
+    p.add_argument("--recipe", help="recipe name (recipes/<name>.yaml); --list shows them")
+    p.add_argument("--config", help="a YAML config, e.g. a run's <out>/config.yaml (reproduces that run)")
+    p.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--out", help="run directory (default runs/<recipe>)")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.hidden=32")
+    return p
+
+
+def list_text() -> str:
+    rows = describe_recipes()
+    width = max(len(r["name"]) for r in rows)
+    lines = [f"{'recipe'.ljust(width)}  paper figure (where)  |  description"]
+    for r in rows:
+        where = f" ({r['where']})" if r["where"] else ""
+        lines.append(f"{r['name'].ljust(width)}  {r['paper']}{where}  |  {r['description']}")
+    return "\n".join(lines)
+
+
+def quick_main(argv: list[str]) -> int:
+    """``--help`` (argparse exits) and ``--list``, before anything heavy is imported."""
+    args = make_parser().parse_intermixed_args(argv)
+    if args.list:
+        print(list_text())
+    return 0
