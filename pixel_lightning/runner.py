@@ -261,7 +261,9 @@ def finished_metrics(cfg: RunConfig) -> dict[str, Any] | None:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    return metrics if metrics.get("budget") == budget(cfg) else None
+    if metrics.get("budget") != budget(cfg) or metrics.get("model") != cfg.to_dict()["model"]:
+        return None  # a larger budget continues; another model goes to the checkpoint compatibility check
+    return metrics
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -332,6 +334,7 @@ def run(
             "test_checkpoint": best or "final weights (no validation ran)",
             "paper": {k: getattr(cfg.paper, k) for k in ("test", "train", "unit", "where")},
             "budget": budget(cfg),
+            "model": cfg.to_dict()["model"],
             "seconds": {"fit": round(fit_s, 2), "test": round(test_s, 2)},
         }
     )

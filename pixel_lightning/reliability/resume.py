@@ -267,15 +267,24 @@ class _ContinuedWriter(ExperimentWriter):
         path = Path(self.metrics_file_path)
         if not path.is_file():
             return
-        with path.open(newline="") as f:
-            reader = csv.DictReader(f)
-            rows = [r for r in reader if r.get("step") and int(float(r["step"])) < self.first_step]
-            self.metrics_keys = list(reader.fieldnames or [])
+        text = path.read_text()
+        text = text[: text.rfind("\n") + 1]  # a line cut by a kill is dropped (its step is re-logged)
+        reader = csv.DictReader(io.StringIO(text))
+        rows = [r for r in reader if r.get("step") and int(float(r["step"])) < self.first_step]
+        self.metrics_keys = list(reader.fieldnames or [])
+        self._rewrite_with_new_header(self.metrics_keys, rows)
+
+    def _rewrite_with_new_header(self, fieldnames: list[str], rows: list[dict] | None = None) -> None:
+        """Lightning's rewrite (new keys) truncates the file, then writes it: a kill in between lost the
+        history. Here the new file replaces the old one atomically."""
+        if rows is None:
+            with open(self.metrics_file_path, newline="") as f:
+                rows = list(csv.DictReader(f))
         text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=self.metrics_keys, lineterminator="\n")
+        writer = csv.DictWriter(text, fieldnames=fieldnames, lineterminator="\n")
         writer.writeheader()
         writer.writerows(rows)
-        atomic_write(path, text.getvalue())
+        atomic_write(self.metrics_file_path, text.getvalue())
 
 
 class HistoryCSVLogger(CSVLogger):
