@@ -244,7 +244,7 @@ def test_full_quickstart_meets_its_acceptance(tmp_path):
 
 @pytest.mark.parametrize("flag", ["--help", "--list"])
 def test_help_and_list_import_neither_torch_nor_lightning(flag):
-    """What makes them answer at once (measured figures: docs/lifecycle.md)."""
+    """What makes them answer at once (measured figures: docs/reliability.md)."""
     code = (
         "import sys; sys.path.insert(0, 'recipes'); import run\n"
         f"try:\n    run.main([{flag!r}])\nexcept SystemExit:\n    pass\n"
