@@ -49,7 +49,7 @@ CHECKPOINT_DIR = "checkpoints"
 @dataclass
 class CheckpointConfig:
     """Checkpoints in <out>/checkpoints/ (recipes: ``checkpoint.*``): the best by ``monitor``, last.ckpt,
-    and periodic ones; re-running the same command resumes from the newest valid one (docs/lifecycle.md)."""
+    and periodic ones; re-running the same command resumes from the newest valid one (docs/reliability.md)."""
 
     monitor: str = "val/nll_nats"  # metric that picks the best checkpoint (lower is better)
     every_n_steps: int | None = None  # save every N optimizer steps (None: every_n_minutes)
