@@ -192,13 +192,15 @@ def progress_bars(cfg: RunConfig) -> bool:
     return cfg.trainer.enable_progress_bar and sys.stdout.isatty()
 
 
+def _no_litlogger_tip(record: logging.LogRecord) -> bool:
+    return "litlogger" not in record.getMessage()
+
+
 def quiet_lightning() -> None:
     """No notices caused by our own setup, each filtered by its exact text: the LeafSpec deprecation
     raised inside Lightning 2.6.6's own pytree code under torch 2.13, and Lightning's litlogger tip."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
-        lambda record: "litlogger" not in record.getMessage()
-    )
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_litlogger_tip)  # once: a set
 
 
 def instantiate(spec: dict[str, Any], key: str) -> Any:
