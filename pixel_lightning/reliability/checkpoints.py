@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import pickle
 import re
+import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -110,8 +111,15 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:  # stable across a change of the save interval (the history is one)
         return "PeriodicCheckpoint"
 
-    def save_now(self, trainer: pl.Trainer) -> str:
-        """Save the current step now (all ranks call) unless it is saved; return last.ckpt's path."""
+    def save_now(self, trainer: pl.Trainer, batch_end: bool = False) -> str:
+        """Save the current step now (all ranks call) unless it is saved; return last.ckpt's path.
+
+        At a (plain) ``batch_end``, the step's logged row is written first: Lightning writes it after this
+        hook, and a run resumed from this checkpoint does not log that step again, so a kill between the
+        two lost it (test_kill_9_at_a_random_moment_then_rerun). HistoryCSVLogger drops the repeat."""
+        connector = trainer._logger_connector
+        if batch_end and self._last_global_step_saved != trainer.global_step and connector.should_update_logs:
+            connector.log_metrics(connector.metrics["log"])
         if self._last_global_step_saved != trainer.global_step:
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
@@ -126,10 +134,23 @@ class PeriodicCheckpoint(ModelCheckpoint):
         if not plain_batch_end(trainer):  # saved at the epoch end / after the validation
             self._after_val = not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
             return
+        if self._due(trainer):
+            self.save_now(trainer, batch_end=True)
+
+    def _due(self, trainer: pl.Trainer) -> bool:
+        """The final step, every ``every_n_steps`` steps, or ``every_minutes`` passed (rank 0 decides)."""
         if 0 <= trainer.max_steps <= trainer.global_step:
-            self.save_now(trainer)
-        else:
-            super().on_train_batch_end(trainer, pl_module, *args)
+            return True
+        if self._every_n_train_steps >= 1:
+            return trainer.global_step % self._every_n_train_steps == 0
+        if self._train_time_interval is None or self._last_time_checked is None:
+            return False
+        now = time.monotonic()
+        due = now - self._last_time_checked >= self._train_time_interval.total_seconds()
+        if trainer.strategy.broadcast(due, src=0):
+            self._last_time_checked = now
+            return True
+        return False
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._after_val and not trainer.sanity_checking:

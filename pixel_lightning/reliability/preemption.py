@@ -86,13 +86,13 @@ class Preemption(Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if plain_batch_end(trainer):  # else after the validation / epoch end that follows, at the next one
-            self._stop(trainer)
+            self._stop(trainer, batch_end=True)
 
-    def _stop(self, trainer: pl.Trainer) -> None:
+    def _stop(self, trainer: pl.Trainer, batch_end: bool = False) -> None:
         received = self._agreed_signal(trainer)
         if received is None:
             return
-        path = self.checkpoint.save_now(trainer)
+        path = self.checkpoint.save_now(trainer, batch_end)
         job = slurm_job_id()
         requeued = bool(self.requeue and job and trainer.is_global_zero and requeue_slurm(job))
         self._restore()

@@ -300,6 +300,14 @@ class HistoryCSVLogger(CSVLogger):
     def __init__(self, save_dir: str | Path, first_step: int = 0) -> None:
         super().__init__(save_dir, name="logs", version="", flush_logs_every_n_steps=1)
         self.first_step = first_step
+        self._last: tuple[int | None, dict[str, Any]] | None = None
+
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        """Every row once: the same row again (a checkpoint wrote it before Lightning did) is dropped."""
+        row = (step, {k: float(v) for k, v in metrics.items()})
+        if row != self._last:
+            self._last = row
+            super().log_metrics(metrics, step)
 
     @property
     @rank_zero_experiment
