@@ -269,7 +269,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pixel_lightning.errors import cli_errors
 
-    with cli_errors(debug=args.debug):
+    with cli_errors(debug=args.debug, also=(ValueError, FileNotFoundError)):  # input checks name the file
         return args.func(args)
 
 

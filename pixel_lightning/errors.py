@@ -93,10 +93,14 @@ def exit_code(error: BaseException) -> int:
 
 
 @contextlib.contextmanager
-def cli_errors(debug: bool = False, stream: IO[str] | None = None) -> Iterator[None]:
+def cli_errors(
+    debug: bool = False, stream: IO[str] | None = None, also: tuple[type[BaseException], ...] = ()
+) -> Iterator[None]:
     """Report user errors as one paragraph on stderr and exit non-zero; re-raise them when ``debug``.
 
-    Unexpected errors (bugs) keep their traceback: they are not the user's to fix.
+    Unexpected errors (bugs) keep their traceback: they are not the user's to fix. ``also``: more types
+    that are the user's in a command whose only checks raise them (``pixel-lightning evaluate``: the
+    model's input checks raise ValueError naming the image).
     """
     try:
         yield
@@ -104,7 +108,7 @@ def cli_errors(debug: bool = False, stream: IO[str] | None = None) -> Iterator[N
         _exit(
             error, "interrupted (Ctrl-C). Re-run the same command to resume from the last checkpoint", stream
         )
-    except user_error_types() as error:
+    except (*user_error_types(), *also) as error:
         if debug:
             raise
         _exit(error, one_paragraph(error), stream)
