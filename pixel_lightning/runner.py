@@ -198,8 +198,12 @@ def _no_litlogger_tip(record: logging.LogRecord) -> bool:
 
 def quiet_lightning() -> None:
     """No notices caused by our own setup, each filtered by its exact text: the LeafSpec deprecation
-    raised inside Lightning 2.6.6's own pytree code under torch 2.13, and Lightning's litlogger tip."""
+    raised inside Lightning 2.6.6's own pytree code under torch 2.13, Lightning's litlogger tip, and the
+    best checkpoint's "could not find the monitored key" when a run's final-step save comes before its
+    first validation (our own monitor: a user's misspelt monitor elsewhere still warns)."""
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    monitor = reliability.CheckpointConfig.monitor
+    warnings.filterwarnings("ignore", message=rf"`ModelCheckpoint\(monitor='{monitor}'\)` could not find")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_litlogger_tip)  # once: a set
 
 
@@ -233,14 +237,27 @@ def build_trainer(
     + ``extra_callbacks`` / ``plugins`` (resume, preemption and guards hook in here)."""
     t = cfg.trainer
     quiet_lightning()
+    if not progress_bars(cfg):  # no carriage-return bars of the data conversion in a log file either
+        import datasets
+
+        datasets.disable_progress_bars()
     return L.Trainer(
         default_root_dir=cfg.run_dir,
         logger=loggers if loggers is not None else build_loggers(cfg, first_step),
         callbacks=[*build_callbacks(cfg), *extra_callbacks],
         plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
-        **{**t.kwargs(), "enable_progress_bar": progress_bars(cfg)},
+        **{**lightning_defaults_as_none(t.kwargs()), "enable_progress_bar": progress_bars(cfg)},
     )
+
+
+def lightning_defaults_as_none(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """Lightning prints "`Trainer(limit_train_batches=1.0)` was configured so 100% ..." for a limit or
+    val interval passed explicitly as 1.0, which our typed defaults always did; None means the same to
+    Lightning without the notice (tests/test_journeys.py::
+    test_a_default_run_prints_no_lightning_notices)."""
+    keys = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval")
+    return {k: None if k in keys and v == 1.0 and isinstance(v, float) else v for k, v in kwargs.items()}
 
 
 # ----------------------------------------------------------------------------- the run
@@ -342,7 +359,7 @@ def run(
     )
     if trainer.is_global_zero:
         if cfg.sample.n > 0 and cfg.sample.at_end:
-            x, sample_s = draw_samples(model, cfg.sample.n, cfg.sample.seed, cfg.trainer.enable_progress_bar)
+            x, sample_s = draw_samples(model, cfg.sample.n, cfg.sample.seed, progress_bars(cfg))
             (cfg.run_dir / "samples").mkdir(parents=True, exist_ok=True)
             path = save_grid(cfg.run_dir / "samples" / "final.png", x, model.levels)
             log_image(trainer, "samples/final", image_grid(x, model.levels), trainer.global_step)

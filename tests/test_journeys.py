@@ -99,7 +99,20 @@ def reference(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("journeys") / "ref"
     result = run(out, "wandb")
     assert result.returncode == 0, result.stdout + result.stderr
+    (out.parent / "ref-output.txt").write_text(result.stdout + result.stderr)
     return out
+
+
+# Notices our own defaults used to cause, and carriage-return progress bars in a log file.
+NOISE = ("was configured so", "could not find the monitored key", "litlogger", "LeafSpec", "split:", "\r")
+
+
+def test_a_default_run_prints_no_lightning_notices(reference):
+    """Piped output (as under SLURM): no notice caused by our defaults, no progress bars, and one
+    readable line per validation instead."""
+    output = (reference.parent / "ref-output.txt").read_text()
+    assert [n for n in NOISE if n in output] == []
+    assert output.count("[val] step") == EPOCHS
 
 
 def copy_of(reference: Path, tmp_path: Path) -> Path:
