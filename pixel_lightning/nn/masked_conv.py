@@ -44,6 +44,8 @@ class MaskedConv2d(nn.Conv2d):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # (B, in, H, W) -> (B, out, H, W)
         kh = self.kernel_size[0]
+        if self.kernel_size == (1, 1):
+            return pointwise(x, self.matrix(), self.bias)
         if kh == 1:
             return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
         # Kernel rows below the centre are all masked: convolve with the kh//2 + 1 causal rows only
@@ -53,6 +55,10 @@ class MaskedConv2d(nn.Conv2d):
         rows = kh // 2 + 1
         w = self.weight[:, :, :rows] * self.mask[:, :, :rows]
         return F.conv2d(x, w, self.bias, padding=self.padding)[:, :, : x.shape[2]]
+
+    def matrix(self) -> torch.Tensor:
+        """The masked weight of a 1x1 convolution as an (out, in) matrix."""
+        return (self.weight * self.mask).view(self.out_channels, self.in_channels)
 
     def point(self) -> PointConv:
         """This convolution evaluated at one position at a time (cached sampling)."""
@@ -102,6 +108,39 @@ class PointConv:
             else:
                 out.addmm_(patch_row, self.row_weights[r])
         return out
+
+
+def is_channels_last(x: torch.Tensor) -> bool:
+    """True if the (B, C, H, W) map x is stored (B, H, W, C) densely, so x.permute(0, 2, 3, 1) is a
+    (B*H*W, C) matrix view."""
+    return x.dim() == 4 and x.permute(0, 2, 3, 1).is_contiguous()
+
+
+def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """A 1x1 convolution with the (out, in) matrix w: (B, in, H, W) -> (B, out, H, W).
+
+    On a channels-last map it is one (B*H*W, in) x (in, out) matmul (``addmm`` with the bias) and the
+    result is channels-last again: oneDNN's 1x1 convolution path is slower here (benchmarks/README.md).
+    Other layouts use ``F.conv2d``.
+    """
+    return pointwise_sum([x], [w], bias)
+
+
+def pointwise_sum(xs: list[torch.Tensor], ws: list[torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
+    """sum_k (1x1 convolution of xs[k] with the (out, in_k) matrix ws[k]) + bias: (B, out, H, W).
+
+    On channels-last maps the products accumulate into one output with ``addmm_`` (the skip
+    connections of Section 3.3: no per-term output map and no additions between them)."""
+    if not all(is_channels_last(x) for x in xs):
+        terms = [F.conv2d(x, w[:, :, None, None]) for x, w in zip(xs, ws, strict=True)]
+        total = torch.stack(terms).sum(0) if len(terms) > 1 else terms[0]
+        return total if bias is None else total + bias.view(1, -1, 1, 1)
+    B, _, H, W = xs[0].shape
+    flats = [x.permute(0, 2, 3, 1).reshape(B * H * W, -1) for x in xs]  # (BHW, in_k), views
+    acc = flats[0] @ ws[0].t() if bias is None else torch.addmm(bias, flats[0], ws[0].t())  # (BHW, out)
+    for flat, w in zip(flats[1:], ws[1:], strict=True):
+        acc.addmm_(flat, w.t())
+    return acc.view(B, H, W, -1).permute(0, 3, 1, 2)
 
 
 def position_major(m: torch.Tensor) -> torch.Tensor:

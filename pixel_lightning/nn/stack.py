@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from pixel_lightning.nn.masked_conv import MaskedConv2d
+from pixel_lightning.nn.masked_conv import MaskedConv2d, pointwise_sum
 
 
 class LayerStack(nn.Module):
@@ -29,14 +29,18 @@ class LayerStack(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        total = None
-        for k, layer in enumerate(self.layers):
+        ys = []
+        for layer in self.layers:
             y = layer(x, cond)  # (B, 2h, H, W)
             x = x + y if self.residual else y
-            if self.skip:
-                s = self.skips[k](y)
-                total = s if total is None else total + s
-        return total if self.skip and total is not None else x
+            ys.append(y)
+        return self.skip_sum(ys) if self.skip and ys else x
+
+    def skip_sum(self, ys: list[torch.Tensor]) -> torch.Tensor:
+        """sum_l S_l(y_l), every layer's residual branch y_l (B, 2h, H, W) through its skip 1x1 conv,
+        accumulated into one map (:func:`~pixel_lightning.nn.masked_conv.pointwise_sum`)."""
+        bias = torch.stack([s.bias for s in self.skips]).sum(0)  # (2h,)
+        return pointwise_sum(ys, [s.matrix() for s in self.skips], bias)
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:
