@@ -59,6 +59,7 @@ class ModelConfig:
     # benchmarks/README.md) and torch.compile of the network (measured slower on CPU: off by default)
     channels_last: bool = True
     compile: bool = False
+    wavefront: bool = True  # Row LSTM: all layers advance together on row diagonals (nn/wavefront.py)
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(v) for v in self.image_shape)  # YAML gives lists
@@ -150,7 +151,7 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
         h2 = 2 * config.hidden
         out_per_colour = 1 if config.levels == 2 else config.levels
         self.first = MaskedConv2d(C, h2, config.first_kernel, "A", C)  # (B, C, H, W) -> (B, 2h, H, W)
-        self.stack = LayerStack(
+        self.stack = self.make_stack(
             [self.make_layer(k) for k in range(config.layers)], h2, C, config.residual, config.skip
         )
         self.head = nn.Sequential(
@@ -173,6 +174,12 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
     @abstractmethod
     def make_layer(self, index: int) -> nn.Module:
         """Layer ``index`` of the body: (B, 2h, H, W), cond -> residual branch (B, 2h, H, W)."""
+
+    def make_stack(
+        self, layers: list[nn.Module], width: int, colours: int, residual: bool, skip: bool
+    ) -> LayerStack:
+        """The body's residual/skip wiring (a subclass may run its layers differently, same function)."""
+        return LayerStack(layers, width, colours, residual, skip)
 
     # -- shapes -----------------------------------------------------------------------------
     @property

@@ -10,6 +10,7 @@ from torch import nn
 
 from pixel_lightning.models.base import AutoregressiveImageModel
 from pixel_lightning.nn.row_lstm import RowLSTMLayer
+from pixel_lightning.nn.wavefront import RowLSTMStack
 
 
 class RowLSTM(AutoregressiveImageModel):
@@ -20,3 +21,7 @@ class RowLSTM(AutoregressiveImageModel):
     def make_layer(self, index: int) -> nn.Module:
         c = self.config
         return RowLSTMLayer(c.hidden, c.image_shape[0], c.cond_channels)
+
+    def make_stack(self, layers: list[nn.Module], width: int, colours: int, residual: bool, skip: bool):
+        """The layers advance as one wavefront (``model.wavefront``, default on) or layer by layer."""
+        return RowLSTMStack(layers, width, colours, residual, skip, wavefront=self.config.wavefront)

@@ -22,6 +22,40 @@ def lstm_update(gates: torch.Tensor, c_prev: torch.Tensor, dim: int) -> tuple[to
     return h, c
 
 
+def lstm_factors(
+    act: torch.Tensor, cs: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The factors of backpropagation through :func:`lstm_update` that do not depend on the incoming
+    gradients, for every step at once (sigmoid' = s (1 - s), tanh' = 1 - tanh^2):
+
+        d o = dh * tanh(c) o'           dc += dh * o tanh'(c)
+        d f = dc * c_prev f'   d i = dc * g i'   d g = dc * i g'      dc_prev = dc * f
+
+    Written as x - x*y (one addcmul each) to keep the passes over these maps few.
+
+    Args:
+        act: (T, G, 4h, M) activations sigmoid(o, f, i), tanh(g) of every step.
+        cs: (T + 1, G, h, M) cell states c_{-1} .. c_{T-1}.
+    Returns:
+        (o tanh'(c), tanh(c) o', (c_prev f', g i', i g') stacked (T, G, 3, h, M), h = o tanh(c)).
+    """
+    T, G, d4, M = act.shape
+    d = d4 // 4
+    o, f, i, g = act.chunk(4, dim=2)
+    tc = torch.tanh(cs[1:])
+    h = o * tc
+    dc_from_h = torch.addcmul(o, h, tc, value=-1)  # o (1 - tanh^2 c)
+    fac_o = torch.addcmul(h, h, o, value=-1)  # tanh(c) o (1 - o)
+    fac_fig = act.new_empty(T, G, 3, d, M)
+    ff, fi, fg = fac_fig.unbind(2)
+    torch.mul(cs[:-1], f, out=ff)
+    ff.addcmul_(ff, f, value=-1)  # c_prev f (1 - f)
+    torch.mul(g, i, out=fi)
+    torch.addcmul(i, fi, g, value=-1, out=fg)  # i (1 - g^2)
+    fi.addcmul_(fi, i, value=-1)  # g i (1 - i)
+    return dc_from_h, fac_o, fac_fig, h
+
+
 def lstm_scan(
     s: torch.Tensor, K_ss: torch.Tensor, h0: torch.Tensor, c0: torch.Tensor, taps: tuple[int, ...]
 ) -> torch.Tensor:
@@ -118,24 +152,8 @@ class LSTMScan(torch.autograd.Function):
         dhs = dhs.reshape(T, G, d, M)
         ranges = [_tap_ranges(N, B, o) for o in ctx.taps]
         centre = ctx.taps.index(0)
-        # Factors of the recursion, all steps at once (sigmoid' = s (1 - s), tanh' = 1 - tanh^2):
-        #   d o = dh * tanh(c) o'           dc += dh * o tanh'(c)
-        #   d f = dc * c_prev f'   d i = dc * g i'   d g = dc * i g'      dc_prev = dc * f
-        # Written as x - x*y (one addcmul each) to keep the passes over these (T, G, h, M) maps few.
-        o, f, i, g = act.chunk(4, dim=2)
-        tc = torch.tanh(cs[1:])
-        ot = o * tc  # o tanh(c) = h
-        dc_from_h = torch.addcmul(o, ot, tc, value=-1)  # o (1 - tanh^2 c)
-        fac_o = torch.addcmul(ot, ot, o, value=-1)  # tanh(c) o (1 - o)
-        fac_fig = act.new_empty(T, G, 3, d, M)
-        ff, fi, fg = fac_fig.unbind(2)
-        torch.mul(cs[:-1], f, out=ff)
-        ff.addcmul_(ff, f, value=-1)  # c_prev f (1 - f)
-        torch.mul(g, i, out=fi)
-        torch.addcmul(i, fi, g, value=-1, out=fg)  # i (1 - g^2)
-        fi.addcmul_(fi, i, value=-1)  # g i (1 - i)
-        hs = ot  # kept for the K_ss gradient below
-        del o, i, g, tc, ff, fi, fg
+        dc_from_h, fac_o, fac_fig, hs = lstm_factors(act, cs)  # hs: kept for the K_ss gradient below
+        f = act[:, :, d : 2 * d]
         dgates = act.new_empty(G, d4, T, M).permute(2, 0, 1, 3)  # (T, G, 4h, M) view, steps inner
         dx = act.new_empty(G, k, d, M)  # d taps(h_{t-1}) of the current step
         dx_mat = dx.view(G, k * d, M)
