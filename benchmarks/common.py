@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import statistics
 import sys
 import time
@@ -73,6 +74,19 @@ def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     t = timed(lambda: a @ b, repeats, warmup=2)
     return 2 * n**3 / t["wall_s"] / 1e9
+
+
+def flop_counter():
+    """``FlopCounterMode`` that also counts the in-place products ``addmm_`` and ``baddbmm_`` (the
+    skip sum and the wavefront Row LSTM accumulate into their outputs; torch's table has only the
+    out-of-place forms)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def product(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # (..., m, k) @ (..., k, n)
+        return 2 * math.prod(a_shape) * b_shape[-1]
+
+    aten = torch.ops.aten
+    return FlopCounterMode(display=False, custom_mapping={aten.addmm_: product, aten.baddbmm_: product})
 
 
 def machine(device: str = "cpu") -> str:

@@ -23,19 +23,24 @@ HERE = Path(__file__).resolve().parent
 NEW = HERE.parent
 
 
+def use_tree(root: str) -> None:
+    """Import ``pixel_lightning`` from the source tree at ``root`` (before ``common`` is imported,
+    whose own import of the package then reuses it)."""
+    sys.path.insert(0, root)
+    import pixel_lightning
+
+    assert Path(pixel_lightning.__file__).resolve().is_relative_to(Path(root).resolve())
+    sys.path.insert(1, str(HERE))
+
+
 def child(root: str, arch: str, config: str, batch: int, steps: int, threads: int, overrides: str) -> dict:
     """One measurement, in this process, of the tree at ``root``."""
-    sys.path.insert(0, root)
+    use_tree(root)
     import torch
-
-    import pixel_lightning  # noqa: F401  (the tree under test; common's import then reuses it)
-
-    sys.path.insert(1, str(HERE))
     from common import build, images, timed
 
     torch.set_num_threads(threads)
     model = build(arch, config, **json.loads(overrides))
-    assert Path(pixel_lightning.__file__).resolve().is_relative_to(Path(root).resolve())
     x = images(model, batch)
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
 

@@ -21,8 +21,7 @@ import sys
 from pathlib import Path
 
 import torch
-from common import ARCHS, build, images, machine, matmul_gflops, save_rows, timed
-from torch.utils.flop_counter import FlopCounterMode
+from common import ARCHS, build, flop_counter, images, machine, matmul_gflops, save_rows, timed
 
 
 def train_step(model, opt, x):
@@ -55,10 +54,10 @@ def measure(
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     mem0 = peak_bytes(device)
-    with FlopCounterMode(display=False) as fc:
+    with flop_counter() as fc:
         train_step(model, opt, x)
     train_flops = fc.get_total_flops() / batch
-    with FlopCounterMode(display=False) as fc, torch.no_grad():
+    with flop_counter() as fc, torch.no_grad():
         model.log_prob(x)
     eval_flops = fc.get_total_flops() / batch
     peak = matmul_gflops(mm, device=device)

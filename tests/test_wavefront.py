@@ -37,7 +37,7 @@ def _assert_same(results, tol=1e-10):
 def test_wavefront_equals_layer_by_layer(shape, levels, layers, residual, skip):
     """Odd shapes (H < L too), binary and RGB, every residual/skip combination: same log p, same grads."""
     m = tiny_model("row_lstm", shape, levels, residual, skip, layers=layers, hidden=max(4, shape[0]))
-    assert m.config.wavefront and m.stack.wavefront  # the default
+    assert m.config.wavefront is None and m.stack.wavefront is None  # default: on CUDA, off on CPU
     x = torch.randint(0, levels, (3, *shape), generator=torch.Generator().manual_seed(1))
     _assert_same(_both_paths(m, x))
 
@@ -63,6 +63,20 @@ def test_wavefront_with_conditioning_map():
     assert (a - b).abs().max() < 1e-12
     for p, q in zip(ga, gb, strict=True):
         assert (p - q).abs().max() < 1e-10
+
+
+def test_wavefront_auto_follows_the_device(monkeypatch):
+    """wavefront=None runs the wavefront for CUDA maps only (checked here on CPU: the reference path)."""
+    import pixel_lightning.nn.wavefront as wf
+
+    m = tiny_model("row_lstm", (1, 3, 3), 2)
+    calls = []
+    monkeypatch.setattr(wf, "row_lstm_wavefront", lambda *a: calls.append(1) or wf.LayerStack.forward(*a))
+    m.log_prob(torch.zeros(1, 1, 3, 3, dtype=torch.long))
+    assert not calls
+    m.stack.wavefront = True
+    m.log_prob(torch.zeros(1, 1, 3, 3, dtype=torch.long))
+    assert calls
 
 
 def test_wavefront_in_multiscale_model():
@@ -98,29 +112,31 @@ def test_wavefront_gradcheck():
 
 def test_wavefront_cached_sampling_equals_naive():
     """Sampling reads the same layers: cached == naive with the wavefront used by the naive pass."""
-    m = tiny_model("row_lstm", (3, 3, 4), 4, layers=3)
+    m = tiny_model("row_lstm", (3, 3, 4), 4, layers=3, wavefront=True)
     assert m.stack.wavefront
     a = m.sample(2, generator=torch.Generator().manual_seed(3), cache=True)
     b = m.sample(2, generator=torch.Generator().manual_seed(3), cache=False)
     assert torch.equal(a, b)
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_pointwise_equals_conv(channels_last):
-    """A 1x1 MaskedConv2d as a matmul (channels-last) or conv2d: same values and gradients as
-    F.conv2d with the masked kernel; the output keeps the input's layout."""
+@pytest.mark.parametrize("layout", ["channels_last", "nchw", "hwbc"])
+def test_pointwise_equals_conv(layout):
+    """A 1x1 MaskedConv2d as a matmul (channels innermost, positions in any order) or conv2d (NCHW):
+    same values and gradients as F.conv2d with the masked kernel; the output keeps the layout."""
     g = torch.Generator().manual_seed(0)
     conv = MaskedConv2d(6, 9, 1, "B", 3).double()
     with torch.no_grad():
         conv.weight.copy_(torch.randn(conv.weight.shape, generator=g, dtype=torch.float64))
     x = torch.randn(2, 6, 4, 5, generator=g, dtype=torch.float64)
-    if channels_last:
+    if layout == "channels_last":
         x = x.contiguous(memory_format=torch.channels_last)
+    elif layout == "hwbc":  # what the wavefront's skip sum gives: (H, W, B, C) in memory
+        x = x.permute(2, 3, 0, 1).contiguous().permute(2, 3, 0, 1)
     x.requires_grad_()
     y = conv(x)
     ref = F.conv2d(x, conv.weight * conv.mask, conv.bias)
     assert (y - ref).abs().max() < 1e-12
-    assert y.is_contiguous(memory_format=torch.channels_last) == channels_last
+    assert sorted(range(4), key=lambda d: -y.stride(d)) == sorted(range(4), key=lambda d: -x.stride(d))
     w = torch.randn(y.shape, generator=g, dtype=torch.float64)
     for a, b in zip(
         torch.autograd.grad((y * w).sum(), [x, conv.weight, conv.bias]),

@@ -59,7 +59,9 @@ class ModelConfig:
     # benchmarks/README.md) and torch.compile of the network (measured slower on CPU: off by default)
     channels_last: bool = True
     compile: bool = False
-    wavefront: bool = True  # Row LSTM: all layers advance together on row diagonals (nn/wavefront.py)
+    # Row LSTM: layers advance together on row diagonals (nn/wavefront.py); None: on CUDA only (fewer
+    # launches), off on CPU where it measured slower (benchmarks/README.md)
+    wavefront: bool | None = None
 
     def __post_init__(self) -> None:
         self.image_shape = tuple(int(v) for v in self.image_shape)  # YAML gives lists

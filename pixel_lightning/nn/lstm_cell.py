@@ -23,7 +23,7 @@ def lstm_update(gates: torch.Tensor, c_prev: torch.Tensor, dim: int) -> tuple[to
 
 
 def lstm_factors(
-    act: torch.Tensor, cs: torch.Tensor
+    act: torch.Tensor, c_prev: torch.Tensor, c: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """The factors of backpropagation through :func:`lstm_update` that do not depend on the incoming
     gradients, for every step at once (sigmoid' = s (1 - s), tanh' = 1 - tanh^2):
@@ -34,21 +34,21 @@ def lstm_factors(
     Written as x - x*y (one addcmul each) to keep the passes over these maps few.
 
     Args:
-        act: (T, G, 4h, M) activations sigmoid(o, f, i), tanh(g) of every step.
-        cs: (T + 1, G, h, M) cell states c_{-1} .. c_{T-1}.
+        act: (T, G, 4h, M) activations sigmoid(o, f, i), tanh(g) of every step (T, G: any batch dims).
+        c_prev, c: (T, G, h, M) cell states before and after every step.
     Returns:
         (o tanh'(c), tanh(c) o', (c_prev f', g i', i g') stacked (T, G, 3, h, M), h = o tanh(c)).
     """
     T, G, d4, M = act.shape
     d = d4 // 4
     o, f, i, g = act.chunk(4, dim=2)
-    tc = torch.tanh(cs[1:])
+    tc = torch.tanh(c)
     h = o * tc
     dc_from_h = torch.addcmul(o, h, tc, value=-1)  # o (1 - tanh^2 c)
     fac_o = torch.addcmul(h, h, o, value=-1)  # tanh(c) o (1 - o)
     fac_fig = act.new_empty(T, G, 3, d, M)
     ff, fi, fg = fac_fig.unbind(2)
-    torch.mul(cs[:-1], f, out=ff)
+    torch.mul(c_prev, f, out=ff)
     ff.addcmul_(ff, f, value=-1)  # c_prev f (1 - f)
     torch.mul(g, i, out=fi)
     torch.addcmul(i, fi, g, value=-1, out=fg)  # i (1 - g^2)
@@ -152,7 +152,7 @@ class LSTMScan(torch.autograd.Function):
         dhs = dhs.reshape(T, G, d, M)
         ranges = [_tap_ranges(N, B, o) for o in ctx.taps]
         centre = ctx.taps.index(0)
-        dc_from_h, fac_o, fac_fig, hs = lstm_factors(act, cs)  # hs: kept for the K_ss gradient below
+        dc_from_h, fac_o, fac_fig, hs = lstm_factors(act, cs[:-1], cs[1:])  # hs: for the K_ss gradient
         f = act[:, :, d : 2 * d]
         dgates = act.new_empty(G, d4, T, M).permute(2, 0, 1, 3)  # (T, G, 4h, M) view, steps inner
         dx = act.new_empty(G, k, d, M)  # d taps(h_{t-1}) of the current step

@@ -110,18 +110,22 @@ class PointConv:
         return out
 
 
-def is_channels_last(x: torch.Tensor) -> bool:
-    """True if the (B, C, H, W) map x is stored (B, H, W, C) densely, so x.permute(0, 2, 3, 1) is a
-    (B*H*W, C) matrix view."""
-    return x.dim() == 4 and x.permute(0, 2, 3, 1).is_contiguous()
+def channels_inner(x: torch.Tensor) -> tuple[int, ...] | None:
+    """If the (B, C, H, W) map x stores each position's C values contiguously and its positions
+    densely, in any order (channels-last is (B, H, W)), the position dims in memory order; else None.
+    Then ``x.permute(*order, 1)`` is a (positions, C) matrix view."""
+    if x.dim() != 4:
+        return None
+    order = tuple(sorted((0, 2, 3), key=lambda d: -x.stride(d)))
+    return order if x.permute(*order, 1).is_contiguous() else None
 
 
 def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
     """A 1x1 convolution with the (out, in) matrix w: (B, in, H, W) -> (B, out, H, W).
 
-    On a channels-last map it is one (B*H*W, in) x (in, out) matmul (``addmm`` with the bias) and the
-    result is channels-last again: oneDNN's 1x1 convolution path is slower here (benchmarks/README.md).
-    Other layouts use ``F.conv2d``.
+    On a map whose channels are innermost (channels-last) it is one (positions, in) x (in, out) matmul
+    (``addmm`` with the bias) and the result keeps the input's layout: oneDNN's 1x1 convolution path
+    is slower here (benchmarks/README.md). Other layouts use ``F.conv2d``.
     """
     return pointwise_sum([x], [w], bias)
 
@@ -129,18 +133,21 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> to
 def pointwise_sum(xs: list[torch.Tensor], ws: list[torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
     """sum_k (1x1 convolution of xs[k] with the (out, in_k) matrix ws[k]) + bias: (B, out, H, W).
 
-    On channels-last maps the products accumulate into one output with ``addmm_`` (the skip
-    connections of Section 3.3: no per-term output map and no additions between them)."""
-    if not all(is_channels_last(x) for x in xs):
+    On maps with channels innermost (one position order for all) the products accumulate into one
+    output with ``addmm_`` (the skip connections of Section 3.3: no per-term output map and no
+    additions between them)."""
+    order = channels_inner(xs[0])
+    if order is None or any(channels_inner(x) != order for x in xs):
         terms = [F.conv2d(x, w[:, :, None, None]) for x, w in zip(xs, ws, strict=True)]
         total = torch.stack(terms).sum(0) if len(terms) > 1 else terms[0]
         return total if bias is None else total + bias.view(1, -1, 1, 1)
-    B, _, H, W = xs[0].shape
-    flats = [x.permute(0, 2, 3, 1).reshape(B * H * W, -1) for x in xs]  # (BHW, in_k), views
-    acc = flats[0] @ ws[0].t() if bias is None else torch.addmm(bias, flats[0], ws[0].t())  # (BHW, out)
+    perm = (*order, 1)
+    flats = [x.permute(*perm).reshape(-1, x.shape[1]) for x in xs]  # (positions, in_k), views
+    acc = flats[0] @ ws[0].t() if bias is None else torch.addmm(bias, flats[0], ws[0].t())  # (P, out)
     for flat, w in zip(flats[1:], ws[1:], strict=True):
         acc.addmm_(flat, w.t())
-    return acc.view(B, H, W, -1).permute(0, 3, 1, 2)
+    shape = [xs[0].shape[d] for d in order]
+    return acc.view(*shape, -1).permute(*sorted(range(4), key=perm.__getitem__))  # (B, out, H, W)
 
 
 def position_major(m: torch.Tensor) -> torch.Tensor:

@@ -38,17 +38,20 @@ from pixel_lightning.nn.stack import LayerStack
 
 class RowLSTMStack(LayerStack):
     """:class:`LayerStack` of Row LSTM layers; ``wavefront=True`` runs :func:`row_lstm_wavefront`,
-    False the layer-by-layer loop (the reference). Cached sampling is the inherited one."""
+    False the layer-by-layer loop (the reference), None chooses at run time: the wavefront for CUDA
+    maps (a step is a few kernel launches, and it has L times fewer steps), layer by layer on CPU (where
+    the wavefront measured slower: benchmarks/README.md). Cached sampling is the inherited one."""
 
     def __init__(
         self, layers: Sequence[RowLSTMLayer], width: int, colours: int, residual: bool, skip: bool,
-        wavefront: bool = True,
+        wavefront: bool | None = None,
     ) -> None:  # fmt: skip
         super().__init__(layers, width, colours, residual, skip)
         self.wavefront = wavefront
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        if not self.wavefront or not self.layers:
+        use = x.is_cuda if self.wavefront is None else self.wavefront
+        if not use or not self.layers:
             return super().forward(x, cond)
         return row_lstm_wavefront(self, x, cond)
 
@@ -76,56 +79,60 @@ def row_lstm_wavefront(stack: RowLSTMStack, x: torch.Tensor, cond: torch.Tensor 
     c0 = torch.stack([ly.c0 for ly in layers])
     ys, x_last = RowLSTMWavefront.apply(
         x.permute(1, 2, 3, 0), W_c, W_l, W_r, bias, s_cond, W_out, b_out, h0, c0, stack.residual
-    )  # (L, 2h, H, W, B), (2h, H, W, B)
+    )  # (L, H*W*B, 2h), (2h, H, W, B)
     if not stack.skip:
         return x_last.permute(3, 0, 1, 2).contiguous(memory_format=torch.channels_last)
+    # sum_l S_l y_l: y_l is an (H*W*B, 2h) matrix view, so the products accumulate into one
+    # (H*W*B, 2h) output; the head's 1x1 convolutions and the likelihood take that position order.
     skips: Sequence[nn.Module] = stack.skips
-    ycat = ys.permute(4, 2, 3, 0, 1).reshape(B * H * W, L * 2 * d)  # (BHW, L*2h): [y_0 .. y_{L-1}]
-    W_skip = torch.cat([s.matrix() for s in skips], 1)  # (2h, L*2h)
-    b_skip = torch.stack([s.bias for s in skips]).sum(0)  # (2h,)
-    out = torch.addmm(b_skip, ycat, W_skip.t())  # sum_l S_l y_l: (BHW, 2h)
-    return out.view(B, H, W, 2 * d).permute(0, 3, 1, 2)  # (B, 2h, H, W), channels-last
+    y_t = ys.unbind(0)  # (HWB, 2h) each
+    out = torch.addmm(torch.stack([s.bias for s in skips]).sum(0), y_t[0], skips[0].matrix().t())
+    for y, s in zip(y_t[1:], skips[1:], strict=True):
+        out.addmm_(y, s.matrix().t())
+    return out.view(H, W, B, 2 * d).permute(2, 3, 0, 1)  # (B, 2h, H, W), channels innermost
 
 
-class _Skewed:
-    """Index arithmetic of one skewed, padded buffer (..., R) holding steps t = 0 .. T (inclusive)."""
+class _Rows:
+    """The padded row layout of a (..., R) buffer: rows r = 0 .. H, row r at columns B + r*P .. + M,
+    each followed by B zero columns (P = M + B), so the column taps j-1 and j+1 are the same buffer
+    shifted by -B and +B columns."""
 
     def __init__(self, H: int, W: int, B: int, L: int) -> None:
         self.H, self.W, self.B, self.L = H, W, B, L
         self.T = H + L - 1  # wavefront steps
         self.M = W * B  # positions of a row
-        self.P = self.M + B  # a step's columns plus the zero gap after it
-        self.R = 2 * B + (self.T + 1) * self.P  # step t's row starts at column B + t * P
+        self.P = self.M + B
+        self.R = 2 * B + (H + 1) * self.P
 
-    def steps(self, buf: torch.Tensor, shift: int = 0) -> torch.Tensor:
-        """(..., R) -> (..., T + 1, M) view of every step's row, its columns shifted by ``shift``
-        positions (-1: column j-1, the zero gap outside the row)."""
+    def rows(self, buf: torch.Tensor, shift: int = 0) -> torch.Tensor:
+        """(L, F, R) -> (L, H + 1, F, M) view of every row, its columns shifted by ``shift`` positions."""
         start = self.B + shift * self.B
-        return buf[..., start : start + (self.T + 1) * self.P].unflatten(-1, (self.T + 1, self.P))[
-            ..., : self.M
-        ]
+        v = buf[..., start : start + (self.H + 1) * self.P].unflatten(-1, (self.H + 1, self.P))
+        return v[..., : self.M].transpose(1, 2)
 
-    def rows(self, buf: torch.Tensor, first: int = 0) -> torch.Tensor:
-        """(L, F, R) -> (L, F, H, W, B) view of every layer's rows in image order: layer l's row i is
-        step i + l + first."""
-        L, Fd = buf.shape[:2]
-        s0, s1 = buf.stride(0), buf.stride(1)
-        return buf.as_strided(
-            (L, Fd, self.H, self.W, self.B),
-            (s0 + self.P, s1, self.P, self.B, 1),
-            buf.storage_offset() + self.B + first * self.P,
-        )
+    def empty(self, like: torch.Tensor, *lead: int) -> torch.Tensor:
+        """An uninitialised (*lead, R) buffer whose gaps and last row (r = H) are zero: the rows
+        r < H are written before they are read."""
+        buf = like.new_empty(*lead, self.R)
+        B, P, M, H = self.B, self.P, self.M, self.H
+        buf[..., :B].zero_()
+        rows = buf[..., B : B + (H + 1) * P].unflatten(-1, (H + 1, P))
+        rows[..., M:].zero_()  # the gap after every row
+        rows[..., H, :M].zero_()
+        buf[..., B + (H + 1) * P :].zero_()
+        return buf
 
     def active(self, t: int) -> slice:
         """Layers that process a row at step t: l with 0 <= t - l < H."""
         return slice(max(0, t - self.H + 1), min(self.L - 1, t) + 1)
 
 
-def _unskew(buf: torch.Tensor, H: int, W: int, B: int) -> torch.Tensor:
-    """(T, L, F, M) step-major buffer -> (L, F, H, W, B) view: layer l's row i is step i + l."""
-    T, L, Fd, M = buf.shape
-    s = buf.stride()
-    return buf.as_strided((L, Fd, H, W, B), (s[0] + s[1], s[2], s[0], B, 1), buf.storage_offset())
+def diag(v: torch.Tensor, t: int, a: slice) -> torch.Tensor:
+    """The wavefront's slice of a (L, rows, ...) view: (n, ...) entries (l, t - l) for l in ``a``.
+    One ``as_strided`` (the layer stride exceeds the row stride in every buffer here)."""
+    sL, sR = v.stride(0), v.stride(1)
+    offset = v.storage_offset() + a.start * sL + (t - a.start) * sR
+    return v.as_strided((a.stop - a.start, *v.shape[2:]), (sL - sR, *v.stride()[2:]), offset)
 
 
 class RowLSTMWavefront(torch.autograd.Function):
@@ -133,13 +140,14 @@ class RowLSTMWavefront(torch.autograd.Function):
 
     forward(x0 (2h, H, W, B), W_c (L, 4h, 3h), W_l (L, 4h, 3h), W_r (L, 4h, h), bias (L, 4h),
             s_cond (L, 4h, H, W, B) or None, W_out (L, 2h, h), b_out (L, 2h), h0 (L, h), c0 (L, h),
-            residual) -> (y (L, 2h, H, W, B) every layer's residual branch, x_L (2h, H, W, B))
+            residual) -> (y (L, H*W*B, 2h) every layer's residual branch, x_L (2h, H, W, B))
 
-    Per step forward: three ``baddbmm_`` (taps j, j-1, j+1), the six-kernel LSTM update, one
-    ``baddbmm`` for the 1x1 output convolution and the residual add, each over the active layers.
-    Backward runs the same steps in reverse with the gradient factors precomputed for every step
+    Per step forward: three ``baddbmm`` (taps j, j-1, j+1), the six-kernel LSTM update, one
+    ``baddbmm_`` for the 1x1 output convolution and the residual add, each over the active layers.
+    Backward runs the same steps in reverse with the gradient factors precomputed for every row
     (:func:`~pixel_lightning.nn.lstm_cell.lstm_factors`); the weight gradients are one GEMM per tap
-    over every step. Saved: the step inputs [x; h] (3h), the activations (4h) and c (h) per position.
+    over every row. Buffers are stored per (layer, row), layer-major; a step's slice is the diagonal
+    (:func:`diag`). Saved: the inputs [x; h] (3h), the activations (4h) and c (h) per position.
     """
 
     @staticmethod
@@ -148,46 +156,49 @@ class RowLSTMWavefront(torch.autograd.Function):
         C2, H, W, B = x0.shape
         L, d4, _ = W_c.shape
         d = d4 // 4
-        k = _Skewed(H, W, B, L)
-        T = k.T
-        inp = x0.new_zeros(L + 1, 3 * d, k.R)  # [x_l; h_l[i-1]] of every step; slot L: x_L
-        centre, left, right = k.steps(inp), k.steps(inp, -1), k.steps(inp, 1)  # (L+1, 3h, T+1, M)
-        k.rows(inp[:1, :C2]).squeeze(0).copy_(x0)  # layer 0's input, row i at step i
-        torch.diagonal(centre[:L, C2:], 0, 0, 2).copy_(h0.t()[:, None])  # h_l[-1] at step l
-        cs = x0.new_zeros(T + 1, L, d, k.M)  # c_l[i - 1] at step t = i + l
-        torch.diagonal(cs, 0, 0, 1).copy_(c0.t()[:, None])
-        act = x0.new_zeros(T, L, d4, k.M)  # gates, then activations
-        act_rows = _unskew(act, H, W, B)  # (L, 4h, H, W, B)
-        act_rows.copy_(bias[:, :, None, None, None].expand_as(act_rows))
-        if s_cond is not None:
-            act_rows.add_(s_cond)
-        ys = x0.new_empty(T, L, C2, k.M)  # y_l[i] at step i + l
+        k = _Rows(H, W, B, L)
+        inp = k.empty(x0, L + 1, 3 * d)  # row r of layer l: [x_l[r]; h_l[r-1]]; slot L: x_L
+        centre, left, right = k.rows(inp), k.rows(inp, -1), k.rows(inp, 1)  # (L+1, H+1, 3h, M)
+        centre[0, :H, :C2].unflatten(-1, (W, B)).copy_(x0.transpose(0, 1))
+        centre[:L, 0, C2:].copy_(h0[:, :, None].expand(L, d, k.M))
+        cs = x0.new_empty(L, H + 1, d, k.M)  # c_l[r - 1]
+        cs[:, 0] = c0[:, :, None]
+        act = x0.new_empty(L, H, d4, k.M)  # gates, then activations
+        base = None
+        if s_cond is not None:  # bias + conditioning, written into the gates before the steps
+            torch.add(s_cond.transpose(1, 2), bias[:, None, :, None, None], out=act.unflatten(-1, (W, B)))
+        else:
+            base = bias[:, :, None]  # (L, 4h, 1)
+        ys = x0.new_empty(L, H, k.M, C2)  # y_l[i], position-major: a (H*M, 2h) matrix per layer
+        ys.copy_(b_out[:, None, None].expand_as(ys))
         tc = x0.new_empty(L, d, k.M)
-        b_out3 = b_out[:, :, None]
-        for t in range(T):
-            a, n = k.active(t), k.active(t).stop - k.active(t).start
-            g = act[t, a]  # (n, 4h, M)
-            g.baddbmm_(W_c[a], centre[a, :, t])
-            g.baddbmm_(W_l[a], left[a, :, t])
-            g.baddbmm_(W_r[a], right[a, C2:, t])
+        W_outT = W_out.transpose(1, 2)
+        for t in range(k.T):
+            a = k.active(t)
+            n = a.stop - a.start
+            g = diag(act, t, a)  # (n, 4h, M)
+            torch.baddbmm(g if base is None else base[a], W_c[a], diag(centre, t, a), out=g)
+            g.baddbmm_(W_l[a], diag(left, t, a))
+            g.baddbmm_(W_r[a], diag(right, t, a)[:, C2:])
             g[:, : 3 * d].sigmoid_()  # o, f, i
             g[:, 3 * d :].tanh_()  # g
-            c = cs[t + 1, a]
-            torch.mul(g[:, d : 2 * d], cs[t, a], out=c)
+            c = diag(cs[:, 1:], t, a)
+            torch.mul(g[:, d : 2 * d], diag(cs, t, a), out=c)
             c.addcmul_(g[:, 2 * d : 3 * d], g[:, 3 * d :])
             torch.tanh(c, out=tc[:n])
-            h = centre[a, C2:, t + 1]  # h_l[i], read by step t + 1
+            h = diag(centre[:, 1:], t, a)[:, C2:]  # h_l[i], read by the next row
             torch.mul(g[:, :d], tc[:n], out=h)
-            y = ys[t, a]
-            torch.baddbmm(b_out3[a], W_out[a], h, out=y)  # 1x1 output convolution: (n, 2h, M)
-            x_next = centre[a.start + 1 : a.stop + 1, :C2, t + 1]  # x_{l+1}[i]
+            y = diag(ys, t, a)  # (n, M, 2h)
+            y.baddbmm_(h.transpose(1, 2), W_outT[a])  # 1x1 output convolution, onto its bias
+            x_next = diag(centre[1:], t, a)[:, :C2]  # x_{l+1}[i]
             if residual:
-                torch.add(centre[a, :C2, t], y, out=x_next)
+                torch.add(diag(centre, t, a)[:, :C2], y.transpose(1, 2), out=x_next)
             else:
-                x_next.copy_(y)
+                x_next.copy_(y.transpose(1, 2))
         ctx.save_for_backward(W_c, W_l, W_r, W_out, inp, act, cs)
         ctx.residual, ctx.shape, ctx.cond = residual, (H, W, B), s_cond is not None
-        return _unskew(ys, H, W, B), k.rows(inp[L:, :C2], L).squeeze(0)
+        x_last = centre[L, :H, :C2].transpose(0, 1).unflatten(-1, (W, B))  # (2h, H, W, B)
+        return ys.view(L, H * k.M, C2), x_last
 
     @staticmethod
     def backward(ctx, d_ys, d_x_last):
@@ -195,50 +206,53 @@ class RowLSTMWavefront(torch.autograd.Function):
         H, W, B = ctx.shape
         L, d4, _ = W_c.shape
         d, C2 = d4 // 4, W_out.shape[1]
-        k = _Skewed(H, W, B, L)
-        dc_from_h, fac_o, fac_fig, _ = lstm_factors(act, cs)  # (T, L, ...): every step at once
+        k = _Rows(H, W, B, L)
+        dc_from_h, fac_o, fac_fig, _ = lstm_factors(act, cs[:, :-1], cs[:, 1:])  # every row at once
         f = act[:, :, d : 2 * d]
-        del act
         d_inp = torch.zeros_like(inp)
-        d_centre, d_left, d_right = k.steps(d_inp), k.steps(d_inp, -1), k.steps(d_inp, 1)
-        d_gates = inp.new_zeros(L, d4, k.R)  # skewed and padded like inp: zero off the steps
-        d_g = k.steps(d_gates)
-        d_y = inp.new_zeros(L, C2, k.R)  # total gradient of y_l[i], at step i + l
-        d_y_steps = k.steps(d_y)
-        if d_ys is not None:
-            k.rows(d_y).copy_(d_ys)
+        d_centre, d_left, d_right = k.rows(d_inp), k.rows(d_inp, -1), k.rows(d_inp, 1)
+        d_gates = k.empty(inp, L, d4)  # padded like inp: zero between rows
+        d_g = k.rows(d_gates)
+        if d_ys is None:  # total gradient of y_l[i]
+            d_y = inp.new_zeros(L, H, k.M, C2)
+        else:
+            d_y = d_ys.reshape(L, H, k.M, C2).clone(memory_format=torch.contiguous_format)
         if d_x_last is not None:
-            k.rows(d_inp[L:, :C2], L).squeeze(0).copy_(d_x_last)
+            d_centre[L, :H, :C2].unflatten(-1, (W, B)).copy_(d_x_last.transpose(0, 1))
         dc = inp.new_zeros(L, d, k.M)  # dL/dc_l of the row after the current one
         dh = inp.new_empty(L, d, k.M)
         W_cT, W_lT, W_rT, W_outT = (w.transpose(1, 2) for w in (W_c, W_l, W_r, W_out))
         for t in reversed(range(k.T)):
             a = k.active(t)
-            n, nxt = a.stop - a.start, slice(a.start + 1, a.stop + 1)
-            dy = d_y_steps[a, :, t]
-            dy.add_(d_centre[nxt, :C2, t + 1])  # + dL/dx_{l+1}[i]
+            n = a.stop - a.start
+            dy = diag(d_y, t, a).transpose(1, 2)  # (n, 2h, M)
+            dx_next = diag(d_centre[1:], t, a)[:, :C2]  # dL/dx_{l+1}[i], complete
+            dy.add_(dx_next)
             dh_t = dh[:n]
-            torch.baddbmm(d_centre[a, C2:, t + 1], W_outT[a], dy, out=dh_t)  # dL/dh_l[i]
+            torch.baddbmm(diag(d_centre[:, 1:], t, a)[:, C2:], W_outT[a], dy, out=dh_t)  # dL/dh_l[i]
             dc_t = dc[a]
-            dc_t.addcmul_(dh_t, dc_from_h[t, a])
-            dg = d_g[a, :, t]  # (n, 4h, M)
-            torch.mul(dh_t, fac_o[t, a], out=dg[:, :d])
-            torch.mul(dc_t.unsqueeze(1), fac_fig[t, a], out=dg[:, d:].unflatten(1, (3, d)))
-            dc_t.mul_(f[t, a])  # dL/dc_l[i-1]
-            d_centre[a, :, t].baddbmm_(W_cT[a], dg)  # dL/d[x_l[i]; h_l[i-1]], the three taps
-            d_left[a, :, t].baddbmm_(W_lT[a], dg)
-            d_right[a, C2:, t].baddbmm_(W_rT[a], dg)
+            dc_t.addcmul_(dh_t, diag(dc_from_h, t, a))
+            dg = diag(d_g, t, a)  # (n, 4h, M)
+            torch.mul(dh_t, diag(fac_o, t, a), out=dg[:, :d])
+            torch.mul(dc_t.unsqueeze(1), diag(fac_fig, t, a), out=dg[:, d:].unflatten(1, (3, d)))
+            dc_t.mul_(diag(f, t, a))  # dL/dc_l[i-1]
+            diag(d_centre, t, a).baddbmm_(W_cT[a], dg)  # dL/d[x_l[i]; h_l[i-1]], the three taps
+            diag(d_left, t, a).baddbmm_(W_lT[a], dg)
+            diag(d_right, t, a)[:, C2:].baddbmm_(W_rT[a], dg)
             if ctx.residual:
-                d_centre[a, :C2, t].add_(d_centre[nxt, :C2, t + 1])
-        # weight gradients, every step at once: d_gates and inp are aligned column for column
-        R, B_, P = k.R, k.B, k.P
+                diag(d_centre, t, a)[:, :C2].add_(dx_next)
+        # weight gradients, every row at once: d_gates and inp are aligned column for column
+        R, B_ = k.R, k.B
         g_c = torch.bmm(d_gates, inp[:L].transpose(1, 2))
         g_l = torch.bmm(d_gates[..., B_:], inp[:L, :, : R - B_].transpose(1, 2))
         g_r = torch.bmm(d_gates[..., : R - B_], inp[:L, C2:, B_:].transpose(1, 2))
-        g_out = torch.bmm(d_y[..., : R - P], inp[:L, C2:, P:].transpose(1, 2))  # h_l[i] is a step later
-        g_cond = k.rows(d_gates) if ctx.cond and ctx.needs_input_grad[5] else None
-        d_x0 = k.rows(d_inp[:1, :C2]).squeeze(0)
-        d_h0 = torch.diagonal(d_centre[:L, C2:], 0, 0, 2).sum(1).t()  # (L, h)
+        h = k.rows(inp)[:L, 1:, C2:].transpose(2, 3).reshape(L, H * k.M, d)  # h_l[i] (L, H*M, h)
+        g_out = torch.bmm(d_y.view(L, H * k.M, C2).transpose(1, 2), h)
+        g_cond = None
+        if ctx.cond and ctx.needs_input_grad[5]:
+            g_cond = d_g[:, :H].transpose(1, 2).unflatten(-1, (W, B))  # (L, 4h, H, W, B)
+        d_x0 = d_centre[0, :H, :C2].transpose(0, 1).unflatten(-1, (W, B))
+        d_h0 = d_centre[:L, 0, C2:].sum(-1)  # (L, h)
         return (
-            d_x0, g_c, g_l, g_r, d_gates.sum(-1), g_cond, g_out, d_y.sum(-1), d_h0, dc.sum(-1), None
+            d_x0, g_c, g_l, g_r, d_gates.sum(-1), g_cond, g_out, d_y.sum((1, 2)), d_h0, dc.sum(-1), None
         )  # fmt: skip

@@ -1,0 +1,120 @@
+"""Operator calls per training step (forward + backward), the model of GPU cost at small batch (issue 14).
+
+    python benchmarks/launches.py --quick                               # tiny config (tests)
+    python benchmarks/launches.py --out benchmarks/results/launches.json
+    python benchmarks/launches.py --root /tmp/old --out benchmarks/results/launches_bc02ecb.json
+
+One training step's forward and backward (no optimizer step) of each architecture, after a warm-up
+step, is recorded with ``torch.profiler``. A *call* is a leaf ATen operator (one with no ATen operator
+under it) that does work: metadata-only operators (views, reshapes, ``empty``) are not counted. On a
+GPU each call is about one kernel launch, so at small batch, where a kernel's work is shorter than
+its launch, the step costs about calls x launch overhead; the FLOPs (``FlopCounterMode``) give the
+arithmetic term. ``--root`` counts another source tree (e.g. main at bc02ecb in a git worktree).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+# operators that only make a new view or an uninitialised allocation: no kernel on a GPU
+METADATA = {
+    "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::as_strided", "aten::select",
+    "aten::slice", "aten::unbind", "aten::permute", "aten::transpose", "aten::t", "aten::expand",
+    "aten::expand_as", "aten::unsqueeze", "aten::squeeze", "aten::narrow", "aten::split",
+    "aten::split_with_sizes", "aten::chunk", "aten::unflatten", "aten::flatten", "aten::alias",
+    "aten::detach", "aten::detach_", "aten::diagonal", "aten::empty", "aten::empty_like",
+    "aten::empty_strided", "aten::new_empty", "aten::new_empty_strided", "aten::resolve_conj",
+    "aten::resolve_neg", "aten::lift_fresh", "aten::set_", "aten::resize_", "aten::to",
+    "aten::contiguous", "aten::numpy_T", "aten::movedim", "aten::view_as", "aten::_reshape_alias",
+    "aten::result_type", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense",
+    "aten::_has_compatible_shallow_copy_type", "aten::size", "aten::stride", "aten::numel",
+    "aten::is_same_size", "aten::_nnz", "aten::as_strided_", "aten::unsqueeze_", "aten::squeeze_",
+    "aten::t_", "aten::transpose_", "aten::_to_copy_meta",
+}  # fmt: skip
+
+
+def count(arch: str, config: str, batch: int, threads: int) -> dict:
+    """Calls and FLOPs of one training step (forward + backward) in this process."""
+    import torch
+    from common import build, flop_counter, images
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    model = build(arch, config)
+    x = images(model, batch)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        (-model.log_prob(x).mean()).backward()
+
+    step()  # warm-up
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        step()
+    calls = collections.Counter()
+    for e in prof.events():
+        if not e.name.startswith("aten::") or e.name in METADATA:
+            continue
+        if any(c.name.startswith("aten::") for c in e.cpu_children):
+            continue  # a composite: its leaves are counted
+        calls[e.name] += 1
+    with flop_counter() as fc:
+        step()
+    return {
+        "arch": arch,
+        "config": config,
+        "batch": batch,
+        "calls": sum(calls.values()),
+        "gflop": fc.get_total_flops() / 1e9,
+        "top": calls.most_common(12),
+    }
+
+
+def main(argv=None) -> list[dict]:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true", help="tiny config, in-process")
+    p.add_argument("--root", default=str(HERE.parent), help="source tree to count (default: this one)")
+    p.add_argument("--configs", nargs="+", default=["mnist", "cifar10"])
+    p.add_argument("--archs", nargs="+", default=["pixelcnn", "row_lstm", "diagonal_bilstm"])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--out", default=None, help="write the rows as JSON here")
+    a = p.parse_args(argv)
+    sys.path.insert(0, str(HERE))
+    from compare import use_tree
+
+    if a.child or a.quick:
+        use_tree(a.root)
+    if a.child:
+        print(json.dumps(count(a.archs[0], a.configs[0], a.batch, a.threads)))
+        return []
+    from common import machine, save_rows
+
+    print(f"# machine: {machine()}; tree: {a.root}", flush=True)
+    rows = []
+    for config in ["quick"] if a.quick else a.configs:
+        for arch in a.archs:
+            if a.quick:
+                row = count(arch, config, 2, 1)
+            else:  # a fresh process per row, importing the tree at --root
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", a.root]
+                cmd += ["--archs", arch, "--configs", config, "--batch", str(a.batch)]
+                cmd += ["--threads", str(a.threads)]
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=a.root).stdout
+                row = json.loads(out.strip().splitlines()[-1])
+            row["tree"] = a.root
+            rows.append(row)
+            print(f"{config:8s} {arch:16s} {row['calls']:7d} calls  {row['gflop']:8.2f} GFLOP", flush=True)
+    save_rows(a.out, rows)
+    return rows
+
+
+if __name__ == "__main__":
+    main()
