@@ -40,23 +40,18 @@ METADATA = {
 }  # fmt: skip
 
 
-def count(arch: str, config: str, batch: int, threads: int) -> dict:
-    """Calls and FLOPs of one training step (forward + backward) in this process."""
+def count(arch: str, config: str, batch: int, threads: int, overrides: dict | None = None) -> dict:
+    """Calls and FLOPs of one training step (forward + backward) in this process. The calls do not
+    depend on the batch size (every loop runs over rows, layers or sub-pixels, never over images)."""
     import torch
     from common import build, flop_counter, images
     from torch.profiler import ProfilerActivity, profile
 
     torch.set_num_threads(threads)
-    model = build(arch, config)
+    model = build(arch, config, **(overrides or {}))
     x = images(model, batch)
-
-    def step():
-        model.zero_grad(set_to_none=True)
+    with flop_counter() as fc, profile(activities=[ProfilerActivity.CPU]) as prof:
         (-model.log_prob(x).mean()).backward()
-
-    step()  # warm-up
-    with profile(activities=[ProfilerActivity.CPU]) as prof:
-        step()
     calls = collections.Counter()
     for e in prof.events():
         if not e.name.startswith("aten::") or e.name in METADATA:
@@ -64,14 +59,13 @@ def count(arch: str, config: str, batch: int, threads: int) -> dict:
         if any(c.name.startswith("aten::") for c in e.cpu_children):
             continue  # a composite: its leaves are counted
         calls[e.name] += 1
-    with flop_counter() as fc:
-        step()
     return {
         "arch": arch,
         "config": config,
         "batch": batch,
+        "overrides": overrides or {},
         "calls": sum(calls.values()),
-        "gflop": fc.get_total_flops() / 1e9,
+        "gflop_per_image": fc.get_total_flops() / 1e9 / batch,
         "top": calls.most_common(12),
     }
 
@@ -82,7 +76,8 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--root", default=str(HERE.parent), help="source tree to count (default: this one)")
     p.add_argument("--configs", nargs="+", default=["mnist", "cifar10"])
     p.add_argument("--archs", nargs="+", default=["pixelcnn", "row_lstm", "diagonal_bilstm"])
-    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--batch", type=int, default=4, help="images per step (the calls do not depend on it)")
+    p.add_argument("--overrides", default="{}", help='JSON ModelConfig overrides, e.g. {"wavefront": true}')
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="write the rows as JSON here")
@@ -93,7 +88,7 @@ def main(argv=None) -> list[dict]:
     if a.child or a.quick:
         use_tree(a.root)
     if a.child:
-        print(json.dumps(count(a.archs[0], a.configs[0], a.batch, a.threads)))
+        print(json.dumps(count(a.archs[0], a.configs[0], a.batch, a.threads, json.loads(a.overrides))))
         return []
     from common import machine, save_rows
 
@@ -102,16 +97,17 @@ def main(argv=None) -> list[dict]:
     for config in ["quick"] if a.quick else a.configs:
         for arch in a.archs:
             if a.quick:
-                row = count(arch, config, 2, 1)
+                row = count(arch, config, 2, 1, json.loads(a.overrides))
             else:  # a fresh process per row, importing the tree at --root
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", a.root]
                 cmd += ["--archs", arch, "--configs", config, "--batch", str(a.batch)]
-                cmd += ["--threads", str(a.threads)]
+                cmd += ["--threads", str(a.threads), "--overrides", a.overrides]
                 out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=a.root).stdout
                 row = json.loads(out.strip().splitlines()[-1])
             row["tree"] = a.root
             rows.append(row)
-            print(f"{config:8s} {arch:16s} {row['calls']:7d} calls  {row['gflop']:8.2f} GFLOP", flush=True)
+            gf = row["gflop_per_image"]
+            print(f"{config:8s} {arch:16s} {row['calls']:7d} calls  {gf:8.3f} GFLOP/img", flush=True)
     save_rows(a.out, rows)
     return rows
 
