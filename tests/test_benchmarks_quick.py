@@ -54,3 +54,14 @@ def test_scan_benchmark_compiled_step_quick():
     rows = scan.main(["--quick", "--compiled-step"])
     assert len(rows) == 2
     assert all(r["eager_pointwise_us_per_step"] > 0 and r["compiled_pointwise_us_per_step"] > 0 for r in rows)
+
+
+def test_launches_benchmark_quick(tmp_path):
+    """Operator calls per training step (issue 14): the wavefront Row LSTM needs fewer than the
+    layer-by-layer one, and the FLOP counter sees the in-place products (addmm_, baddbmm_)."""
+    import launches
+
+    off = launches.main(["--quick", "--archs", "row_lstm", "--overrides", '{"wavefront": false}'])
+    on = launches.main(["--quick", "--archs", "row_lstm", "--overrides", '{"wavefront": true}'])
+    assert 0 < on[0]["calls"] < off[0]["calls"]
+    assert on[0]["gflop_per_image"] > 0.5 * off[0]["gflop_per_image"] > 0
