@@ -23,5 +23,5 @@ class RowLSTM(AutoregressiveImageModel):
         return RowLSTMLayer(c.hidden, c.image_shape[0], c.cond_channels)
 
     def make_stack(self, layers: list[nn.Module], width: int, colours: int, residual: bool, skip: bool):
-        """The layers advance as one wavefront (``model.wavefront``, default on) or layer by layer."""
+        """One wavefront (``model.wavefront``; default: on CUDA only) or layer by layer."""
         return RowLSTMStack(layers, width, colours, residual, skip, wavefront=self.config.wavefront)
