@@ -304,3 +304,17 @@ def test_recipe_builds_and_a_tiny_version_trains(name):
     t = trainer(fast_dev_run=2)
     t.fit(model, loader(shape, batch_size=2), loader(shape, batches=2, batch_size=2, seed=1))
     assert math.isfinite(float(t.callback_metrics["train/loss"]))
+
+
+def test_both_parts_get_the_speed_switches_and_compile():
+    """The multi-scale model honours the loss base's contract: its __init__ runs, and ``compile``,
+    ``channels_last`` and ``wavefront`` reach the low and the conditional model (``compile`` was silently
+    ignored when the multi-scale model skipped the base __init__)."""
+    model = pixel_lightning.build_model(
+        "multiscale", image_shape=(1, 8, 8), levels=2, hidden=2, layers=1, base="row_lstm",
+        channels_last=False, wavefront=True, compile=True,
+    )  # fmt: skip
+    for part in (model.low, model.full):
+        assert (part.config.channels_last, part.config.wavefront, part.config.compile) == (False, True, True)
+        assert "network" in vars(part)  # torch.compile's wrapper replaced the bound method
+    assert "val_metrics" in dict(model.named_children())

@@ -149,6 +149,19 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
             raise TypeError("pass either a ModelConfig or keyword arguments, not both")
         self.config = config
         self.save_hyperparameters(asdict(config))
+        self.build(config)
+        # separate metric objects per stage, so train, val and test states never mix
+        self.train_metrics = self.make_metrics()
+        self.val_metrics = self.make_metrics()
+        self.test_metrics = self.make_metrics()
+
+    def make_metrics(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"nll_nats": NLLNats(), "bits_per_dim": BitsPerDim(self.dims)})
+
+    def build(self, config: ModelConfig) -> None:
+        """The network: 7x7 mask A, the body's layers with residual/skip wiring, the output head; then
+        ``torch.compile`` of it when ``config.compile``. A model made of other models (multi-scale)
+        overrides this and passes the speed switches on to its parts."""
         C, _, _ = config.image_shape
         h2 = 2 * config.hidden
         out_per_colour = 1 if config.levels == 2 else config.levels
@@ -164,13 +177,6 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
         )
         if config.compile:
             self.network = torch.compile(self.network)  # type: ignore[method-assign]
-        # separate metric objects per stage, so train, val and test states never mix
-        self.train_metrics = self.make_metrics()
-        self.val_metrics = self.make_metrics()
-        self.test_metrics = self.make_metrics()
-
-    def make_metrics(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"nll_nats": NLLNats(), "bits_per_dim": BitsPerDim(self.dims)})
 
     # -- architecture hook ------------------------------------------------------------------
     @abstractmethod

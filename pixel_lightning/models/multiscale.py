@@ -23,10 +23,9 @@ position (raster order inside the s x s image, R -> G -> B), then the remaining 
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -118,6 +117,7 @@ class MultiScaleConfig(ModelConfig):
     def _shared(self) -> dict[str, Any]:
         """Fields both models take from this config (the optimizer fields stay with the outer model)."""
         keys = ("levels", "residual", "skip", "head_channels", "first_kernel")
+        keys += ("channels_last", "compile", "wavefront")  # speed switches: same function, each part
         return {k: getattr(self, k) for k in keys} | {"extra": dict(self.extra)}
 
 
@@ -168,15 +168,11 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
     config_class = MultiScaleConfig
 
     def __init__(self, config: MultiScaleConfig | None = None, **kwargs: Any) -> None:
-        # The loss base's __init__ builds one body (first layer, stack, head); this model owns two
-        # whole models instead, so it initialises only the LightningModule and does the rest here.
-        L.LightningModule.__init__(self)
-        if config is None:
-            config = MultiScaleConfig(**kwargs)
-        elif kwargs:
-            raise TypeError("pass either a MultiScaleConfig or keyword arguments, not both")
-        self.config = config
-        self.save_hyperparameters(asdict(config))
+        super().__init__(config, **kwargs)  # the loss base's contract: config, hyperparameters, metrics
+
+    def build(self, config: MultiScaleConfig) -> None:
+        """Two whole models of the base architecture and the conditioning net, instead of one body;
+        ``compile``, ``channels_last`` and ``wavefront`` reach both parts through their configs."""
         base = BASES[config.base]
         C, n, _ = config.image_shape
         f = config.factor
@@ -187,9 +183,6 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
         low_mask = torch.zeros(n, n, dtype=torch.bool)
         low_mask[::f, ::f] = True
         self.register_buffer("low_mask", low_mask, persistent=False)
-        self.train_metrics = self.make_metrics()
-        self.val_metrics = self.make_metrics()
-        self.test_metrics = self.make_metrics()
 
     def make_layer(self, index: int) -> nn.Module:
         raise NotImplementedError("the multi-scale model has no body of its own: see self.low, self.full")
