@@ -17,11 +17,13 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import grad_norm, rank_zero_only
 
 from pixel_lightning.atomic import atomic_write
-from pixel_lightning.visual import image_grid, save_grid
+from pixel_lightning.visual import readable_grid, save_grid
 
 
-def log_image(trainer: L.Trainer, key: str, grid: Any, step: int) -> None:
-    """Send an HWC uint8 image to every logger that takes images (W&B, TensorBoard)."""
+def log_image(trainer: L.Trainer, key: str, x: torch.Tensor, levels: int, step: int) -> None:
+    """Send the grid of samples int (N, C, H, W) to every logger that takes images (W&B, TensorBoard),
+    nearest-neighbour upscaled so each image is at least 56 screen pixels wide."""
+    grid = readable_grid(x, levels)  # uint8 (H', W', 3)
     for logger in trainer.loggers:
         if isinstance(logger, WandbLogger):
             logger.log_image(key=key, images=[grid], step=step)
@@ -56,7 +58,7 @@ class SampleGrid(L.Callback):
         x, seconds = draw_samples(pl_module, self.n, self.seed, self.progress)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         save_grid(self.out_dir / f"epoch_{trainer.current_epoch:04d}.png", x, pl_module.levels)
-        log_image(trainer, "samples", image_grid(x, pl_module.levels), trainer.global_step)
+        log_image(trainer, "samples", x, pl_module.levels, trainer.global_step)
 
 
 class Throughput(L.Callback):
@@ -105,7 +107,18 @@ class RunRecord(L.Callback):
         dm = trainer.datamodule
         if dm is not None and hasattr(dm, "describe"):
             self.config["data_resolved"] = dm.describe()
+            self.record_data_in_wandb(trainer, self.config["data_resolved"])
         self.write()
+
+    @staticmethod
+    def record_data_in_wandb(trainer: L.Trainer, data: dict[str, Any]) -> None:
+        """Add the data actually used to the flat W&B config: ``data.variant`` (ImageNet variants give
+        incomparable bits/dim), ``data.source`` (the resolved one, replacing ``auto``), split sizes."""
+        resolved = {"data.variant": data["variant"], "data.source": data["source"]}
+        resolved.update({f"data.splits.{split}": n for split, n in data["splits"].items()})
+        for logger in trainer.loggers:
+            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
+                logger.experiment.config.update(resolved, allow_val_change=True)
 
     @rank_zero_only
     def write(self) -> None:

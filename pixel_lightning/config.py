@@ -161,6 +161,7 @@ class LoggerConfig:
     tags: list[str] = field(default_factory=list)  # extra tags (arch, dataset, residual, skip are added)
     name: str | None = None  # run name; None: the run directory's name
     offline: bool = False  # force W&B offline even when logged in
+    log_model: bool = False  # W&B: upload the checkpoints (best, last) as artifacts at the end of fit
 
 
 @dataclass

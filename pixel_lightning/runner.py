@@ -29,6 +29,7 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.utilities.logger import _flatten_dict
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -47,7 +48,7 @@ from pixel_lightning.callbacks import (
 from pixel_lightning.config import ConfigError, RunConfig, load_config
 from pixel_lightning.errors import cli_errors
 from pixel_lightning.recipebook import list_text, make_parser, paper_figure
-from pixel_lightning.visual import image_grid, save_grid
+from pixel_lightning.visual import save_grid
 
 WANDB_ID_FILE = "wandb_id.txt"  # the W&B run id of this run directory (a resumed run logs to the same run)
 
@@ -115,6 +116,48 @@ def wandb_run_id(run_dir: Path) -> str:
     return run_id
 
 
+MIN_SUMMARY = ("val/bits_per_dim", "val/nll_nats", "test/bits_per_dim", "test/nll_nats")
+
+
+class RunWandbLogger(WandbLogger):
+    """Lightning's WandbLogger, set up for comparing runs: the run config is the flat dotted config
+    given at init (``model.hidden``, ``data.variant``, ...: each setting once, filterable), and the W&B
+    summaries of the validation and test NLLs are their minimum (``MIN_SUMMARY``), not their last value.
+    tests/test_recipes.py::test_offline_wandb_record_compares_runs decodes the offline record."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._summaries_defined = False
+
+    @property
+    def experiment(self) -> Any:
+        run = super().experiment  # a no-op stand-in on ranks > 0
+        if not self._summaries_defined:
+            self._summaries_defined = True
+            for key in MIN_SUMMARY:
+                run.define_metric(key, summary="min")
+        return run
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Nothing: Lightning would add the model's hparams a second time as top-level keys (``hidden``
+        beside ``model.hidden``); the run config passed at init already holds them under ``model.``."""
+
+
+def flat_config(cfg: RunConfig) -> dict[str, Any]:
+    """The run config as one level of dotted keys (``model.hidden``, ``data.source``, ...)."""
+    return _flatten_dict(cfg.to_dict(), delimiter=".")
+
+
+def wandb_group(cfg: RunConfig) -> str | None:
+    """The W&B group, so one panel compares related runs: the configured one (recipes/sweep.py sets
+    ``<sweep>-<recipe>``), else the sweep of a ``wandb agent`` run, else the recipe."""
+    if cfg.logger.group:
+        return cfg.logger.group
+    if os.environ.get("WANDB_SWEEP_ID"):  # set by `wandb agent` for each run of a sweep
+        return f"sweep-{os.environ['WANDB_SWEEP_ID']}"
+    return cfg.recipe or None
+
+
 def build_loggers(cfg: RunConfig, first_step: int = 0) -> list[Logger]:
     """The local CSV log (always: the report reads it; continued from ``first_step`` on resume) plus the
     chosen tracker (W&B resumes the run directory's W&B run: same id)."""
@@ -132,17 +175,18 @@ def build_loggers(cfg: RunConfig, first_step: int = 0) -> list[Logger]:
                 f"with `wandb sync {run_dir / 'wandb'}/offline-run-*`"
             )
         loggers.append(
-            WandbLogger(
+            RunWandbLogger(
                 name=name,
                 save_dir=str(run_dir),
                 id=wandb_run_id(run_dir) if mode != "disabled" else None,
                 project=cfg.logger.project,
                 entity=cfg.logger.entity,
-                group=cfg.logger.group or cfg.recipe or None,
+                group=wandb_group(cfg),
                 tags=run_tags(cfg),
                 job_type="train",
                 mode=mode,
-                config=cfg.to_dict(),
+                config=flat_config(cfg),
+                log_model=cfg.logger.log_model,  # checkpoints as W&B artifacts at the end of fit
                 settings=_wandb_settings(),
             )
         )
@@ -362,7 +406,7 @@ def run(
             x, sample_s = draw_samples(model, cfg.sample.n, cfg.sample.seed, progress_bars(cfg))
             (cfg.run_dir / "samples").mkdir(parents=True, exist_ok=True)
             path = save_grid(cfg.run_dir / "samples" / "final.png", x, model.levels)
-            log_image(trainer, "samples/final", image_grid(x, model.levels), trainer.global_step)
+            log_image(trainer, "samples/final", x, model.levels, trainer.global_step)
             metrics["samples_png"] = str(path)
             metrics["seconds"]["sample"] = round(sample_s, 2)
         metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)

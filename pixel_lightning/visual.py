@@ -47,17 +47,29 @@ def row_figure(
     return canvas
 
 
+def display_scale(width: int, min_width: int = 56) -> int:
+    """Nearest-neighbour factor that draws an image ``width`` pixels wide at least ``min_width`` wide."""
+    return max(1, math.ceil(min_width / width))
+
+
+def upscale(image: np.ndarray, scale: int) -> np.ndarray:
+    """uint8 (H, W, 3) -> (scale*H, scale*W, 3), each pixel drawn as scale x scale (nearest neighbour)."""
+    return image.repeat(scale, axis=0).repeat(scale, axis=1) if scale > 1 else image
+
+
+def readable_grid(x: torch.Tensor, levels: int) -> np.ndarray:
+    """The grid of int (N, C, H, W) for a screen (loggers): each image at least 56 pixels wide."""
+    return upscale(image_grid(x, levels), display_scale(x.shape[-1]))
+
+
 def save_png(path: str | Path, image: np.ndarray, scale: int = 1) -> Path:
     """Write uint8 (H, W, 3) as a PNG, each pixel drawn as scale x scale (nearest neighbour), atomically."""
     from PIL import Image
 
     from pixel_lightning.atomic import atomic_write
 
-    path = Path(path)
-    im = Image.fromarray(image)
-    if scale > 1:
-        im = im.resize((image.shape[1] * scale, image.shape[0] * scale), Image.NEAREST)
-    return atomic_write(path, lambda f: im.save(f, format="PNG"))
+    im = Image.fromarray(upscale(image, scale))
+    return atomic_write(Path(path), lambda f: im.save(f, format="PNG"))
 
 
 def save_grid(path: str | Path, x: torch.Tensor, levels: int, scale: int = 4) -> Path:

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 from exp_helpers import TINY, tiny_data
+from PIL import Image
 from test_cli_errors import ForkServer  # the client of tests/cli_forkserver.py
 
 from pixel_lightning.config import ConfigError, list_recipes, load_config
 from pixel_lightning.models.multiscale import MultiScaleConfig
-from pixel_lightning.runner import main, run
+from pixel_lightning.runner import main
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_RECIPES = [
@@ -174,33 +177,90 @@ def test_a_lightning_callback_from_the_config_runs_ema(server, tmp_path):
     assert results["ema"]["test/nll_nats"] != results["plain"]["test/nll_nats"]
 
 
-def test_offline_wandb_run_holds_metrics_and_a_sample_image(tmp_path, digits, data_write, monkeypatch):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    monkeypatch.setenv("WANDB_SILENT", "true")
+def wandb_records(path: Path) -> list[Any]:
+    """The records of an offline W&B run file (``run-<id>.wandb``, what ``wandb sync`` uploads): a
+    ``:W&B`` header, then LevelDB-log chunks (crc32, length, type) in 32 KiB blocks, each record a
+    ``wandb.proto`` Record. wandb 0.31 ships no Python reader (wandb.sdk.internal.datastore is gone)."""
+    from wandb.proto.wandb_internal_pb2 import Record
+
+    data, block, head = path.read_bytes(), 32768, 7
+    assert data[:4] == b":W&B", f"{path} is not a W&B record file"
+    pos, pending, records = head, b"", []
+    while pos + head <= len(data):
+        if block - pos % block < head:  # a block's tail too short for a chunk header is padding
+            pos += block - pos % block
+            continue
+        _, length, kind = struct.unpack("<IHB", data[pos : pos + head])
+        chunk, pos = data[pos + head : pos + head + length], pos + head + length
+        pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
+        if kind in (1, 4):
+            records.append(Record.FromString(pending))
+    return records
+
+
+def test_offline_wandb_record_compares_runs(tmp_path, digits, data_write):
+    """A tiny run through the command line, W&B offline; its record file read after the process exited:
+    metrics, a flat config with each setting once and the data variant, min summaries, a readable
+    16-sample grid, the checkpoint artifact, the group."""
     data = tiny_data("mnist_pixelcnn", tmp_path / "data", digits, data_write)
-    overrides = [
-        *TINY,
-        *data,
-        "logger=wandb",
-        "sample.n=2",
-        "sample.every_n_epochs=1",
-        f"out={tmp_path / 'run'}",
-    ]
-    run(load_config("mnist_pixelcnn", overrides))
+    cmd = [sys.executable, str(ROOT / "recipes" / "run.py"), "--recipe", "mnist_pixelcnn"]
+    cmd += [*TINY, *data, "trainer.max_steps=8", "trainer.val_check_interval=2", "model.lr=0.03"]
+    cmd += ["logger=wandb", "logger.log_model=true", "sample.n=16", "sample.every_n_epochs=0"]
+    cmd += ["--out", str(tmp_path / "run")]
+    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_SILENT": "true"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stdout + done.stderr
     (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
-    (records,) = wandb_run.glob("*.wandb")  # the run's protobuf record log (what `wandb sync` uploads)
-    data = records.read_bytes()
-    for key in (
-        b"test/nll_nats",
-        b"test/bits_per_dim",
-        b"train/loss",
-        b"val/nll_nats",
-        b"train/images_per_sec",
-    ):
-        assert key in data, key
-    images = list((wandb_run / "files" / "media" / "images").rglob("*.png"))
-    assert images, "no sample image logged"
+    (path,) = wandb_run.glob("*.wandb")
     assert (tmp_path / "run" / "wandb_id.txt").read_text().strip() in wandb_run.name
+    records = wandb_records(path)
+    of = {}
+    for r in records:
+        of.setdefault(r.WhichOneof("record_type"), []).append(r)
+
+    (start,) = of["run"]
+    assert start.run.run_group == "mnist_pixelcnn"  # one panel per recipe / sweep (see test_wandb_group)
+    config = {i.key: json.loads(i.value_json) for i in start.run.config.update}
+    for r in of.get("config", []):
+        config.update({i.key: json.loads(i.value_json) for i in r.config.update})
+    config.pop("_wandb")
+    assert not [k for k, v in config.items() if isinstance(v, dict)], "config is not flat"
+    model_fields = [k.removeprefix("model.") for k in config if k.startswith("model.")]
+    assert "hidden" in model_fields and not set(model_fields) & set(config), "a model field twice"
+    assert config["model.hidden"] == 4 and config["data.name"] == "mnist"
+    assert config["data.variant"] == "larochelle-murray-amat"
+    assert config["data.source"] == "amat"  # the resolved source, not "auto"
+
+    def items(updates: Any) -> dict[str, Any]:  # an item names its key as `key` or as `nested_key`
+        return {i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in updates}
+
+    history = [items(r.history.item) for r in of["history"]]
+    summary: dict[str, Any] = {}
+    for r in of["summary"]:
+        summary.update(items(r.summary.update))
+    for key in ("val/bits_per_dim", "val/nll_nats", "test/bits_per_dim", "test/nll_nats"):
+        logged = [row[key] for row in history if key in row]
+        assert logged and summary[key] == {"min": min(logged)}, (key, logged, summary.get(key))
+    assert len([row for row in history if "val/bits_per_dim" in row]) >= 3
+    for key in ("train/loss", "train/images_per_sec"):
+        assert any(key in row for row in history), key
+
+    (grid,) = (wandb_run / "files" / "media" / "images").rglob("*.png")
+    width, height = Image.open(grid).size
+    assert width >= 4 * 56 and height >= 4 * 56  # 16 digits in 4 columns, each >= 56 px wide
+    artifacts = [r.artifact for r in of.get("artifact", [])]
+    assert artifacts and {a.type for a in artifacts} == {"model"}  # logger.log_model=true
+
+
+def test_wandb_group_compares_a_sweeps_runs(monkeypatch):
+    from pixel_lightning.runner import wandb_group
+
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    cfg = load_config("cifar10_row_lstm")
+    assert wandb_group(cfg) == "cifar10_row_lstm"
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")  # what `wandb agent` sets for each run
+    assert wandb_group(cfg) == "sweep-abc123"
+    assert wandb_group(load_config("cifar10_row_lstm", ["logger.group=residual_skip"])) == "residual_skip"
 
 
 def test_quickstart_smoke_through_the_command_line(tmp_path):
