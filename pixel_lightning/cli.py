@@ -1,6 +1,7 @@
 """``pixel-lightning``: the installed command.
 
     pixel-lightning [fit] --recipe NAME [--out DIR] [key=value ...]     train (recipes/run.py, the default)
+    pixel-lightning test     --ckpt FILE [--split test|val] [--out FILE.json] [--config YAML] [key=value ...]
     pixel-lightning sample   --ckpt SRC --n N --out DIR [--seed S]
     pixel-lightning complete --ckpt SRC --images PATH --keep top-half|left-half|MASK.png --n K --out DIR
     pixel-lightning evaluate --ckpt SRC --images PATH [--out FILE.csv]
@@ -14,15 +15,14 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import numpy as np
 
-SUBCOMMANDS = ("fit", "sample", "complete", "evaluate")
+SUBCOMMANDS = ("fit", "test", "sample", "complete", "evaluate")
 
 
 # ----------------------------------------------------------------------------- images in and out
@@ -105,11 +105,6 @@ def out_dir(path: str | Path) -> Path:
     return path
 
 
-def display_scale(width: int) -> int:
-    """Nearest-neighbour factor that draws each image at least 56 pixels wide."""
-    return max(1, math.ceil(56 / width))
-
-
 def keep_mask(keep: str, shape: tuple[int, int, int]):
     """--keep -> bool (C, H, W): True where the input is kept."""
     import torch
@@ -135,11 +130,87 @@ def keep_mask(keep: str, shape: tuple[int, int, int]):
 # ----------------------------------------------------------------------------- subcommands
 
 
+def run_config(args: argparse.Namespace) -> Any:
+    """The config of the run that wrote ``--ckpt`` (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``)
+    or ``--config``, with the data source the run resolved (``auto`` -> the one it used) and the
+    ``key=value`` overrides on top."""
+    import yaml
+
+    from pixel_lightning.config import ConfigError, load_config
+
+    path = Path(args.config) if args.config else Path(args.ckpt).resolve().parent.parent / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(
+            f"no run config for {args.ckpt} (looked for {path})",
+            "pass --config <run dir>/config.yaml, or a recipe's YAML, naming the data to test on",
+        )
+    resolved = (yaml.safe_load(path.read_text()) or {}).get("data_resolved") or {}
+    source = [f"data.source={resolved['source']}"] if resolved.get("source") else []
+    return load_config(None, [*source, *args.overrides], config_path=path)
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Re-evaluate a checkpoint on the test (or validation) split of its run's data: the metrics the run
+    logged as ``test/*`` (``val/*``), as JSON."""
+    import json
+
+    import lightning as L
+
+    from pixel_lightning.config import ConfigError
+    from pixel_lightning.hub import load_model
+    from pixel_lightning.runner import build_datamodule, quiet_lightning, scalar_metrics
+
+    model = load_model(args.ckpt)
+    cfg = run_config(args)
+    dm = build_datamodule(cfg)
+    if (tuple(dm.image_shape), dm.levels) != (tuple(model.image_shape), model.levels):
+        raise ConfigError(
+            f"{args.ckpt} models {model.image_shape} images with {model.levels} levels, the data "
+            f"{cfg.data.name} is {tuple(dm.image_shape)} with {dm.levels}",
+            "pass --config naming the data the model was trained on",
+        )
+    quiet_lightning()
+    t = cfg.trainer
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=1,
+        precision=t.precision,
+        limit_val_batches=t.limit_val_batches,  # the run's own evaluation budget
+        limit_test_batches=t.limit_test_batches,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=t.enable_progress_bar,
+        enable_model_summary=False,
+    )
+    evaluate = trainer.test if args.split == "test" else trainer.validate
+    (metrics,) = evaluate(model, datamodule=dm, verbose=False)
+    result = {
+        "checkpoint": str(args.ckpt),
+        "split": args.split,
+        **scalar_metrics(metrics),
+        "data": dm.describe(),
+    }
+    text = json.dumps(result, indent=1, default=str) + "\n"
+    if args.out:
+        from pixel_lightning.atomic import atomic_write
+
+        atomic_write(Path(args.out), text)
+    else:
+        sys.stdout.write(text)
+    unit = {k: result[k] for k in (f"{args.split}/nll_nats", f"{args.split}/bits_per_dim") if k in result}
+    print(
+        f"{args.split}: " + ", ".join(f"{k} {v:.4f}" for k, v in unit.items())
+        + (f"; wrote {args.out}" if args.out else ""),
+        file=sys.stderr,
+    )
+    return 0
+
+
 def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from pixel_lightning.hub import load_model
-    from pixel_lightning.visual import image_grid, save_png
+    from pixel_lightning.visual import display_scale, image_grid, save_png
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -156,7 +227,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     import torch
 
     from pixel_lightning.hub import load_model
-    from pixel_lightning.visual import row_figure, save_png, to_rgb
+    from pixel_lightning.visual import display_scale, row_figure, save_png, to_rgb
 
     if args.n < 1:
         raise ValueError(f"--n must be >= 1, got {args.n}")
@@ -223,8 +294,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="train: pixel-lightning --recipe quickstart   |   recipes: pixel-lightning --list   |   "
         "help of one: pixel-lightning sample --help",
     )
-    sub = p.add_subparsers(dest="command", metavar="{fit,sample,complete,evaluate}")
+    sub = p.add_subparsers(dest="command", metavar="{fit,test,sample,complete,evaluate}")
     sub.add_parser("fit", help="train a recipe (the default; python recipes/run.py --help for its options)")
+
+    t = sub.add_parser("test", help="re-evaluate a checkpoint on its run's test (or validation) data: JSON")
+    t.add_argument("--ckpt", required=True, help="Lightning checkpoint of a run (<run>/checkpoints/*.ckpt)")
+    t.add_argument("--split", choices=("test", "val"), default="test", help="split (default test)")
+    t.add_argument("--out", help="JSON file (default: standard output)")
+    t.add_argument("--config", help="the run config (default: <run>/config.yaml beside checkpoints/)")
+    t.add_argument("overrides", nargs="*", help="key=value changes to that config, e.g. data.data_dir=DIR")
+    t.add_argument("--debug", action="store_true", help="show full tracebacks")
+    t.set_defaults(func=cmd_test)
 
     def common(q: argparse.ArgumentParser) -> None:
         q.add_argument("--ckpt", required=True, help="Lightning checkpoint, save_pretrained folder or Hub id")

@@ -183,7 +183,7 @@ def test_help_lists_the_subcommands(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert e.value.code == 0 and all(s in out for s in ("fit", "sample", "complete", "evaluate"))
+    assert e.value.code == 0 and all(s in out for s in ("fit", "test", "sample", "complete", "evaluate"))
 
 
 @pytest.mark.slow
@@ -227,3 +227,34 @@ def test_installed_command_runs_from_an_empty_directory(run, tmp_path):
     result = subprocess.run(argv, cwd=empty, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert np.load(empty / "s" / "samples.npz")["images"].shape == (2, *SHAPE)
+
+
+def test_test_reevaluates_a_runs_checkpoint_on_its_data(command, tmp_path, data_digits, data_write):
+    """A tiny fit, then ``pixel-lightning test`` on its best checkpoint: the run's own test figures back,
+    from the run's config.yaml (data, limits); --split val; a checkpoint without a run config exits 2."""
+    from exp_helpers import TINY, tiny_data
+
+    data = tiny_data("mnist_pixelcnn", tmp_path / "data", data_digits[0][:20], data_write)
+    fit = ["--recipe", "mnist_pixelcnn", *TINY, *data, "trainer.val_check_interval=1", "logger=csv"]
+    command(*fit, "sample.n=0", "--out", "run", cwd=tmp_path)
+    done = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    best = done["test_checkpoint"]
+    assert Path(best).is_file() and "best" in Path(best).name
+
+    command("test", "--ckpt", best, "--out", "test.json", cwd=tmp_path)
+    tested = json.loads((tmp_path / "test.json").read_text())
+    for key in ("test/nll_nats", "test/bits_per_dim"):
+        assert tested[key] == pytest.approx(done[key], rel=1e-6), key
+    assert tested["split"] == "test" and tested["data"]["variant"] == done["variant"]
+
+    _, out, _ = command("test", "--ckpt", best, "--split", "val", cwd=tmp_path)  # JSON to stdout
+    val = json.loads(out)
+    assert val["split"] == "val" and val["val/nll_nats"] > 0 and "test/nll_nats" not in val
+
+    alone = tmp_path / "alone.ckpt"
+    shutil.copy(best, alone)  # no run directory around it
+    code, _, err = command("test", "--ckpt", alone, cwd=tmp_path, check=False)
+    assert code == 2 and "no run config" in err and "--config" in err and "Traceback" not in err
+    code, _, err = command("test", "--ckpt", alone, "--config", tmp_path / "run" / "config.yaml",
+                           "--split", "val", "--out", "v.json", cwd=tmp_path)  # fmt: skip
+    assert code == 0 and json.loads((tmp_path / "v.json").read_text())["val/nll_nats"] == val["val/nll_nats"]
