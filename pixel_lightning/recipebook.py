@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-RECIPES_DIR = Path(__file__).resolve().parents[1] / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: pip install ships them
 
 
 def recipe_path(name: str, recipes_dir: Path = RECIPES_DIR) -> Path:

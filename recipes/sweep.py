@@ -2,9 +2,9 @@
 
     python recipes/sweep.py --sweep residual_skip --recipe cifar10_row_lstm [--out DIR] [key=value ...]
 
-The grid comes from ``recipes/sweeps/<sweep>.yaml`` (``parameters``: ``values`` lists and fixed ``value``s),
-the same file ``wandb sweep`` reads. Each run is a separate ``recipes/run.py`` process (as under
-``wandb agent``; ``--in-process`` runs them in this process, faster for tiny sweeps), in
+The grid comes from ``pixel_lightning/recipes/sweeps/<sweep>.yaml`` (``parameters``: ``values`` lists and
+fixed ``value``s), the same file ``wandb sweep`` reads. Each run is a separate ``recipes/run.py`` process
+(as under ``wandb agent``; ``--in-process`` runs them in this process, faster for tiny sweeps), in
 ``<out>/<key=value,...>/``; the report goes to ``<out>/report.md`` and ``<out>/curves.png``.
 """
 
@@ -19,7 +19,7 @@ from pathlib import Path
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = ROOT / "recipes" / "sweeps"
+SWEEPS = ROOT / "pixel_lightning" / "recipes" / "sweeps"
 
 
 def load_grid(name: str) -> list[list[str]]:
@@ -53,7 +53,7 @@ def run_name(overrides: list[str]) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--sweep", required=True, help="recipes/sweeps/<name>.yaml")
+    p.add_argument("--sweep", required=True, help="pixel_lightning/recipes/sweeps/<name>.yaml")
     p.add_argument("--recipe", required=True, help="the recipe every run starts from")
     p.add_argument("--out", help="sweep directory (default runs/sweeps/<sweep>/<recipe>)")
     p.add_argument("--in-process", action="store_true", help="run in this process (no DDP), e.g. in tests")

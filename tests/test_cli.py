@@ -187,9 +187,10 @@ def test_help_lists_the_subcommands(capsys):
 
 
 @pytest.mark.slow
-def test_installed_command_runs_from_an_empty_directory(run, tmp_path):
+def test_installed_command_runs_from_an_empty_directory(run, tmp_path, data_digits, data_write):
     """``pip install .`` (of a copy: the build leaves files beside the sources) into a fresh venv that
-    takes the dependencies from the system site, then the console script from an empty directory. The
+    takes the dependencies from the system site, then the console script from an empty directory:
+    --help, sample, --list (the recipes are package data), a tiny fit and test of its checkpoint. The
     venv has no pip of its own (its bundled setuptools is too old to build a wheel), the system pip
     installs into it."""
     root, ckpt, _, _ = run
@@ -227,6 +228,20 @@ def test_installed_command_runs_from_an_empty_directory(run, tmp_path):
     result = subprocess.run(argv, cwd=empty, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
     assert np.load(empty / "s" / "samples.npz")["images"].shape == (2, *SHAPE)
+
+    listed = subprocess.run([exe, "--list"], cwd=empty, env=env, capture_output=True, text=True)
+    assert listed.returncode == 0 and "mnist_diagonal_bilstm_7l" in listed.stdout, listed.stderr  # packaged
+    from exp_helpers import TINY, tiny_data
+
+    data = tiny_data("mnist_pixelcnn", tmp_path / "data", data_digits[0][:20], data_write)
+    fit = [exe, "--recipe", "mnist_pixelcnn", *TINY, *data, "logger=csv", "sample.n=0", "--out", "run"]
+    result = subprocess.run(fit, cwd=empty, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    done = json.loads((empty / "run" / "metrics.json").read_text())
+    argv = [exe, "test", "--ckpt", str(empty / "run" / "checkpoints" / "last.ckpt"), "--out", "t.json"]
+    result = subprocess.run(argv, cwd=empty, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert json.loads((empty / "t.json").read_text())["test/nll_nats"] > 0 and done["test/nll_nats"] > 0
 
 
 def test_test_reevaluates_a_runs_checkpoint_on_its_data(command, tmp_path, data_digits, data_write):

@@ -16,7 +16,7 @@ import sweep  # noqa: E402
 
 
 def test_sweep_file_is_a_wandb_grid_over_residual_and_skip():
-    spec = yaml.safe_load((ROOT / "recipes" / "sweeps" / "residual_skip.yaml").read_text())
+    spec = yaml.safe_load((ROOT / "pixel_lightning/recipes/sweeps/residual_skip.yaml").read_text())
     assert spec["method"] == "grid" and spec["program"] == "recipes/run.py"
     assert set(spec["parameters"]) == {"model.residual", "model.skip"}
     assert "${args_no_hyphens}" in spec["command"] and "--recipe" in spec["command"]
