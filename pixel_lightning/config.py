@@ -1,10 +1,19 @@
 """The run configuration: typed dataclasses, recipe loading and dotted command-line overrides.
 
-    defaults (the dataclasses below) <- recipes/<name>.yaml (overrides only) <- key=value overrides
+    defaults (the dataclasses below) <- recipes/<name>.yaml <- --config FILE <- key=value overrides
       -> RunConfig, checked: unknown keys, wrong types and impossible values raise ConfigError
 
-Every field a recipe can set is declared here with a default and a one-line comment. Values on the command
-line are parsed as YAML (``model.skip=false``, ``trainer.max_steps=200``, ``model.image_shape=[1,8,8]``).
+Every field a recipe can set is declared here with a default and a one-line comment. Merging the layers and
+checking names and types is OmegaConf's (structured configs in struct mode: ``OmegaConf.structured``,
+``merge``, ``from_dotlist``, ``to_object``); this file only words its errors (the key, the valid keys or the
+expected type, the fix) and checks values (``RunConfig.validate``). Values on the command line are parsed
+as YAML by OmegaConf's loader (``model.skip=false``, ``trainer.max_steps=200``, ``model.image_shape=[1,8,8]``,
+``trainer.max_time=01:00:00:00`` stays text); a ``str`` field takes its text verbatim.
+
+Why OmegaConf (2.4, which checks unions of primitives such as ``float | int``; 2.3 could not) and not
+jsonargparse: the config already is typed dataclasses, which OmegaConf takes as they are and merges layer by
+layer with the same ``key=value`` syntax (``OmegaConf.from_dotlist``); jsonargparse reads ``--key=value``
+options, so keeping today's syntax would have needed a translation layer of our own.
 """
 
 from __future__ import annotations
@@ -12,13 +21,14 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-import types
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
 from pixel_lightning.models.base import ModelConfig
@@ -28,19 +38,6 @@ from pixel_lightning.recipebook import read_yaml as _read_yaml
 from pixel_lightning.reliability import CheckpointConfig, GuardConfig  # their owner
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
-STRING_KEYS = (  # overrides taken verbatim, never parsed as YAML
-    "model.arch",
-    "data.name",
-    "data.source",
-    "data.data_dir",
-    "logger",
-    "logger.kind",
-    "out",
-    "trainer.max_time",
-    "trainer.precision",
-    "trainer.strategy",
-    "trainer.accelerator",
-)
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
 
 
@@ -302,117 +299,115 @@ class RunConfig:
                 )
 
 
-# ----------------------------------------------------------------------------- types
+# ----------------------------------------------------------------------------- layers (OmegaConf)
 
 
-def _check_type(value: Any, hint: Any, key: str) -> Any:
-    """``value`` converted to ``hint`` (int -> float, list -> tuple), or ConfigError naming the key."""
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        options = typing.get_args(hint)
-        if isinstance(value, int) and not isinstance(value, bool) and int in options:
-            return value  # float | int: a whole number stays an int (a count of batches, not a fraction)
-        for option in options:
-            try:
-                return _check_type(value, option, key)
-            except ConfigError:
-                pass
-        raise ConfigError(f"{key}={value!r} has the wrong type: expected {_type_name(hint)}")
-    if hint is type(None):
-        if value is None:
-            return None
-    elif hint is Any:
-        return value
-    elif hint is bool:
-        if isinstance(value, bool):
-            return value
-    elif hint is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-    elif hint is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-    elif hint is str:
-        if isinstance(value, str):
-            return value
-    elif origin in (tuple, list):
-        if isinstance(value, (list, tuple)):
-            args = typing.get_args(hint)
-            inner = args[0] if args else Any
-            items = [_check_type(v, inner, key) for v in value]
-            return tuple(items) if origin is tuple else items
-    elif origin is dict:
-        if isinstance(value, dict):
-            return dict(value)
-    raise ConfigError(f"{key}={value!r} has the wrong type: expected {_type_name(hint)}")
+def _declared_type(key: str) -> Any:
+    """The annotation of dotted ``key`` in RunConfig (list indices ignored), or None for an unknown key."""
+    hint: Any = RunConfig
+    for part in re.sub(r"\[\d+\]", "", key).split("."):
+        if dataclasses.is_dataclass(hint):
+            hint = typing.get_type_hints(hint).get(part)
+    return hint
+
+
+def _is_text(hint: Any) -> bool:
+    """``str`` or ``str | None``: such a value is taken verbatim from the command line (YAML would read
+    ``data.data_dir=0123`` as the octal number 83 and ``logger.name=1e3`` as 1000.0)."""
+    return hint is str or set(typing.get_args(hint)) == {str, type(None)}
 
 
 def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in typing.get_args(hint))
-    if hint is type(None):
-        return "null"
-    return getattr(hint, "__name__", str(hint)).replace("NoneType", "null")
+    return (hint.__name__ if isinstance(hint, type) else str(hint)).replace("None", "null")
 
 
-def _hints(cls: type) -> dict[str, Any]:
-    return typing.get_type_hints(cls)
-
-
-def _set(obj: Any, key: str, value: Any, where: str) -> None:
-    """Set dotted ``key`` (relative to ``obj``) to ``value``, checking the name and the type."""
-    head, _, rest = key.partition(".")
-    names = [f.name for f in fields(obj)]
-    full = f"{where}{head}"
-    if isinstance(obj, TrainerConfig) and head not in names and not rest and head in trainer_arguments():
-        obj.extra = {**obj.extra, head: value}  # checked by lightning.Trainer itself
-        return
-    if isinstance(obj, TrainerConfig) and head not in names:
-        names = [n for n in names if n != "extra"] + ["any other lightning.Trainer argument"]
-    if head not in names:
-        raise ConfigError(f"unknown key {full!r}{_from_where(where)}; valid keys: {', '.join(names)}")
-    hint = _hints(type(obj))[head]
-    current = getattr(obj, head)
-    if dataclasses.is_dataclass(current):
-        if rest:
-            _set(current, rest, value, f"{full}.")
-        elif isinstance(value, dict):
-            for k, v in value.items():
-                _set(current, str(k), v, f"{full}.")
-        elif head == "logger" and isinstance(value, str):  # shorthand: logger=none
-            _set(current, "kind", value, f"{full}.")
+def overrides_layer(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["model.hidden=32", ...]`` -> ``{"model": {"hidden": 32}}``: OmegaConf's dotlist (values parsed
+    as YAML: ``01:00:00:00`` stays a string); a text field's value is kept verbatim."""
+    layer = OmegaConf.create()
+    for text in overrides:  # one at a time, so that logger.name=x logger=none keeps the name
+        key, sep, raw = text.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override {text!r} is not key=value; write e.g. trainer.max_steps=200")
+        single = OmegaConf.create()
+        if _is_text(_declared_type(key)) and raw not in ("", "null", "~"):
+            OmegaConf.update(single, key, raw.strip())
         else:
-            raise ConfigError(f"{full} is a section: set its keys, e.g. {full}.<key>=<value>")
-        return
-    if rest:
-        if typing.get_origin(hint) is dict or head == "extra":
-            d = dict(current)
-            d[rest] = value
-            setattr(obj, head, d)
-            return
-        raise ConfigError(f"{full} is a value, not a section; set it with {full}=<value>")
-    setattr(obj, head, _check_type(value, hint, full))
+            single.merge_with_dotlist([text])
+        layer = OmegaConf.merge(layer, _shorthands(typing.cast(dict, OmegaConf.to_container(single))))
+    return typing.cast(dict, OmegaConf.to_container(layer))
 
 
-def _from_where(where: str) -> str:
-    return f" in section {where.rstrip('.')!r}" if where else ""
+def _shorthands(layer: dict[str, Any]) -> dict[str, Any]:
+    """``logger: none`` -> ``logger: {kind: none}``; a lightning.Trainer argument that TrainerConfig does
+    not declare -> ``trainer.extra`` (checked by lightning.Trainer itself)."""
+    if isinstance(layer.get("logger"), str):
+        layer["logger"] = {"kind": layer["logger"]}
+    trainer = layer.get("trainer")
+    if isinstance(trainer, dict):
+        declared = {f.name for f in fields(TrainerConfig)}
+        undeclared = [k for k in trainer if k not in declared]
+        if undeclared:
+            allowed = trainer_arguments()
+            extra = {k: trainer.pop(k) for k in undeclared if k in allowed}
+            trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
+    return layer
+
+
+def _leaves(layer: dict[str, Any], prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+    for key, value in layer.items():
+        if isinstance(value, dict) and value:
+            yield from _leaves(value, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", value
+
+
+def _rejects(cfg: DictConfig, key: str, value: Any) -> bool:
+    """Whether merging ``key: value`` alone into ``cfg`` fails."""
+    single = OmegaConf.create()
+    OmegaConf.update(single, key, value)
+    try:
+        OmegaConf.merge(cfg, single)
+    except OmegaConfBaseException:
+        return True
+    return False
+
+
+def _config_error(
+    e: OmegaConfBaseException, cfg: DictConfig, layer: dict[str, Any], source: str
+) -> ConfigError:
+    """OmegaConf's error as one paragraph: the key, what is valid there, and the fix."""
+    if isinstance(e, ConfigKeyError) and dataclasses.is_dataclass(e.object_type):
+        names = [f.name for f in fields(e.object_type)]
+        if e.object_type is TrainerConfig:
+            names = [n for n in names if n != "extra"] + ["any other lightning.Trainer argument"]
+        return ConfigError(f"unknown key {e.full_key!r} {source}; valid keys: {', '.join(names)}")
+    key = getattr(e, "full_key", None) or ""
+    if not key:  # OmegaConf names no key for a section given a value or a bad list item: find it
+        key = next((k for k, v in _leaves(layer) if _rejects(cfg, k, v)), "")
+    key = re.sub(r"\[\d+\]$", "", key)  # a list item: name the list
+    hint = _declared_type(key) if key else None
+    if dataclasses.is_dataclass(hint):
+        return ConfigError(f"{key} is a section: set its keys, e.g. {key}.<key>=<value>")
+    if isinstance(e, ValidationError) and key:
+        value, expected = OmegaConf.select(OmegaConf.create(layer), key), _type_name(hint)
+        return ConfigError(
+            f"{key}={value!r} ({source}) has the wrong type: expected {expected}; "
+            f"fix it {source}: {key}=<{expected}>"
+        )
+    return ConfigError(f"{str(e).splitlines()[0]} ({source}); fix {key or 'the config'}")
+
+
+def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
+    """``cfg`` with ``layer`` merged over it, checked against the dataclasses (OmegaConf struct mode)."""
+    layer = _shorthands(layer)
+    try:
+        return typing.cast(DictConfig, OmegaConf.merge(cfg, layer))
+    except OmegaConfBaseException as e:
+        raise _config_error(e, cfg, layer, source) from None
 
 
 # ----------------------------------------------------------------------------- recipes
-
-
-def parse_override(text: str) -> tuple[str, Any]:
-    """``"model.hidden=32"`` -> ``("model.hidden", 32)``; the value is parsed as YAML."""
-    key, sep, raw = text.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"override {text!r} is not key=value; write e.g. trainer.max_steps=200")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    if key.strip() in STRING_KEYS and raw.strip() not in ("", "null", "~"):
-        value = raw.strip()  # YAML would read 01:00:00:00 as a base-60 integer and 32 as an int
-    return key.strip(), value
 
 
 def read_yaml(path: Path) -> dict[str, Any]:
@@ -430,7 +425,16 @@ def load_config(
 ) -> RunConfig:
     """Defaults <- recipe file <- ``config_path`` (any YAML, e.g. a run's config.yaml) <- ``key=value``
     overrides, validated. No recipe and no file: the defaults."""
-    cfg = RunConfig()
+    layers: list[tuple[dict[str, Any], str]] = []  # (mapping, where it came from, for errors)
+    if recipe is not None:
+        path = recipe_path(recipe, recipes_dir)
+        if not path.is_file():
+            raise ConfigError(
+                f"unknown recipe {recipe!r}; valid recipes: {', '.join(list_recipes(recipes_dir))} "
+                "(python recipes/run.py --list describes them)"
+            )
+        layers.append((read_yaml(path), f"in {path}"))
+    name = recipe or ""
     if config_path is not None:
         path = Path(config_path)
         if not path.is_file():
@@ -440,25 +444,16 @@ def load_config(
         data = read_yaml(path)
         for key in SAVED_ONLY:
             data.pop(key, None)
-        recipe_name = data.pop("recipe", None) or ""
-        if recipe is not None:
-            cfg = load_config(recipe, (), recipes_dir)
-        for key, value in data.items():
-            _set(cfg, key, value, "")
-        cfg.recipe = recipe or recipe_name
-    elif recipe is not None:
-        path = recipe_path(recipe, recipes_dir)
-        if not path.is_file():
-            raise ConfigError(
-                f"unknown recipe {recipe!r}; valid recipes: {', '.join(list_recipes(recipes_dir))} "
-                "(python recipes/run.py --list describes them)"
-            )
-        data = read_yaml(path)
+        name = recipe or data.get("recipe") or ""
+        layers.append((data, f"in --config {path}"))
+    layers.append((overrides_layer(overrides), "on the command line"))
+    cfg = OmegaConf.structured(RunConfig)
+    for data, source in layers:
         data.pop("recipe", None)
-        for key, value in data.items():
-            _set(cfg, key, value, "")
-        cfg.recipe = recipe
-    for text in overrides:
-        key, value = parse_override(text)
-        _set(cfg, key, value, "")
-    return cfg.validate()
+        cfg = _merge(cfg, data, source)
+    try:
+        run = typing.cast(RunConfig, OmegaConf.to_object(cfg))
+    except OmegaConfBaseException as e:  # e.g. a ${...} interpolation that does not resolve
+        raise _config_error(e, cfg, {}, "in the config") from None
+    run.recipe = name
+    return run.validate()
