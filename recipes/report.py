@@ -1,11 +1,21 @@
-"""Compare runs like the paper's tables: a markdown table and learning curves.
+"""Compare runs like the paper's tables: markdown tables (per model over seeds, per run) and learning curves.
 
-    python recipes/report.py RUN_DIR_OR_SWEEP_DIR... [--out DIR]
+    python recipes/report.py RUN_DIR_OR_SWEEP_DIR... [--out DIR] [--title TEXT]
 
 Reads each run directory's ``metrics.json``, ``config.yaml`` and ``logs/metrics.csv`` (written by every
-``recipes/run.py`` run, whatever the logger). Writes ``<out>/report.md`` (model, data variant, test and train
-NLL, the paper's figure; nats for MNIST, bits/dim for natural images) and ``<out>/curves.png`` (bits/dim
-against step, one line per run). When W&B is online, the table is also logged as a W&B Table.
+``recipes/run.py`` run, whatever the logger). Writes into ``--out``:
+
+- ``report.md``: one row per model (runs that differ only in ``seed`` are one model): test and train NLL as
+  mean +- sample standard deviation and min..max over the seeds, steps, fit seconds, training images/s,
+  parameters and the paper's figure (labelled not comparable: other data, other scale); then one row per run.
+  Nats for binarized MNIST, bits/dim for natural images. Multi-scale runs add their bits/dim split into the
+  low-resolution image and the full image given it (``test/bits_per_dim_low`` / ``_cond``).
+- ``curves.png``: the validation metric against optimizer steps (left) and against wall-clock seconds of
+  training (right), one colour per model, one line per seed. Seconds are the per-step times the Throughput
+  callback logs (``train/images_per_sec``, which spans the validation passes too), summed: the fit's wall
+  clock without its set-up.
+
+When W&B is online, the per-run table is also logged as a W&B Table.
 """
 
 from __future__ import annotations
@@ -14,7 +24,9 @@ import argparse
 import csv
 import json
 import math
+import statistics
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +34,57 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-COLUMNS = ["run", "model", "data", "test", "train", "paper test (train)", "unit"]
+COLUMNS = [
+    "run",
+    "model",
+    "data",
+    "seed",
+    "test",
+    "train",
+    "steps",
+    "fit s",
+    "img/s",
+    "paper test (train)",
+    "unit",
+]
+MODEL_COLUMNS = [
+    "model",
+    "seeds",
+    "test (mean ± sd)",
+    "test min..max",
+    "train (mean ± sd)",
+    "steps",
+    "fit s",
+    "img/s",
+    "params",
+    "paper test (train), not comparable",
+    "unit",
+]
+ARCH_ORDER = ("pixelcnn", "row_lstm", "diagonal_bilstm", "multiscale")
+
+
+@dataclass
+class Run:
+    """One run directory: its metrics.json, config.yaml and learning curves."""
+
+    path: Path
+    metrics: dict[str, Any]
+    cfg: dict[str, Any]
+    curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    @property
+    def nats(self) -> bool:
+        paper = self.metrics.get("paper") or self.cfg.get("paper") or {}
+        return paper.get("unit") == "nats" or self.metrics.get("dataset") in ("mnist", "binarized_mnist")
+
+    @property
+    def key(self) -> str:
+        """The metric in the unit of this data set: ``nll_nats`` (MNIST) or ``bits_per_dim``."""
+        return "nll_nats" if self.nats else "bits_per_dim"
+
+    @property
+    def seed(self) -> int | None:
+        return self.cfg.get("seed")
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -34,79 +96,222 @@ def find_runs(paths: list[str]) -> list[Path]:
     return runs
 
 
+def load_run(path: Path) -> Run:
+    cfg_path = path / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    run = Run(path, json.loads((path / "metrics.json").read_text()), cfg or {})
+    run.curves = read_curve(path, f"val/{run.key}", images_per_step(run))
+    return run
+
+
+def images_per_step(run: Run) -> int:
+    data = run.cfg.get("data") or {}
+    return int(data.get("batch_size") or 16) * int(run.metrics.get("world_size") or 1)
+
+
 def model_label(cfg: dict[str, Any]) -> str:
     m = cfg.get("model", {})
-    parts = [f"{m.get('arch')} L={m.get('layers')} h={m.get('hidden')}"]
+    arch = m.get("arch")
+    if arch == "multiscale":
+        arch = f"multiscale({m.get('base')}, s={m.get('low_res')})"
+    parts = [f"{arch} L={m.get('layers')} h={m.get('hidden')}"]
     parts.append("+".join(k for k in ("residual", "skip") if m.get(k)) or "no residual/skip")
     return ", ".join(parts)
 
 
-def row(run: Path) -> dict[str, Any]:
-    metrics = json.loads((run / "metrics.json").read_text())
-    cfg_path = run / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
-    paper = metrics.get("paper") or cfg.get("paper") or {}
-    nats = paper.get("unit") == "nats" or metrics.get("dataset") == "mnist"
-    key = "nll_nats" if nats else "bits_per_dim"
-    digits = 2 if nats else 3
-    paper_text = "-"
-    if paper.get("test") is not None:
-        paper_text = f"{paper['test']:.2f}" + (f" ({paper['train']:.2f})" if paper.get("train") else "")
-    return {
-        "run": run.name,
-        "model": model_label(cfg) if cfg else metrics.get("arch", "?"),
-        "data": metrics.get("variant") or metrics.get("dataset"),
-        "test": fmt(metrics.get(f"test/{key}"), digits),
-        "train": fmt(metrics.get(f"train/{key}"), digits),
-        "paper test (train)": paper_text,
-        "unit": "nats" if nats else "bits/dim",
-    }
+def model_order(run: Run) -> tuple:
+    m = run.cfg.get("model", {})
+    arch = m.get("arch")
+    rank = ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER)
+    return (rank, m.get("layers") or 0, m.get("hidden") or 0, bool(m.get("residual")), bool(m.get("skip")))
 
 
 def fmt(value: float | None, digits: int) -> str:
     return "-" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
 
 
-def markdown(rows: list[dict[str, Any]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
-    lines += ["| " + " | ".join(str(r[c]) for c in COLUMNS) + " |" for r in rows]
+def paper_text(run: Run) -> str:
+    paper = run.metrics.get("paper") or run.cfg.get("paper") or {}
+    if paper.get("test") is None:
+        return "-"
+    return f"{paper['test']:.2f}" + (f" ({paper['train']:.2f})" if paper.get("train") else "")
+
+
+def median_images_per_sec(run: Run) -> float | None:
+    rates = [r for _, r in run.curves.get("images_per_sec", [])]
+    return statistics.median(rates) if rates else None
+
+
+def row(run: Run | Path) -> dict[str, Any]:
+    """One run's line of the per-run table."""
+    run = run if isinstance(run, Run) else load_run(run)
+    m, digits = run.metrics, 2 if run.nats else 3
+    return {
+        "run": run.path.name,
+        "model": model_label(run.cfg) if run.cfg else m.get("arch", "?"),
+        "data": m.get("variant") or m.get("dataset"),
+        "seed": run.seed if run.seed is not None else "-",
+        "test": fmt(m.get(f"test/{run.key}"), digits) + split_text(run),
+        "train": fmt(m.get(f"train/{run.key}"), digits),
+        "steps": m.get("global_step", "-"),
+        "fit s": fmt((m.get("seconds") or {}).get("fit"), 0),
+        "img/s": fmt(median_images_per_sec(run), 1),
+        "paper test (train)": paper_text(run),
+        "unit": "nats" if run.nats else "bits/dim",
+    }
+
+
+def split_text(run: Run) -> str:
+    """`` (low 5.1 / cond 4.9)`` for a multi-scale run's test bits/dim split, else empty."""
+    low, cond = (run.metrics.get(f"test/bits_per_dim_{part}") for part in ("low", "cond"))
+    if low is None or cond is None:
+        return ""
+    return f" (low {low:.3f} / cond {cond:.3f} bits/dim)"
+
+
+def mean_sd(values: list[float], digits: int) -> str:
+    if not values:
+        return "-"
+    sd = statistics.stdev(values) if len(values) > 1 else float("nan")
+    return f"{statistics.fmean(values):.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
+
+
+def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
+    """Runs that differ only in their seed, under one model label, in the paper's order of models."""
+    groups: dict[str, list[Run]] = {}
+    for run in sorted(runs, key=lambda r: (model_order(r), r.seed or 0, r.path.name)):
+        label = model_label(run.cfg) if run.cfg else run.metrics.get("arch", "?")
+        data = run.metrics.get("variant") or run.metrics.get("dataset")
+        groups.setdefault(f"{label} [{data}]" if data else label, []).append(run)
+    return groups
+
+
+def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
+    """One model's line: the seeds' mean, sample standard deviation and range."""
+    first, digits = runs[0], 2 if runs[0].nats else 3
+    key = first.key
+    tests = [r.metrics[f"test/{key}"] for r in runs if r.metrics.get(f"test/{key}") is not None]
+    trains = [r.metrics[f"train/{key}"] for r in runs if r.metrics.get(f"train/{key}") is not None]
+    fits = [(r.metrics.get("seconds") or {}).get("fit") for r in runs]
+    rates = [x for x in (median_images_per_sec(r) for r in runs) if x is not None]
+    steps = sorted({r.metrics.get("global_step") for r in runs})
+    return {
+        "model": label + split_text_mean(runs),
+        "seeds": ",".join(str(r.seed) for r in runs),
+        "test (mean ± sd)": mean_sd(tests, digits),
+        "test min..max": f"{min(tests):.{digits}f}..{max(tests):.{digits}f}" if tests else "-",
+        "train (mean ± sd)": mean_sd(trains, digits),
+        "steps": "/".join(map(str, steps)),
+        "fit s": fmt(statistics.fmean([f for f in fits if f is not None]), 0) if any(fits) else "-",
+        "img/s": fmt(statistics.fmean(rates), 1) if rates else "-",
+        "params": first.metrics.get("params", "-"),
+        "paper test (train), not comparable": paper_text(first),
+        "unit": "nats" if first.nats else "bits/dim",
+    }
+
+
+def split_text_mean(runs: list[Run]) -> str:
+    parts = [(r.metrics.get("test/bits_per_dim_low"), r.metrics.get("test/bits_per_dim_cond")) for r in runs]
+    parts = [p for p in parts if None not in p]
+    if not parts:
+        return ""
+    low, cond = (statistics.fmean(x) for x in zip(*parts, strict=True))
+    return f"; test low {low:.3f} / cond {cond:.3f} bits/dim"
+
+
+def markdown(rows: list[dict[str, Any]], columns: list[str] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(r[c]) for c in columns) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
 
-def read_curve(run: Path) -> dict[str, list[tuple[int, float]]]:
-    """(step, bits/dim) of the training loss (per step) and of validation, from logs/metrics.csv."""
-    curves: dict[str, list[tuple[int, float]]] = {"train": [], "val": []}
+def read_curve(run: Path, val_key: str = "val/bits_per_dim", images: int = 16) -> dict[str, list]:
+    """From logs/metrics.csv: ``train`` (step, train/loss in bits/dim), ``val`` (step, ``val_key``),
+    ``images_per_sec`` (step, rate) and ``seconds`` (step, wall-clock seconds of the fit up to that step)."""
+    curves: dict[str, list] = {"train": [], "val": [], "images_per_sec": [], "seconds": []}
     path = run / "logs" / "metrics.csv"
     if not path.is_file():
         return curves
     with path.open() as f:
         for rec in csv.DictReader(f):
-            for name, col in (("train", "train/loss"), ("val", "val/bits_per_dim")):
-                if rec.get(col) and rec.get("step"):
-                    curves[name].append((int(float(rec["step"])), float(rec[col])))
+            if not rec.get("step"):
+                continue
+            step = int(float(rec["step"]))
+            for name, col in (
+                ("train", "train/loss"),
+                ("val", val_key),
+                ("images_per_sec", "train/images_per_sec"),
+            ):
+                if rec.get(col):
+                    curves[name].append((step, float(rec[col])))
+    curves["seconds"] = elapsed_seconds(curves["images_per_sec"], images)
     return curves
 
 
-def plot(runs: list[Path], path: Path) -> Path:
+def elapsed_seconds(rates: list[tuple[int, float]], images: int) -> list[tuple[int, float]]:
+    """(step, seconds since the first step): each logged rate covers the steps since the previous one
+    (``log_every_n_steps``), each of ``images / rate`` seconds."""
+    out, total, last = [], 0.0, None
+    for step, rate in sorted(rates):
+        if rate > 0 and math.isfinite(rate):
+            total += (step - last if last is not None else 1) * images / rate
+            out.append((step, total))
+        last = step
+    return out
+
+
+def seconds_at(seconds: list[tuple[int, float]], step: int) -> float | None:
+    """Elapsed seconds at ``step`` (the nearest logged step at or before it)."""
+    before = [s for st, s in seconds if st <= step]
+    return before[-1] if before else None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def plot(runs: list[Run] | list[Path], path: Path, title: str = "learning curves") -> Path:
+    """Validation metric against steps (left) and wall-clock seconds (right): a colour per model."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for k, run in enumerate(runs):
-        curves, color = read_curve(run), f"C{k % 10}"
-        if curves["train"]:
-            ax.plot(*zip(*curves["train"], strict=True), color=color, alpha=0.8, label=f"{run.name} train")
-        if curves["val"]:
-            ax.plot(*zip(*curves["val"], strict=True), "o--", color=color, label=f"{run.name} val")
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits/dim")
-    ax.set_title("learning curves")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    runs = [r if isinstance(r, Run) else load_run(r) for r in runs]
+    fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
+    styles = ["o-", "s--", "^:", "d-."]
+    for k, (label, members) in enumerate(group_runs(runs).items()):
+        color = f"C{k % 10}"
+        for j, run in enumerate(members):
+            val = run.curves["val"]
+            if not val:
+                continue
+            name = label if j == 0 else None
+            style = styles[j % len(styles)]
+            steps, values = zip(*val, strict=True)
+            by_step.plot(steps, values, style, color=color, ms=3, lw=1.2, alpha=0.85, label=name)
+            timed = [(seconds_at(run.curves["seconds"], s), v) for s, v in val]
+            timed = [(t, v) for t, v in timed if t is not None]
+            if timed:
+                by_time.plot(*zip(*timed, strict=True), style, color=color, ms=3, lw=1.2, alpha=0.85)
+    unit = "nats" if runs and runs[0].nats else "bits/dim"
+    by_step.set_xlabel("optimizer step")
+    by_time.set_xlabel("wall-clock seconds of training (1 CPU thread)")
+    by_step.set_ylabel(f"validation NLL ({unit})")
+    for ax in (by_step, by_time):
+        ax.grid(alpha=0.3)
+    by_step.legend(fontsize=7)
+    fig.suptitle(f"{title}\n(one colour per model, one line per seed; CPU: {cpu_model()})", fontsize=10)
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
 
@@ -132,25 +337,36 @@ def log_to_wandb(rows: list[dict[str, Any]], plot_path: Path, project: str) -> b
     return True
 
 
+def report_text(runs: list[Run], title: str, png: str) -> str:
+    groups = group_runs(runs)
+    by_model = markdown([model_row(label, members) for label, members in groups.items()], MODEL_COLUMNS)
+    by_run = markdown([row(r) for r in runs])
+    return (
+        f"# {title}\n\n## By model (mean ± sample sd over seeds)\n\n{by_model}\n"
+        f"## By run\n\n{by_run}\n![learning curves]({png})\n\nCPU: {cpu_model()}\n"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("dirs", nargs="+", help="run directories, or sweep directories holding runs")
     p.add_argument("--out", help="where report.md and curves.png go (default: the only dir given, else .)")
+    p.add_argument("--title", default="pixel-lightning report", help="heading of report.md and the figure")
     p.add_argument("--project", default="pixel-lightning", help="W&B project for the table (when online)")
     args = p.parse_args(argv)
-    runs = find_runs(args.dirs)
-    if not runs:
+    paths = find_runs(args.dirs)
+    if not paths:
         print(f"error: no run directories (with metrics.json) under {', '.join(args.dirs)}", file=sys.stderr)
         return 2
     out = Path(args.out or (args.dirs[0] if len(args.dirs) == 1 else "."))
     out.mkdir(parents=True, exist_ok=True)
-    rows = [row(r) for r in runs]
-    table = markdown(rows)
-    png = plot(runs, out / "curves.png")
-    (out / "report.md").write_text(f"# pixel-lightning report\n\n{table}\n![learning curves]({png.name})\n")
-    print(table, end="")
+    runs = [load_run(r) for r in paths]
+    png = plot(runs, out / "curves.png", args.title)
+    text = report_text(runs, args.title, png.name)
+    (out / "report.md").write_text(text)
+    print(text, end="")
     print(f"wrote {out / 'report.md'} and {png}")
-    if log_to_wandb(rows, png, args.project):
+    if log_to_wandb([row(r) for r in runs], png, args.project):
         print("logged the table to W&B")
     return 0
 

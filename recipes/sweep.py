@@ -1,16 +1,21 @@
 """Run a sweep's grid locally, one run after another, without a W&B server; then write its report.
 
-    python recipes/sweep.py --sweep residual_skip --recipe cifar10_row_lstm [--out DIR] [key=value ...]
+    python recipes/sweep.py --sweep residual_skip --recipe cifar10_row_lstm [--out DIR] [--seeds 0 1]
+                            [key=value ...]
 
 The grid comes from ``pixel_lightning/recipes/sweeps/<sweep>.yaml`` (``parameters``: ``values`` lists and
 fixed ``value``s), the same file ``wandb sweep`` reads. Each run is a separate ``recipes/run.py`` process
 (as under ``wandb agent``; ``--in-process`` runs them in this process, faster for tiny sweeps), in
-``<out>/<key=value,...>/``; the report goes to ``<out>/report.md`` and ``<out>/curves.png``.
+``<out>/<key=value,...>/`` (with ``--seeds``: every grid point once per seed, in
+``<out>/<key=value,...>,seed=<s>/``); the report (mean and spread over the seeds) goes to ``<out>/report.md``
+and ``<out>/curves.png``. A run whose ``metrics.json`` exists is finished and not run again, so the same
+command completes an interrupted sweep.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import itertools
 import subprocess
 import sys
@@ -51,22 +56,42 @@ def run_name(overrides: list[str]) -> str:
     return ",".join(o.split(".")[-1] for o in overrides)
 
 
+def run(script: Path, argv: list[str], in_process: bool) -> int:
+    """``python <script> <argv>``: a new process, or (``in_process``) the script's ``main`` in this one."""
+    if not in_process:
+        return subprocess.run([sys.executable, str(script), *argv]).returncode
+    spec = importlib.util.spec_from_file_location(f"_sweep_{script.stem}", script)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    try:
+        return module.main(argv)
+    except SystemExit as e:  # a user error (exit 2) or argparse
+        return e.code if isinstance(e.code, int) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sweep", required=True, help="pixel_lightning/recipes/sweeps/<name>.yaml")
     p.add_argument("--recipe", required=True, help="the recipe every run starts from")
     p.add_argument("--out", help="sweep directory (default runs/sweeps/<sweep>/<recipe>)")
     p.add_argument("--in-process", action="store_true", help="run in this process (no DDP), e.g. in tests")
+    p.add_argument("--seeds", type=int, nargs="+", help="run every grid point once per seed (default: once)")
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     args = p.parse_args(argv)
     out = Path(args.out or f"runs/sweeps/{args.sweep}/{args.recipe}")
-    grid = load_grid(args.sweep)
+    grid = [
+        combo + ([f"seed={seed}"] if args.seeds is not None else [])
+        for combo in load_grid(args.sweep)
+        for seed in (args.seeds if args.seeds is not None else [None])
+    ]
     failed = []
     for k, combo in enumerate(grid, 1):
         run_dir = out / run_name(combo)
-        cmd = [
-            sys.executable,
-            str(ROOT / "recipes" / "run.py"),
+        if (run_dir / "metrics.json").is_file():
+            print(f"[sweep {args.sweep} {k}/{len(grid)}] {' '.join(combo)}: finished already ({run_dir})")
+            continue
+        argv = [
             "--recipe",
             args.recipe,
             "--out",
@@ -76,14 +101,12 @@ def main(argv: list[str] | None = None) -> int:
             f"logger.group={args.sweep}-{args.recipe}",
         ]
         print(f"[sweep {args.sweep} {k}/{len(grid)}] {' '.join(combo)} -> {run_dir}", flush=True)
-        if subprocess.run(cmd).returncode != 0:
+        if run(ROOT / "recipes" / "run.py", argv, args.in_process) != 0:
             failed.append(run_name(combo))
-    report = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "report.py"), str(out), "--out", str(out)]
-    )
+    report = run(ROOT / "recipes" / "report.py", [str(out), "--out", str(out)], args.in_process)
     if failed:
         print(f"[sweep {args.sweep}] failed runs: {', '.join(failed)}", file=sys.stderr)
-    return 1 if failed or report.returncode else 0
+    return 1 if failed or report else 0
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import math
+import shutil
 import sys
 from pathlib import Path
 
@@ -32,7 +35,8 @@ def test_local_sweep_runs_the_grid_and_reports_four_rows_and_a_plot(tmp_path, ca
     out = tmp_path / "sweep"
     tiny = [o for o in TINY if not o.startswith("trainer.max_steps")]
     args = ["--sweep", "residual_skip", "--recipe", "quickstart", "--out", str(out), "--in-process"]
-    args += [*tiny, "trainer.max_steps=3", "sample.n=0", f"data.data_dir={tmp_path / 'data'}"]
+    args += [*tiny, "trainer.max_steps=3", "trainer.val_check_interval=2", "sample.n=0"]
+    args += [f"data.data_dir={tmp_path / 'data'}"]
     assert sweep.main(args) == 0
     runs = sorted(p.name for p in out.iterdir() if (p / "metrics.json").is_file())
     assert runs == [
@@ -42,10 +46,80 @@ def test_local_sweep_runs_the_grid_and_reports_four_rows_and_a_plot(tmp_path, ca
         "residual=true,skip=true",
     ]
     text = (out / "report.md").read_text()
-    rows = [line for line in text.splitlines() if line.startswith("| ") and "pixelcnn" in line]
-    assert len(rows) == 4 and "no residual/skip" in text and "residual+skip" in text
-    assert all("nats" in r and "81.30" in r for r in rows)
+    by_model, by_run = text.split("## By run")
+    for table in (by_model, by_run):
+        rows = [line for line in table.splitlines() if line.startswith("| ") and "pixelcnn" in line]
+        assert len(rows) == 4 and all("nats" in r and "81.30" in r for r in rows)
+    assert "no residual/skip" in text and "residual+skip" in text
     png = out / "curves.png"
     assert png.is_file() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    curves = report.read_curve(out / "residual=true,skip=true")
+    curves = report.read_curve(out / "residual=true,skip=true", "val/nll_nats")
     assert [s for s, _ in curves["train"]] == [0, 1, 2]  # train/loss at every step (bits/dim)
+    assert [s for s, _ in curves["seconds"]] == [1, 2]  # the first step of an epoch has no rate
+    assert curves["val"] and all(v > 0 for _, v in curves["val"])
+
+    # the same command again: every run is finished, none is run again (metrics.json untouched)
+    stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
+    assert sweep.main(args) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")} == stamps
+    assert capsys.readouterr().out.count("finished already") == 4
+
+    # a second seed of two grid points (copies with known test NLLs): one model row, mean and sd over seeds
+    for name, (a, b) in {
+        "residual=true,skip=true": (80.0, 82.0),
+        "residual=false,skip=false": (90.0, 91.0),
+    }.items():
+        seed1 = out / f"{name},seed=1"
+        shutil.copytree(out / name, seed1)
+        for run, value, seed in ((out / name, a, 0), (seed1, b, 1)):
+            set_result(run, value, seed)
+    assert report.main([str(out), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    by_model = text.split("## By run")[0]
+    both = next(line for line in by_model.splitlines() if "residual+skip" in line)
+    cells = [c.strip() for c in both.strip("|").split("|")]
+    assert cells[1] == "0,1" and cells[2] == f"81.00 ± {math.sqrt(2):.2f}" and cells[3] == "80.00..82.00"
+    neither = next(line for line in by_model.splitlines() if "no residual/skip" in line)
+    assert f"90.50 ± {math.sqrt(0.5):.2f}" in neither
+    assert len([line for line in text.split("## By run")[1].splitlines() if "pixelcnn" in line]) == 6
+
+
+def set_result(run, test_nats: float, seed: int) -> None:
+    """Give a run directory a known test NLL and seed (metrics.json, config.yaml)."""
+    metrics = json.loads((run / "metrics.json").read_text())
+    metrics["test/nll_nats"] = test_nats
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["seed"] = seed
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+
+
+def test_elapsed_seconds_sums_the_logged_step_times():
+    # 16 images a step; rates logged at steps 1, 2 and (log_every_n_steps=2) 4: 0.5 s, 0.25 s, 2 x 1 s
+    assert report.elapsed_seconds([(1, 32.0), (2, 64.0), (4, 16.0)], 16) == [(1, 0.5), (2, 0.75), (4, 2.75)]
+    assert report.seconds_at([(1, 0.5), (2, 0.75), (4, 2.75)], 3) == 0.75
+
+
+def test_sweep_seeds_repeat_every_grid_point(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr(sweep, "run", lambda script, argv, in_process: calls.append(argv) or 0)
+    assert (
+        sweep.main(
+            [
+                "--sweep",
+                "residual_skip",
+                "--recipe",
+                "quickstart",
+                "--out",
+                str(tmp_path),
+                "--seeds",
+                "0",
+                "1",
+            ]
+        )
+        == 0
+    )
+    outs = [argv[argv.index("--out") + 1] for argv in calls[:-1]]  # the last call is the report
+    assert len(outs) == 8 and outs[0].endswith("residual=false,skip=false,seed=0")
+    assert outs[-1].endswith("residual=true,skip=true,seed=1")
+    assert all(any(a == f"seed={o[-1]}" for a in argv) for o, argv in zip(outs, calls, strict=False))
