@@ -1,0 +1,179 @@
+"""The figures of docs/RESULTS.md from a folder of runs: completions (paper Figure 1 form) and sample grids.
+
+    python recipes/results_figures.py RUNS_DIR --out DIR [--name NAME] [--images 6] [--completions 4]
+
+- ``<out>/<name>_completions.png``: the bottom half of test images occluded, several completions of each
+  drawn by the run with the lowest test NLL in RUNS_DIR (its best checkpoint), beside the original.
+- ``<out>/<name>_samples.png``: the final sample grid of one run per model (the first seed), side by side
+  (each grid is the run's ``samples/final.png``, drawn from its best checkpoint at the end of training).
+
+Reads what ``recipes/run.py`` writes (metrics.json, config.yaml, samples/final.png, checkpoints). Draws on one
+CPU thread with a fixed generator seed, so the same command redraws the same completions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report  # noqa: E402  (recipes/report.py: run discovery and model labels)
+
+
+def best_run(runs: list[report.Run]) -> report.Run:
+    """The run with the lowest test NLL (in its unit) that has a checkpoint to load."""
+    usable = [r for r in runs if Path(str(r.metrics.get("test_checkpoint"))).is_file()]
+    if not usable:
+        raise SystemExit("error: no run with a test checkpoint under the given folder")
+    return min(usable, key=lambda r: r.metrics[f"test/{r.key}"])
+
+
+def test_images(run: report.Run, k: int) -> torch.Tensor:
+    """``k`` test images of the run's data set, evenly spaced over the test split: int64 (k, C, H, W)."""
+    from pixel_lightning.data import build_datamodule
+
+    data = run.cfg["data"]
+    kwargs = {"source": data.get("source", "auto"), "batch_size": 256}
+    if data.get("data_dir"):
+        kwargs["data_dir"] = data["data_dir"]
+    dm = build_datamodule(data["name"], **kwargs)
+    dm.prepare_data()
+    dm.setup("test")
+    x = torch.cat([xb for xb, _ in dm.dataloader("test")])
+    rows = np.linspace(0, len(x) - 1, k).round().astype(int)
+    return x[torch.from_numpy(rows)].long()
+
+
+def complete(model, images: torch.Tensor, m: int, seed: int) -> torch.Tensor:
+    """``m`` completions of each image given its top half: int64 (k, m, C, H, W)."""
+    k, c, h, w = images.shape
+    mask = torch.zeros(c, h, w, dtype=torch.bool)
+    mask[:, : h // 2] = True  # known: the top half, every colour
+    values = images.repeat_interleave(m, dim=0)  # (k*m, C, H, W)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        x = model.sample_images(k * m, generator=g, known=(values, mask))
+    return x.view(k, m, c, h, w)
+
+
+def to_rgb(x: torch.Tensor, levels: int) -> np.ndarray:
+    """int (C, H, W) in [0, levels) -> uint8 (H, W, 3)."""
+    img = (x.double() * (255.0 / (levels - 1))).round().clamp(0, 255).to(torch.uint8)
+    return (
+        img.expand(3, -1, -1).permute(1, 2, 0).numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
+    )
+
+
+def completion_figure(images: torch.Tensor, done: torch.Tensor, levels: int, title: str, path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    k, m = done.shape[:2]
+    h = images.shape[2]
+    fig, axes = plt.subplots(k, m + 2, figsize=(1.3 * (m + 2), 1.3 * k + 0.8), squeeze=False)
+    for i in range(k):
+        occluded = to_rgb(images[i], levels).copy()
+        occluded[h // 2 :] = 128
+        panels = [occluded, *(to_rgb(done[i, j], levels) for j in range(m)), to_rgb(images[i], levels)]
+        for j, panel in enumerate(panels):
+            ax = axes[i, j]
+            ax.imshow(panel, interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(
+                    "occluded" if j == 0 else "original" if j == m + 1 else f"completion {j}", fontsize=7
+                )
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def samples_figure(runs: list[report.Run], title: str, path: Path) -> Path | None:
+    """Each model's (first seed's) samples/final.png, side by side."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grids = []
+    for label, members in report.group_runs(runs).items():
+        png = members[0].path / "samples" / "final.png"
+        if png.is_file():
+            grids.append((label.split(" [")[0], plt.imread(png)))
+    if not grids:
+        return None
+    fig, axes = plt.subplots(1, len(grids), figsize=(3.2 * len(grids), 3.6), squeeze=False)
+    for ax, (label, grid) in zip(axes[0], grids, strict=True):
+        ax.imshow(grid, interpolation="nearest")
+        ax.set_title(label, fontsize=7)
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title, fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("runs", help="a folder of runs (as recipes/report.py takes)")
+    p.add_argument("--out", required=True, help="folder for the PNG files")
+    p.add_argument("--name", help="file name prefix (default: the runs folder's name)")
+    p.add_argument("--images", type=int, default=6, help="test images to complete")
+    p.add_argument("--completions", type=int, default=4, help="completions per image")
+    p.add_argument("--seed", type=int, default=0, help="generator seed of the completions")
+    p.add_argument("--no-completions", action="store_true", help="only the sample grids")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+    runs = [report.load_run(r) for r in report.find_runs([args.runs])]
+    if not runs:
+        print(f"error: no runs under {args.runs}", file=sys.stderr)
+        return 2
+    out, name = Path(args.out), args.name or Path(args.runs).name
+    out.mkdir(parents=True, exist_ok=True)
+    written = [
+        samples_figure(
+            runs, f"samples, {name} (final grid of each model's first seed)", out / f"{name}_samples.png"
+        )
+    ]
+    if not args.no_completions:
+        from pixel_lightning import load_model
+
+        best = best_run([r for r in runs if r.cfg.get("model", {}).get("arch") != "multiscale"])
+        model = load_model(best.metrics["test_checkpoint"])
+        images = test_images(best, args.images)
+        done = complete(model, images, args.completions, args.seed)
+        label = report.model_label(best.cfg)
+        title = (
+            f"{name}: bottom half of {args.images} test images occluded, {args.completions} completions"
+            f" each, from {best.path.name} ({label}; test {best.metrics[f'test/{best.key}']:.3f} "
+            f"{'nats' if best.nats else 'bits/dim'})"
+        )
+        written.append(completion_figure(images, done, model.levels, title, out / f"{name}_completions.png"))
+        (out / f"{name}_completions.json").write_text(
+            json.dumps(
+                {"run": str(best.path), "checkpoint": best.metrics["test_checkpoint"], "seed": args.seed}
+            )
+            + "\n"
+        )
+    for path in written:
+        if path is not None:
+            print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
