@@ -38,7 +38,7 @@ case $EXPERIMENT in
     done ;;
   natural)  # 32x32 RGB patches of scikit-image's photographs, split by photograph; equal steps, small models
     NATURAL=(data.name=skimage_patches data.val_size=null model.hidden=12 model.layers=3 model.head_channels=32
-             trainer.max_steps=120 trainer.val_check_interval=40 sample.n=8)
+             model.lr=0.01 trainer.max_steps=120 trainer.val_check_interval=40 sample.n=8)
     for seed in "${SEEDS[@]}"; do
       run "pixelcnn-s$seed" recipes/results_run.py cifar10_pixelcnn seed="$seed" "${NATURAL[@]}"
       run "row_lstm-s$seed" recipes/results_run.py cifar10_row_lstm seed="$seed" "${NATURAL[@]}"
