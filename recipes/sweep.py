@@ -1,6 +1,6 @@
 """Run a sweep's grid locally, one run after another, without a W&B server; then write its report.
 
-    python recipes/sweep.py --sweep residual_skip --recipe cifar10_row_lstm [--out DIR] [--seeds 0 1]
+    python recipes/sweep.py --sweep residual_skip --recipe cifar10_row_lstm [--out DIR] [--seeds 0,1]
                             [key=value ...]
 
 The grid comes from ``pixel_lightning/recipes/sweeps/<sweep>.yaml`` (``parameters``: ``values`` lists and
@@ -56,6 +56,16 @@ def run_name(overrides: list[str]) -> str:
     return ",".join(o.split(".")[-1] for o in overrides)
 
 
+def seed_list(text: str) -> list[int]:
+    """``"0,1"`` -> ``[0, 1]``: one argument, so it never swallows the key=value overrides after it."""
+    try:
+        return [int(s) for s in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not a comma-separated list of integer seeds, e.g. 0,1"
+        ) from None
+
+
 def run(script: Path, argv: list[str], in_process: bool) -> int:
     """``python <script> <argv>``: a new process, or (``in_process``) the script's ``main`` in this one."""
     if not in_process:
@@ -76,7 +86,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", required=True, help="the recipe every run starts from")
     p.add_argument("--out", help="sweep directory (default runs/sweeps/<sweep>/<recipe>)")
     p.add_argument("--in-process", action="store_true", help="run in this process (no DDP), e.g. in tests")
-    p.add_argument("--seeds", type=int, nargs="+", help="run every grid point once per seed (default: once)")
+    p.add_argument(
+        "--seeds", type=seed_list, help="run every grid point once per seed, e.g. 0,1 (default: once)"
+    )
     p.add_argument("overrides", nargs="*", help="key=value overrides applied to every run")
     args = p.parse_args(argv)
     out = Path(args.out or f"runs/sweeps/{args.sweep}/{args.recipe}")
