@@ -72,8 +72,8 @@ def main(argv: list[str] | None = None) -> int:
         hours = [flops * images / (args.tflops * 1e12 * u) / 3600 for u in (high, low)]  # fast, slow
         rows.append({"recipe": recipe, "gflop_per_image": flops / 1e9, "images": images, "hours_1gpu": hours})
         print(
-            f"| {recipe} | {flops / 1e9:.1f} | {images:,} | {hours[0]:.2f}-{hours[1]:.2f} | "
-            f"{hours[0] / 8:.3f}-{hours[1] / 8:.3f} |",
+            f"| {recipe} | {flops / 1e9:.1f} | {images:,} | {hours[0]:.3g}-{hours[1]:.3g} | "
+            f"{hours[0] / 8:.3g}-{hours[1] / 8:.3g} |",
             flush=True,
         )
     print(
