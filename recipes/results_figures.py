@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -93,7 +94,7 @@ def completion_figure(images: torch.Tensor, done: torch.Tensor, levels: int, tit
                 ax.set_title(
                     "occluded" if j == 0 else "original" if j == m + 1 else f"completion {j}", fontsize=7
                 )
-    fig.suptitle(title, fontsize=8)
+    fig.suptitle(textwrap.fill(title, width=int(16 * (m + 2))), fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
