@@ -303,6 +303,10 @@ def plot(runs: list[Run] | list[Path], path: Path, title: str = "learning curves
             if timed:
                 by_time.plot(*zip(*timed, strict=True), style, color=color, ms=3, lw=1.2, alpha=0.85)
     unit = "nats" if runs and runs[0].nats else "bits/dim"
+    values = [v for r in runs for _, v in r.curves["val"] if v > 0]
+    if values and max(values) > 2 * min(values):  # one run far above the rest: keep the rest readable
+        by_step.set_yscale("log")
+        unit += ", log scale"
     by_step.set_xlabel("optimizer step")
     by_time.set_xlabel("wall-clock seconds of training (1 CPU thread)")
     by_step.set_ylabel(f"validation NLL ({unit})")
