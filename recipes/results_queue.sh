@@ -3,6 +3,7 @@
 #
 #   bash recipes/results_queue.sh EXPERIMENT [SEED ...]     EXPERIMENT: mnist | natural | ablation
 #   RUNS=/work/runs bash recipes/results_queue.sh ...        (where the run folders go; default /work/runs)
+#   ONLY="row_lstm-s1 diagonal_bilstm-s1" bash recipes/results_queue.sh natural 1   (just those runs)
 #
 # Every run writes $RUNS/<experiment>/<run>/ (config.yaml, metrics.json, logs/metrics.csv, samples/);
 # a run whose metrics.json exists is skipped, so the same command finishes an interrupted queue.
@@ -20,6 +21,7 @@ COMMON=(threads=1 logger=csv trainer.enable_progress_bar=false trainer.max_epoch
 run() {  # run NAME SCRIPT RECIPE [key=value ...]
   local name=$1 script=$2 recipe=$3; shift 3
   local out="$RUNS/$EXPERIMENT/$name"
+  if [[ -n ${ONLY:-} && " $ONLY " != *" $name "* ]]; then return; fi
   if [[ -f $out/metrics.json ]]; then echo "[queue] $name: done already"; return; fi
   echo "[queue] $(date -u +%T) $name: python $script --recipe $recipe --out $out ${COMMON[*]} $*"
   python "$script" --recipe "$recipe" --out "$out" "${COMMON[@]}" "$@" > "$RUNS/$EXPERIMENT/$name.log" 2>&1 \
