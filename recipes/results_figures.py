@@ -65,11 +65,10 @@ def complete(model, images: torch.Tensor, m: int, seed: int) -> torch.Tensor:
 
 
 def to_rgb(x: torch.Tensor, levels: int) -> np.ndarray:
-    """int (C, H, W) in [0, levels) -> uint8 (H, W, 3)."""
-    img = (x.double() * (255.0 / (levels - 1))).round().clamp(0, 255).to(torch.uint8)
-    return (
-        img.expand(3, -1, -1).permute(1, 2, 0).numpy() if img.shape[0] == 1 else img.permute(1, 2, 0).numpy()
-    )
+    """int (C, H, W) in [0, levels) -> uint8 (H, W, 3), as the sample grids draw it."""
+    from pixel_lightning.visual import image_grid
+
+    return image_grid(x[None], levels, pad=0)
 
 
 def completion_figure(images: torch.Tensor, done: torch.Tensor, levels: int, title: str, path: Path) -> Path:
