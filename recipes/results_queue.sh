@@ -42,10 +42,10 @@ case $EXPERIMENT in
     NATURAL=(data.name=skimage_patches data.val_size=null model.hidden=12 model.layers=3 model.head_channels=32
              model.lr=0.01 trainer.max_steps=120 trainer.val_check_interval=40 sample.n=8)
     for seed in "${SEEDS[@]}"; do
-      run "pixelcnn-s$seed" recipes/results_run.py cifar10_pixelcnn seed="$seed" "${NATURAL[@]}"
-      run "row_lstm-s$seed" recipes/results_run.py cifar10_row_lstm seed="$seed" "${NATURAL[@]}"
-      run "diagonal_bilstm-s$seed" recipes/results_run.py cifar10_diagonal_bilstm seed="$seed" "${NATURAL[@]}"
-      run "multiscale_row_lstm-s$seed" recipes/results_run.py cifar10_row_lstm seed="$seed" "${NATURAL[@]}" \
+      run "pixelcnn-s$seed" recipes/run.py cifar10_pixelcnn seed="$seed" "${NATURAL[@]}"
+      run "row_lstm-s$seed" recipes/run.py cifar10_row_lstm seed="$seed" "${NATURAL[@]}"
+      run "diagonal_bilstm-s$seed" recipes/run.py cifar10_diagonal_bilstm seed="$seed" "${NATURAL[@]}"
+      run "multiscale_row_lstm-s$seed" recipes/run.py cifar10_row_lstm seed="$seed" "${NATURAL[@]}" \
         model.arch=multiscale model.base=row_lstm model.low_res=16 model.cond_maps=12 \
         paper.test=null paper.train=null \
         "paper.where=no multi-scale CIFAR-10 figure in the paper"
