@@ -127,7 +127,7 @@ def samples_figure(runs: list[report.Run], title: str, path: Path) -> Path | Non
     return path
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", help="a folder of runs (as recipes/report.py takes)")
     p.add_argument("--out", required=True, help="folder for the PNG files")
@@ -136,7 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--completions", type=int, default=4, help="completions per image")
     p.add_argument("--seed", type=int, default=0, help="generator seed of the completions")
     p.add_argument("--no-completions", action="store_true", help="only the sample grids")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     torch.set_num_threads(1)
     runs = [report.load_run(r) for r in report.find_runs([args.runs])]
     if not runs:

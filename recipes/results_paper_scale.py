@@ -51,7 +51,7 @@ def train_flops_per_image(recipe: str) -> tuple[float, int, str]:
     return fc.get_total_flops(), TRAIN_IMAGES[cfg.data.name], cfg.data.name
 
 
-def main(argv: list[str] | None = None) -> int:
+def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", nargs="+", default=RECIPES)
     p.add_argument(
@@ -61,7 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         "--utilization", type=float, nargs=2, default=[0.1, 0.3], help="achieved fraction, low high"
     )
     p.add_argument("--out", help="also write the rows as JSON here")
-    args = p.parse_args(argv)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
     torch.set_num_threads(1)
     low, high = args.utilization
     rows = []

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import shlex
+import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -100,6 +101,8 @@ def sweep_parser():
     p.add_argument("--sweep", required=True)
     p.add_argument("--recipe", required=True)
     p.add_argument("--out")
+    p.add_argument("--seeds")
+    p.add_argument("--in-process", action="store_true")
     p.add_argument("overrides", nargs="*")
     return p
 
@@ -108,12 +111,35 @@ def _report_py(args: list[str], tmp_path: Path) -> None:
     """Runs for real on stand-in run directories (a metrics.json each) at the documented paths."""
     import report
 
-    dirs = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] != "--out")]
-    for d in dirs:
+    flags = ("--out", "--title", "--project")
+    dirs = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in flags)]
+    inside = {d: d.lstrip("/") for d in dirs}  # an absolute documented path stays inside tmp_path
+    for d in inside.values():
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
         (tmp_path / d / "metrics.json").write_text(json.dumps({"arch": "pixelcnn", "dataset": "mnist"}))
     os.chdir(tmp_path)
-    assert report.main(args) == 0
+    assert report.main([inside.get(a, a) for a in args]) == 0
+
+
+def _parses(script: str) -> Callable[[list[str]], None]:
+    """Scripts that need finished runs or minutes of CPU (the results figures, the paper-scale FLOP count):
+    the documented arguments parse with the script's own parser."""
+
+    def check(args: list[str]) -> None:
+        sys.path.insert(0, str(ROOT / "recipes"))
+        module = __import__(Path(script).stem)
+        module.make_parser().parse_args(args)
+
+    return check
+
+
+def _bash(args: list[str]) -> None:
+    """``bash recipes/results_queue.sh EXPERIMENT SEED...``: the script parses, knows the experiment, seeds
+    are integers (running it is the hours of training RESULTS.md reports)."""
+    assert args[0] == "recipes/results_queue.sh", args
+    assert subprocess.run(["bash", "-n", str(ROOT / args[0])]).returncode == 0
+    assert re.search(rf"^\s+{re.escape(args[1])}\)", (ROOT / args[0]).read_text(), re.M), args[1]
+    assert all(a.isdigit() for a in args[2:]), args
 
 
 def _wandb(args: list[str]) -> None:
@@ -179,9 +205,10 @@ def dispatch(command: str) -> tuple[Callable[..., None], list[str]]:
             return _this_suite, args[2:]
         script, args = args[0], args[1:]
         handlers = {"recipes/run.py": _run_py, "recipes/sweep.py": _sweep_py, "recipes/report.py": _report_py}
+        handlers |= {s: _parses(s) for s in ("recipes/results_figures.py", "recipes/results_paper_scale.py")}
         assert script in handlers, f"no check for documented script {script}: add one to tests/test_readme.py"
         return handlers[script], args
-    handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning}
+    handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning, "bash": _bash}
     assert prog in handlers, f"no check for documented command {prog}: add one to tests/test_readme.py"
     return handlers[prog], args
 
