@@ -18,7 +18,7 @@ def recipe_path(name: str, recipes_dir: Path = RECIPES_DIR) -> Path:
 
 
 def list_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
-    """Names of every recipe (``recipes/*.yaml``), sorted."""
+    """Names of every recipe (``pixel_lightning/recipes/*.yaml``), sorted."""
     return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
 
 
