@@ -53,7 +53,17 @@ def run(out: Path, logger: str, *extra: str) -> subprocess.CompletedProcess:
 
 def start(out: Path, logger: str, *extra: str) -> subprocess.Popen:
     cmd = command(out, logger, f"trainer.max_epochs={EPOCHS}", *extra)
-    return subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def kill_9(proc: subprocess.Popen) -> None:
+    """SIGKILL to the run's whole process group, as a job kill (scancel, a lost node) does: W&B's service
+    process dies with it. (Killing the Python process alone leaves that service holding the run id for a
+    while, and an immediate re-run can then be refused by W&B with "run ID ... is in use".)"""
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
 
 
 def wait_for(proc: subprocess.Popen, path: Path, timeout: float = 300) -> None:
@@ -168,8 +178,7 @@ def test_kill_9_at_a_random_moment_then_rerun(reference, logger, tmp_path):
     proc = start(out, logger)
     wait_for(proc, out / "checkpoints" / f"step={3 * rng.randint(1, 12):09d}.ckpt")
     time.sleep(rng.uniform(0, 0.5))  # anywhere: a step, a validation, a checkpoint write
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_9(proc)
     assert proc.returncode == -signal.SIGKILL, "the run ended before the kill"
     result = run(out, logger)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -185,8 +194,7 @@ def test_kill_9_at_an_epoch_boundary_then_rerun(reference, logger, tmp_path):
     out = tmp_path / "run"
     proc = start(out, logger, "checkpoint.every_n_steps=1000")  # checkpoints at epoch ends only
     wait_for(proc, out / "checkpoints" / f"step={2 * EPOCH:09d}.ckpt")  # saved at the end of epoch 1
-    proc.send_signal(signal.SIGKILL)
-    proc.wait(timeout=30)
+    kill_9(proc)
     result = run(out, logger, "checkpoint.every_n_steps=1000")
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[resume] resuming from" in result.stdout
