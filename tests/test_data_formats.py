@@ -269,6 +269,7 @@ def test_workers_deliver_the_same_batches(tmp_path, data_write):
     np.testing.assert_array_equal(collect(dm.dataloader("train", shuffle=False))[0], images[:20])
 
 
+@pytest.mark.slow  # a benchmark smoke run (13 s)
 def test_loader_benchmark_quick_runs():
     out = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "loader.py"), "--quick"],

@@ -145,7 +145,9 @@ def test_rerun_of_a_finished_epoch_bounded_run_prints_its_result_without_trainin
 
 
 @pytest.mark.parametrize("logger", LOGGERS)
-@pytest.mark.parametrize("bound", ["trainer.max_steps=15", "trainer.max_time=00:00:00:02"])
+@pytest.mark.parametrize(
+    "bound", [pytest.param("trainer.max_steps=15", marks=pytest.mark.slow), "trainer.max_time=00:00:00:02"]
+)  # the step bound takes the epoch bound's path (test above); the time bound is its own
 def test_rerun_of_a_finished_step_or_time_bounded_run(bound, logger, tmp_path):
     out = tmp_path / "run"
     first = run(out, logger, bound, "trainer.max_epochs=1000")
@@ -171,7 +173,8 @@ def test_extend_a_finished_run(reference, logger, tmp_path):
 # ----------------------------------------------------------------------------- interruptions
 
 
-@pytest.mark.parametrize("logger", ["csv", "wandb"])
+# the W&B run writes the CSV log too, so it checks both; the CSV-only variant is slow
+@pytest.mark.parametrize("logger", [pytest.param("csv", marks=pytest.mark.slow), "wandb"])
 def test_kill_9_at_a_random_moment_then_rerun(reference, logger, tmp_path):
     out = tmp_path / "run"
     rng = random.Random()

@@ -83,6 +83,7 @@ def max_diff(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point())
 
 
+@pytest.mark.slow  # > 10 s; the default run keeps its budget (journeys in test_journeys.py cover it)
 def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tmp_path):
     out = tmp_path / "run"
     proc = start(out, "--steps", "100000", "--every", "100000", "--sleep", "0.2")
@@ -101,6 +102,7 @@ def test_sigterm_checkpoints_the_current_step_and_exits_cleanly(tmp_path):
     assert ck.inspect_checkpoint(out / "checkpoints" / "last.ckpt").step == info.step
 
 
+@pytest.mark.slow  # 24 s: SLURM requeue end to end; SIGTERM's journey stays in the default run
 def test_sigusr1_under_slurm_checkpoints_requeues_and_the_requeued_job_finishes(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -139,6 +141,7 @@ def comparable(metrics: dict) -> dict:
     return {k: v for k, v in metrics.items() if k not in TIMING_KEYS and isinstance(v, int | float)}
 
 
+@pytest.mark.slow  # > 10 s; the default run keeps its budget (journeys in test_journeys.py cover it)
 def test_kill_9_of_recipes_run_py_then_the_same_command_equals_an_uninterrupted_run(tmp_path):
     """The acceptance test through the real command line: kill -9 at a random moment (a random step,
     possibly during a checkpoint write), the same command again, then parameters and metrics equal."""
