@@ -20,6 +20,7 @@ from helpers import lightning_checkpoint, tiny_model
 from PIL import Image
 from test_cli_errors import ForkServer
 
+import pixel_lightning
 from pixel_lightning import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -190,7 +191,8 @@ def test_help_lists_the_subcommands(capsys):
 def test_installed_command_runs_from_an_empty_directory(run, tmp_path, data_digits, data_write):
     """``pip install .`` (of a copy: the build leaves files beside the sources) into a fresh venv that
     takes the dependencies from the system site, then the console script from an empty directory:
-    --help, sample, --list (the recipes are package data), a tiny fit and test of its checkpoint. The
+    --help, sample, complete, evaluate, --list (the recipes are package data), a tiny fit and test of
+    its checkpoint. The
     venv has no pip of its own (its bundled setuptools is too old to build a wheel), the system pip
     installs into it."""
     root, ckpt, _, _ = run
@@ -227,7 +229,22 @@ def test_installed_command_runs_from_an_empty_directory(run, tmp_path, data_digi
     argv = [exe, "sample", "--ckpt", str(ckpt), "--n", "2", "--out", "s"]
     result = subprocess.run(argv, cwd=empty, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert np.load(empty / "s" / "samples.npz")["images"].shape == (2, *SHAPE)
+    images = np.load(empty / "s" / "samples.npz")["images"]
+    assert images.shape == (2, *SHAPE)
+    argv = [exe, "complete", "--ckpt", str(ckpt), "--images", "s/samples.npz", "--keep", "top-half"]
+    argv += ["--n", "2", "--out", "c"]
+    result = subprocess.run(argv, cwd=empty, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    done = np.load(empty / "c" / "completions.npz")["completions"]  # (B, K, C, H, W)
+    top = SHAPE[1] // 2
+    assert (done[:, :, :, :top] == images[:, None, :, :top]).all()  # the kept pixels, exactly
+    assert (empty / "c" / "completions.png").is_file()
+    argv = [exe, "evaluate", "--ckpt", str(ckpt), "--images", "s/samples.npz"]
+    result = subprocess.run(argv, cwd=empty, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = list(csv.DictReader(io.StringIO(result.stdout)))
+    logp = pixel_lightning.load_model(ckpt).log_prob(torch.from_numpy(images).long())
+    assert [float(r["nll_nats"]) for r in rows] == pytest.approx((-logp).tolist(), abs=1e-3)
 
     listed = subprocess.run([exe, "--list"], cwd=empty, env=env, capture_output=True, text=True)
     assert listed.returncode == 0 and "mnist_diagonal_bilstm_7l" in listed.stdout, listed.stderr  # packaged
