@@ -62,10 +62,10 @@ def complete(model, images: torch.Tensor, m: int, seed: int) -> torch.Tensor:
 
 
 def to_rgb(x: torch.Tensor, levels: int) -> np.ndarray:
-    """int (C, H, W) in [0, levels) -> uint8 (H, W, 3), as the sample grids draw it."""
-    from pixel_lightning.visual import image_grid
+    """int (C, H, W) in [0, levels) -> uint8 (H, W, 3), by visual.to_rgb (the grids' colours)."""
+    from pixel_lightning.visual import to_rgb as batch_to_rgb
 
-    return image_grid(x[None], levels, pad=0)
+    return batch_to_rgb(x[None], levels)[0]
 
 
 def completion_figure(images: torch.Tensor, done: torch.Tensor, levels: int, title: str, path: Path) -> Path:
