@@ -119,11 +119,13 @@ class TrainerConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     gradient_clip_val: float | None = None  # clip the gradient norm to this (None: no clipping)
     accumulate_grad_batches: int = 1  # optimizer step every k batches
-    val_check_interval: float | int = 1.0  # validate every fraction of an epoch (float) or k batches (int)
+    # None below is Lightning's own default (once per epoch, every batch), passed as None so Lightning prints
+    # no "was configured so 100% ..." notice (tests/test_journeys.py::test_a_default_run_prints_no_...)
+    val_check_interval: float | int | None = None  # validate every fraction of an epoch (float) or k batches
     check_val_every_n_epoch: int | None = 1  # validate every k epochs (None with an int val_check_interval)
-    limit_train_batches: float | int = 1.0  # fraction (float) or number (int) of training batches per epoch
-    limit_val_batches: float | int = 1.0  # same, validation
-    limit_test_batches: float | int = 1.0  # same, test
+    limit_train_batches: float | int | None = None  # fraction (float) or number (int) of training batches
+    limit_val_batches: float | int | None = None  # same, validation
+    limit_test_batches: float | int | None = None  # same, test
     log_every_n_steps: int = 50  # how often step metrics are written
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     enable_progress_bar: bool = True  # Lightning's progress bars (training, evaluation, sampling)
@@ -293,7 +295,7 @@ class RunConfig:
             raise ConfigError(f"checkpoint.every_n_minutes={self.checkpoint.every_n_minutes} must be > 0")
         for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
             value = getattr(self.trainer, key)
-            if value < 0 or (isinstance(value, float) and value > 1.0):
+            if value is not None and (value < 0 or (isinstance(value, float) and value > 1.0)):
                 raise ConfigError(
                     f"trainer.{key}={value} is impossible: a fraction in [0, 1] or a number of batches"
                 )

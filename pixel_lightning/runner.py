@@ -291,17 +291,8 @@ def build_trainer(
         callbacks=[*build_callbacks(cfg), *extra_callbacks],
         plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
-        **{**lightning_defaults_as_none(t.kwargs()), "enable_progress_bar": progress_bars(cfg)},
+        **{**t.kwargs(), "enable_progress_bar": progress_bars(cfg)},
     )
-
-
-def lightning_defaults_as_none(kwargs: dict[str, Any]) -> dict[str, Any]:
-    """Lightning prints "`Trainer(limit_train_batches=1.0)` was configured so 100% ..." for a limit or
-    val interval passed explicitly as 1.0, which our typed defaults always did; None means the same to
-    Lightning without the notice (tests/test_journeys.py::
-    test_a_default_run_prints_no_lightning_notices)."""
-    keys = ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval")
-    return {k: None if k in keys and v == 1.0 and isinstance(v, float) else v for k, v in kwargs.items()}
 
 
 # ----------------------------------------------------------------------------- the run
