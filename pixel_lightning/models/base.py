@@ -211,8 +211,9 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
     def network(self, xf: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled images (B, C, H, W) -> logits (B, K, C, H, W), K = levels (softmax) or 1 (sigmoid)."""
         h = self.first(xf)  # (B, 2h, H, W)
-        if self.config.channels_last:  # every later convolution then keeps this layout
-            h = h.contiguous(memory_format=torch.channels_last)
+        # every later convolution keeps this layout (the first layer's patch matmul gives channels-last)
+        fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
+        h = h.contiguous(memory_format=fmt)
         h = self.stack(h, cond)  # (B, 2h, H, W)
         out = self.head(h)  # (B, C*K, H, W)
         B, _, H, W = out.shape

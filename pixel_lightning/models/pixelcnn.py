@@ -30,11 +30,19 @@ class PixelCNNBlock(nn.Module):
         self.cond = nn.Conv2d(cond_channels, h, 1) if cond_channels else None
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.conv_out(self.pre_output(x, cond))  # (B, 2h, H, W)
+
+    def pre_output(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The input of the last 1x1 convolution: (B, 2h, H, W) -> (B, h, H, W)."""
         y = self.conv_in(F.relu(x))  # (B, h, H, W)
         y = self.conv(F.relu(y))  # (B, h, H, W)
         if self.cond is not None:
             y = y + self.cond(require_cond(cond))
-        return self.conv_out(F.relu(y))  # (B, 2h, H, W)
+        return F.relu(y)
+
+    @property
+    def output_conv(self) -> MaskedConv2d:
+        return self.conv_out
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:

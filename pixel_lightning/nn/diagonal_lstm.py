@@ -175,9 +175,18 @@ class DiagonalBiLSTMLayer(nn.Module):
         return self.out(h_fwd + shift_down(h_bwd.flip(3)))  # (B, h, H, W) -> (B, 2h, H, W)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Same function as :meth:`forward_reference`, laid out for speed: the input (2h maps, plus the
-        conditioning map if any; not the 8h gate maps) is skewed by :func:`skew_steps` straight into the
-        scan's step-major layout, K_is (with the conditioning 1x1 and both biases folded in as extra
+        return self.out(self.pre_output(x, cond))  # (B, 2h, H, W)
+
+    @property
+    def output_conv(self) -> MaskedConv2d:
+        return self.out
+
+    def pre_output(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The merged state maps (B, h, H, W), the input of the 1x1 output convolution.
+
+        Same function as :meth:`forward_reference`, laid out for speed: the input (2h maps, plus the
+        conditioning map if any; not the 8h gate maps) is skewed by :func:`skew_steps` straight into
+        the scan's step-major layout, K_is (with the conditioning 1x1 and both biases folded in as extra
         columns) is one GEMM per direction there, both directions share one :func:`lstm_scan`, and
         :class:`UnskewMerge` reads the result back by strides."""
         B, _, H, W = x.shape
@@ -196,7 +205,7 @@ class DiagonalBiLSTMLayer(nn.Module):
         h0 = self.h0.view(2, hd, 1, 1).expand(2, hd, H, B)
         c0 = self.c0.view(2, hd, 1, 1).expand(2, hd, H, B)
         hs = lstm_scan(s, K_ss, h0, c0, (-1, 0))  # (T, 2, h, H, B)
-        return self.out(UnskewMerge.apply(hs, W))  # (B, h, H, W) -> (B, 2h, H, W)
+        return UnskewMerge.apply(hs, W)  # (B, h, H, W)
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def padding_states(self, H: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -8,6 +8,10 @@ from torch import nn
 
 from pixel_lightning.nn.masks import MaskType, causal_mask, channel_groups
 
+# A masked k x k convolution with at most this many input channels (the first layer, on images) runs as
+# a matmul on its patches (MaskedConv2d.patch_matmul); wider ones use F.conv2d.
+PATCH_MATMUL_MAX_IN = 4
+
 
 class MaskedConv2d(nn.Conv2d):
     """``nn.Conv2d`` with a mask A or mask B (see :mod:`pixel_lightning.nn.masks`), 'same' padding.
@@ -48,6 +52,8 @@ class MaskedConv2d(nn.Conv2d):
             return pointwise(x, self.matrix(), self.bias)
         if kh == 1:
             return F.conv2d(x, self.weight * self.mask, self.bias, padding=self.padding)
+        if self.in_channels <= PATCH_MATMUL_MAX_IN:
+            return self.patch_matmul(x)
         # Kernel rows below the centre are all masked: convolve with the kh//2 + 1 causal rows only
         # (a third fewer FLOPs for 3x3, 3/7 fewer for 7x7). With the same padding the output gains
         # kh//2 rows at the bottom; output row r reads input rows r - kh//2 .. r, so keep the first H.
@@ -55,6 +61,31 @@ class MaskedConv2d(nn.Conv2d):
         rows = kh // 2 + 1
         w = self.weight[:, :, :rows] * self.mask[:, :, :rows]
         return F.conv2d(x, w, self.bias, padding=self.padding)[:, :, : x.shape[2]]
+
+    def patch_matmul(self, x: torch.Tensor) -> torch.Tensor:
+        """The convolution as one matmul on the causal patches (im2col), for image inputs (few
+        channels): (B, C, H, W) -> (B, out, H, W) channels-last.
+
+        oneDNN computes the weight gradient of a convolution with 1-3 input channels far below its
+        matmul rate (the first layer's backward was the slowest convolution of a step; figures in
+        benchmarks/README.md). Here the patches are a small (B*H*W, rows*kw*C) matrix, and forward and
+        weight gradient are one GEMM each. With many input channels the patch matrix is large and the
+        convolution is faster: those keep ``F.conv2d``.
+
+            x padded: kh//2 zero rows on top (none below: those rows are masked), kw//2 columns each side
+            patch of (i, j): rows i .. i + kh//2, columns j .. j + kw - 1 of the padded map   (rows, kw, C)
+        """
+        B, C, H, W = x.shape
+        kh, kw = self.kernel_size
+        rows = kh // 2 + 1
+        w = (self.weight * self.mask)[:, :, :rows]  # (out, C, rows, kw)
+        w = w.permute(0, 2, 3, 1).reshape(self.out_channels, rows * kw * C)  # patch order (r, k, c)
+        xp = F.pad(x, (kw // 2, kw // 2, kh // 2, 0)).permute(0, 2, 3, 1).contiguous()  # (B, H+r-1, W+k-1, C)
+        sB, sH, sW, sC = xp.stride()
+        patches = xp.as_strided((B, H, W, rows, kw, C), (sB, sH, sW, sH, sW, sC))  # a view
+        flat = patches.reshape(B * H * W, rows * kw * C)  # the one copy: (P, rows*kw*C)
+        out = flat @ w.t() if self.bias is None else torch.addmm(self.bias, flat, w.t())  # (P, out)
+        return out.view(B, H, W, self.out_channels).permute(0, 3, 1, 2)  # (B, out, H, W)
 
     def matrix(self) -> torch.Tensor:
         """The masked weight of a 1x1 convolution as an (out, in) matrix."""

@@ -69,6 +69,14 @@ class RowLSTMLayer(nn.Module):
         return self.out(torch.stack(rows, dim=2))  # (B, h, H, W) -> (B, 2h, H, W)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        return self.out(self.pre_output(x, cond))  # (B, 2h, H, W)
+
+    @property
+    def output_conv(self) -> MaskedConv2d:
+        return self.out
+
+    def pre_output(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The state maps, the input of the 1x1 output convolution: (B, 2h, H, W) -> (B, h, H, W)."""
         B, _, H, W = x.shape
         hd = self.hidden
         s = self.input_to_state(x, cond) + self.K_ss.bias.view(1, -1, 1, 1)  # (B, 4h, H, W)
@@ -77,8 +85,7 @@ class RowLSTMLayer(nn.Module):
         h0 = self.h0.view(1, hd, 1, 1).expand(1, hd, W, B)
         c0 = self.c0.view(1, hd, 1, 1).expand(1, hd, W, B)
         hs = lstm_scan(s, K_ss, h0, c0, (-1, 0, 1))  # (H, 1, h, W, B)
-        h = hs[:, 0].permute(3, 0, 2, 1).contiguous().permute(0, 3, 1, 2)  # (B, h, H, W) channels-last
-        return self.out(h)  # (B, 2h, H, W)
+        return hs[:, 0].permute(3, 0, 2, 1).contiguous().permute(0, 3, 1, 2)  # (B, h, H, W) channels-last
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:

@@ -4,6 +4,13 @@ x_0 = first layer output                      (B, 2h, H, W)
 y_l = layer_l(x_{l-1})                        residual branch, no addition inside the layer
 x_l = x_{l-1} + y_l   if residual else y_l
 out = sum_l S_l(y_l)  if skip     else x_L    S_l: learnable 1x1 mask-B convolutions
+
+Every body layer here ends in a 1x1 convolution, y_l = O_l(r_l) (PixelCNN: r_l = ReLU of the 3x3's
+output, h -> 2h; Row/Diagonal LSTM: r_l = the state maps h, h -> 2h). Two 1x1 convolutions in a row are
+one, so the skip term is computed from r_l with the product matrix: S_l(O_l(r_l)) = (S_l O_l) r_l +
+S_l b_l, h input maps instead of 2h, half the skip work (:meth:`LayerStack.forward`; the definition
+above is :meth:`LayerStack.forward_reference`, tests/test_speed_exact.py compares them). With skip on,
+the last layer's y_L and x_L are not needed and not computed.
 """
 
 from __future__ import annotations
@@ -14,6 +21,13 @@ import torch
 from torch import nn
 
 from pixel_lightning.nn.masked_conv import MaskedConv2d, pointwise_sum
+
+
+def composable_output(layer: nn.Module) -> MaskedConv2d | None:
+    """The final 1x1 convolution O of a layer computed as ``O(layer.pre_output(x, cond))``, or None
+    for a layer without that form (it is then called whole)."""
+    out = getattr(layer, "output_conv", None)
+    return out if isinstance(out, MaskedConv2d) and out.kernel_size == (1, 1) else None
 
 
 class LayerStack(nn.Module):
@@ -29,18 +43,42 @@ class LayerStack(nn.Module):
         )
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        if not (self.skip and self.layers):
+            for layer in self.layers:
+                y = layer(x, cond)  # (B, 2h, H, W)
+                x = x + y if self.residual else y
+            return x
+        terms, mats = [], []  # sum_l mats[l] @ terms[l] + bias is the output
+        bias = torch.stack([s.bias for s in self.skips]).sum(0)  # (2h,)
+        last = len(self.layers) - 1
+        for k, (layer, s) in enumerate(zip(self.layers, self.skips, strict=True)):
+            S = s.matrix()  # (2h, 2h)
+            out = composable_output(layer)
+            if out is None:
+                y = layer(x, cond)  # (B, 2h, H, W)
+                terms.append(y)
+                mats.append(S)
+            else:
+                r = layer.pre_output(x, cond)  # (B, h, H, W)
+                terms.append(r)
+                mats.append(S @ out.matrix())  # (2h, h)
+                bias = bias + S @ out.bias
+                if k == last:
+                    break  # x_L is not used with skip connections
+                y = out(r)  # (B, 2h, H, W)
+            x = x + y if self.residual else y
+        return pointwise_sum(terms, mats, bias)
+
+    def forward_reference(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """The wiring at the top of this module, term by term (tests compare :meth:`forward`)."""
         ys = []
         for layer in self.layers:
             y = layer(x, cond)  # (B, 2h, H, W)
             x = x + y if self.residual else y
             ys.append(y)
-        return self.skip_sum(ys) if self.skip and ys else x
-
-    def skip_sum(self, ys: list[torch.Tensor]) -> torch.Tensor:
-        """sum_l S_l(y_l), every layer's residual branch y_l (B, 2h, H, W) through its skip 1x1 conv,
-        accumulated into one map (:func:`~pixel_lightning.nn.masked_conv.pointwise_sum`)."""
-        bias = torch.stack([s.bias for s in self.skips]).sum(0)  # (2h,)
-        return pointwise_sum(ys, [s.matrix() for s in self.skips], bias)
+        if not (self.skip and ys):
+            return x
+        return sum(s(y) for s, y in zip(self.skips, ys, strict=True))
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:
