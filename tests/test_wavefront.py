@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 from helpers import COMBOS, tiny_model
 
-from pixel_lightning.nn.masked_conv import MaskedConv2d, pointwise, pointwise_sum
+from pixel_lightning.nn.masked_conv import MaskedConv2d, channel_layout, pointwise, pointwise_sum
 from pixel_lightning.nn.row_lstm import RowLSTMLayer
 from pixel_lightning.nn.wavefront import RowLSTMStack, RowLSTMWavefront
 
@@ -146,17 +146,26 @@ def test_pointwise_equals_conv(layout):
         assert (a - b).abs().max() < 1e-12
 
 
-@pytest.mark.parametrize("channels_last", [True, False])
-def test_pointwise_sum_equals_sum_of_convs(channels_last):
-    """The skip sum accumulated with addmm_ equals the sum of separate 1x1 convolutions."""
+@pytest.mark.parametrize("layout", ["channels_last", "nchw", "rows", "strided"])
+def test_pointwise_sum_equals_sum_of_convs(layout):
+    """The skip sum accumulated with addmm_/baddbmm_ equals the sum of separate 1x1 convolutions, in
+    every memory layout (channels inner, outer, between position dims; a non-dense view)."""
     g = torch.Generator().manual_seed(0)
     xs = [torch.randn(2, 4, 3, 5, generator=g, dtype=torch.float64) for _ in range(3)]
-    if channels_last:
+    if layout == "channels_last":
         xs = [x.contiguous(memory_format=torch.channels_last) for x in xs]
+    elif layout == "rows":  # memory order (H, C, W, B), as the Row LSTM stack keeps its maps
+        xs = [x.permute(2, 1, 3, 0).contiguous().permute(3, 1, 0, 2) for x in xs]
+        assert channel_layout(xs[0]) == ((2,), (3, 0))
+    elif layout == "strided":
+        xs = [torch.randn(2, 4, 3, 10, generator=g, dtype=torch.float64)[..., ::2] for _ in range(3)]
+        assert channel_layout(xs[0]) is None
     xs = [x.requires_grad_() for x in xs]
     ws = [torch.randn(6, 4, generator=g, dtype=torch.float64).requires_grad_() for _ in xs]
     b = torch.randn(6, generator=g, dtype=torch.float64).requires_grad_()
     out = pointwise_sum(xs, ws, b)
+    if layout != "strided":
+        assert channel_layout(out) == channel_layout(xs[0])  # the output keeps the layout
     ref = sum(F.conv2d(x, w[:, :, None, None]) for x, w in zip(xs, ws, strict=True)) + b.view(1, -1, 1, 1)
     assert (out - ref).abs().max() < 1e-12
     assert (pointwise(xs[0], ws[0], b) - F.conv2d(xs[0], ws[0][:, :, None, None], b)).abs().max() < 1e-12

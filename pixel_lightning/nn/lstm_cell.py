@@ -81,7 +81,9 @@ def lstm_scan(
         K_ss: (G, 4h, len(taps) * h) state-to-state weights, columns tap-major.
         h0, c0: (G, h, N, B) initial states.
     Returns:
-        (T, G, h, N, B) hidden states of every step.
+        (T, G, h, N, B) hidden states of every step, stored feature-major (G, h, T, N, B) as the
+        backward's gradient of ``s`` is: Row LSTM keeps its maps channels-outermost
+        (:func:`pixel_lightning.nn.row_lstm.to_chwb`), so neither needs a copy there.
     """
     return LSTMScan.apply(s, K_ss, h0, c0, tuple(taps))
 
@@ -120,7 +122,7 @@ class LSTMScan(torch.autograd.Function):
         act = s.new_empty(T, G, d4, M)  # sigmoid(o, f, i), tanh(g)
         cs = s.new_empty(T + 1, G, d, M)  # c_{-1} .. c_{T-1}
         tc = s.new_empty(G, d, M)  # tanh(c_t), this step only
-        hs = s.new_empty(T, G, d, M)
+        hs = s.new_empty(G, d, T, M).permute(2, 0, 1, 3)  # (T, G, h, M) view, feature-major like s
         cs[0] = c0.reshape(G, d, M)
         h_src = [hs[..., src].unbind(0) for _, src in ranges]  # per tap, per step
         steps = zip(
@@ -142,7 +144,7 @@ class LSTMScan(torch.autograd.Function):
             torch.mul(o, tc, out=h)
         ctx.save_for_backward(K_ss, h0, act, cs)
         ctx.taps = taps
-        return hs.view(T, G, d, N, B)
+        return hs.unflatten(3, (N, B))
 
     @staticmethod
     def backward(ctx, dhs):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -141,22 +143,28 @@ class PointConv:
         return out
 
 
-def channels_inner(x: torch.Tensor) -> tuple[int, ...] | None:
-    """If the (B, C, H, W) map x stores each position's C values contiguously and its positions
-    densely, in any order (channels-last is (B, H, W)), the position dims in memory order; else None.
-    Then ``x.permute(*order, 1)`` is a (positions, C) matrix view."""
+def channel_layout(x: torch.Tensor) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
+    """Where the channels of the (B, C, H, W) map x sit in memory: (outer, inner), the position dims
+    stored outside and inside the channel dim, each in memory order, if x is dense; else None. Then
+    ``x.permute(*outer, 1, *inner)`` is contiguous: channels-last is ((0, 2, 3), ()), NCHW is ((0,),
+    (2, 3)), the Row LSTM's channels-outermost layout is ((), (2, 3, 0)) (nn/row_lstm.py)."""
     if x.dim() != 4:
         return None
-    order = tuple(sorted((0, 2, 3), key=lambda d: -x.stride(d)))
-    return order if x.permute(*order, 1).is_contiguous() else None
+    order = sorted(range(4), key=lambda d: -x.stride(d))  # outermost first (stable for size-1 ties)
+    if not x.permute(*order).is_contiguous():
+        return None
+    k = order.index(1)
+    return tuple(order[:k]), tuple(order[k + 1 :])
 
 
 def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-    """A 1x1 convolution with the (out, in) matrix w: (B, in, H, W) -> (B, out, H, W).
+    """A 1x1 convolution with the (out, in) matrix w: (B, in, H, W) -> (B, out, H, W), in x's layout.
 
-    On a map whose channels are innermost (channels-last) it is one (positions, in) x (in, out) matmul
-    (``addmm`` with the bias) and the result keeps the input's layout: oneDNN's 1x1 convolution path
-    is slower here (benchmarks/README.md). Other layouts use ``F.conv2d``.
+    As a matmul on the map's own memory: channels innermost (channels-last), one (positions, in) x
+    (in, out) ``addmm``; channels outermost, one (out, in) x (in, positions) ``addmm``; channels in
+    between (NCHW), a batched (out, in) x (in, inner positions) matmul. oneDNN's 1x1 convolution path
+    is slower here (benchmarks/README.md), and the output keeps the input's layout, so no layout
+    copies appear between layers.
     """
     return pointwise_sum([x], [w], bias)
 
@@ -164,21 +172,37 @@ def pointwise(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> to
 def pointwise_sum(xs: list[torch.Tensor], ws: list[torch.Tensor], bias: torch.Tensor | None) -> torch.Tensor:
     """sum_k (1x1 convolution of xs[k] with the (out, in_k) matrix ws[k]) + bias: (B, out, H, W).
 
-    On maps with channels innermost (one position order for all) the products accumulate into one
-    output with ``addmm_`` (the skip connections of Section 3.3: no per-term output map and no
-    additions between them)."""
-    order = channels_inner(xs[0])
-    if order is None or any(channels_inner(x) != order for x in xs):
+    On dense maps of one layout (:func:`channel_layout`) the products accumulate into one output with
+    ``addmm_``/``baddbmm_`` (the skip connections of Section 3.3: no per-term output map and no
+    additions between them); other inputs go through ``F.conv2d``."""
+    layout = channel_layout(xs[0])
+    if layout is None or any(channel_layout(x) != layout for x in xs):
         terms = [F.conv2d(x, w[:, :, None, None]) for x, w in zip(xs, ws, strict=True)]
         total = torch.stack(terms).sum(0) if len(terms) > 1 else terms[0]
         return total if bias is None else total + bias.view(1, -1, 1, 1)
-    perm = (*order, 1)
-    flats = [x.permute(*perm).reshape(-1, x.shape[1]) for x in xs]  # (positions, in_k), views
-    acc = flats[0] @ ws[0].t() if bias is None else torch.addmm(bias, flats[0], ws[0].t())  # (P, out)
-    for flat, w in zip(flats[1:], ws[1:], strict=True):
-        acc.addmm_(flat, w.t())
-    shape = [xs[0].shape[d] for d in order]
-    return acc.view(*shape, -1).permute(*sorted(range(4), key=perm.__getitem__))  # (B, out, H, W)
+    outer, inner = layout
+    x0 = xs[0]
+    n_out = math.prod(x0.shape[d] for d in outer)
+    n_in = math.prod(x0.shape[d] for d in inner)
+    perm = (*outer, 1, *inner)
+    if not inner:  # (positions, in_k) matrices
+        flats = [x.permute(*perm).reshape(n_out, x.shape[1]) for x in xs]  # views
+        acc = flats[0] @ ws[0].t() if bias is None else torch.addmm(bias, flats[0], ws[0].t())  # (P, out)
+        for flat, w in zip(flats[1:], ws[1:], strict=True):
+            acc.addmm_(flat, w.t())
+    elif not outer:  # (in_k, positions) matrices
+        flats = [x.permute(*perm).reshape(x.shape[1], n_in) for x in xs]  # views
+        acc = ws[0] @ flats[0] if bias is None else torch.addmm(bias[:, None], ws[0], flats[0])  # (out, P)
+        for flat, w in zip(flats[1:], ws[1:], strict=True):
+            acc.addmm_(w, flat)
+    else:  # (outer positions, in_k, inner positions): one matmul per outer position
+        mats = [x.permute(*perm).reshape(n_out, x.shape[1], n_in) for x in xs]  # views
+        wb = [w.expand(n_out, *w.shape) for w in ws]
+        acc = torch.bmm(wb[0], mats[0]) if bias is None else torch.baddbmm(bias[:, None], wb[0], mats[0])
+        for m, w in zip(mats[1:], wb[1:], strict=True):
+            acc.baddbmm_(w, m)
+    shape = [*(x0.shape[d] for d in outer), ws[0].shape[0], *(x0.shape[d] for d in inner)]
+    return acc.view(shape).permute(*sorted(range(4), key=perm.__getitem__))  # (B, out, H, W)
 
 
 def position_major(m: torch.Tensor) -> torch.Tensor:

@@ -76,16 +76,28 @@ class RowLSTMLayer(nn.Module):
         return self.out
 
     def pre_output(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """The state maps, the input of the 1x1 output convolution: (B, 2h, H, W) -> (B, h, H, W)."""
+        """The state maps, the input of the 1x1 output convolution: (B, 2h, H, W) -> (B, h, H, W).
+
+        Runs with channels outermost (memory order C, H, W, B; :func:`to_chwb`): a map is one (C,
+        H*W*B) matrix, so K_is is two GEMMs over the whole map (:class:`RowInputToState`), a row of
+        the gates is a (4h, W*B) slice that :func:`lstm_scan` reads in place, the states come back in
+        the same layout, and the 1x1 convolutions around the layer are single GEMMs as well
+        (:func:`~pixel_lightning.nn.masked_conv.pointwise`). No copies between layers when the stack
+        keeps its maps so (:class:`~pixel_lightning.nn.wavefront.RowLSTMStack`).
+        """
         B, _, H, W = x.shape
         hd = self.hidden
-        s = self.input_to_state(x, cond) + self.K_ss.bias.view(1, -1, 1, 1)  # (B, 4h, H, W)
-        s = s.permute(2, 1, 3, 0).unsqueeze(1).contiguous()  # (H, 1, 4h, W, B): a step is a row
+        K = self.K_is.weight * self.K_is.mask  # (4h, 2h, 1, 3); the tap j+1 is all zero (mask B)
+        bias = self.K_is.bias + self.K_ss.bias  # (4h,)
+        s = RowInputToState.apply(to_chwb(x), K[:, :, 0, 1], K[:, :, 0, 0], bias, W, B)  # (4h, H*W*B)
+        if self.cond is not None:
+            s = s + to_chwb(self.cond(require_cond(cond)))
+        s = s.view(1, 4 * hd, H, W, B).permute(2, 0, 1, 3, 4)  # (H, 1, 4h, W, B) view: a step is a row
         K_ss = self.K_ss.weight.permute(0, 2, 1).reshape(1, 4 * hd, 3 * hd)  # taps (j-1, j, j+1)
         h0 = self.h0.view(1, hd, 1, 1).expand(1, hd, W, B)
         c0 = self.c0.view(1, hd, 1, 1).expand(1, hd, W, B)
-        hs = lstm_scan(s, K_ss, h0, c0, (-1, 0, 1))  # (H, 1, h, W, B)
-        return hs[:, 0].permute(3, 0, 2, 1).contiguous().permute(0, 3, 1, 2)  # (B, h, H, W) channels-last
+        hs = lstm_scan(s, K_ss, h0, c0, (-1, 0, 1))  # (H, 1, h, W, B), stored (1, h, H, W, B)
+        return hs[:, 0].permute(3, 1, 0, 2)  # (B, h, H, W), memory order (h, H, W, B)
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def begin_cache(self, batch: int, H: int, W: int, cond: torch.Tensor | None) -> dict:
@@ -130,3 +142,63 @@ class RowLSTMLayer(nn.Module):
         h, c = lstm_update(gates, cache["c_prev"][j], dim=1)  # (B, h)
         cache["h"][j], cache["c"][j] = h, c
         return cache["out"](h)  # (B, 2h)
+
+
+
+def to_chwb(x: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) -> (C, H*W*B): channels outermost, positions row-major with the batch innermost.
+    A view if x is stored so already (:func:`from_chwb`), else one copy."""
+    B, C, H, W = x.shape
+    return x.permute(1, 2, 3, 0).reshape(C, H * W * B)
+
+
+def from_chwb(v: torch.Tensor, shape: tuple[int, int, int, int]) -> torch.Tensor:
+    """Inverse of :func:`to_chwb` as a view: (C, H*W*B) -> (B, C, H, W), memory order (C, H, W, B)."""
+    B, C, H, W = shape
+    return v.view(C, H, W, B).permute(3, 0, 1, 2)
+
+
+class RowInputToState(torch.autograd.Function):
+    """K_is (1x3, mask B) on the whole map at once, channels outermost: (2h, H*W*B) -> (4h, H*W*B).
+
+    The tap on column j+1 is masked out entirely, so only two are computed (a third less work than the
+    1x3 convolution): s(j) = bias + K_c x(j) + K_l x(j-1). Positions are row-major with the batch inner,
+    so x(j-1) is x shifted by B columns, except at j = 0 where the shift would reach the previous row's
+    last column: those B columns of the shifted operand are zeroed (a zero term adds exactly nothing).
+    Forward two GEMMs, backward four, all over H*W*B columns.
+    """
+
+    @staticmethod
+    def forward(ctx, x, K_c, K_l, bias, width, batch):
+        B = batch
+        x_l = without_last_column(x, width, B)  # x(j-1) for j >= 1 once shifted; zero where j - 1 = W - 1
+        s = torch.addmm(bias[:, None], K_c, x)  # (4h, P)
+        s[:, B:].addmm_(K_l, x_l[:, :-B])
+        ctx.save_for_backward(x, x_l, K_c, K_l)
+        ctx.shape = width, B
+        return s
+
+    @staticmethod
+    def backward(ctx, ds):
+        x, x_l, K_c, K_l = ctx.saved_tensors
+        width, B = ctx.shape
+        ds_l = without_first_column(ds, width, B)  # the gradient that reaches the shifted tap
+        dx = K_c.t() @ ds  # (2h, P)
+        dx[:, :-B].addmm_(K_l.t(), ds_l[:, B:])
+        dK_c = ds @ x.t()
+        dK_l = ds_l[:, B:] @ x_l[:, :-B].t()
+        return dx, dK_c, dK_l, ds.sum(1), None, None
+
+
+def without_last_column(v: torch.Tensor, width: int, batch: int) -> torch.Tensor:
+    """A copy of the (C, H*W*B) map v with the columns j = W - 1 zeroed."""
+    out = v.clone()
+    out.view(v.shape[0], -1, width, batch)[:, :, -1] = 0
+    return out
+
+
+def without_first_column(v: torch.Tensor, width: int, batch: int) -> torch.Tensor:
+    """A copy of the (C, H*W*B) map v with the columns j = 0 zeroed."""
+    out = v.contiguous().clone()
+    out.view(v.shape[0], -1, width, batch)[:, :, 0] = 0
+    return out

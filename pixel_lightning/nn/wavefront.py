@@ -32,7 +32,7 @@ from torch import nn
 
 from pixel_lightning.nn.lstm_cell import lstm_factors
 from pixel_lightning.nn.masked_conv import require_cond
-from pixel_lightning.nn.row_lstm import RowLSTMLayer
+from pixel_lightning.nn.row_lstm import RowLSTMLayer, from_chwb, to_chwb
 from pixel_lightning.nn.stack import LayerStack
 
 
@@ -51,9 +51,12 @@ class RowLSTMStack(LayerStack):
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         use = x.is_cuda if self.wavefront is None else self.wavefront
-        if not use or not self.layers:
-            return super().forward(x, cond)
-        return row_lstm_wavefront(self, x, cond)
+        if use and self.layers:
+            return row_lstm_wavefront(self, x, cond)
+        # layer by layer: every map channels-outermost (RowLSTMLayer.pre_output), one copy in and one
+        # out (the head's softmax wants the levels innermost, as channels-last has them)
+        x = from_chwb(to_chwb(x), x.shape)  # (B, 2h, H, W), memory order (2h, H, W, B)
+        return super().forward(x, cond).contiguous(memory_format=torch.channels_last)
 
 
 def row_lstm_wavefront(stack: RowLSTMStack, x: torch.Tensor, cond: torch.Tensor | None) -> torch.Tensor:
