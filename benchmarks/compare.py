@@ -1,18 +1,25 @@
 """Training throughput of two source trees, alternating in one run on one host (issue 14).
 
     git worktree add --detach /tmp/old bc02ecb
-    python benchmarks/compare.py --old /tmp/old --configs mnist --threads 2 --rounds 5
+    python benchmarks/compare.py --old /tmp/old --configs mnist --threads 2 --steps 20
 
-Each round runs, for every (config, architecture), one fresh subprocess per tree (old, new, in an
-order that alternates between rounds). A subprocess builds the model from its tree, takes one warm-up
-training step (forward, backward, RMSProp) and times ``--steps`` more; its figure is the median step.
-The report gives, per row, the median img/s of each tree over the rounds, the ratio of the medians and
-the spread (min-max) of the per-round ratios new/old: on a shared host that spread is the noise.
+Default (in-process): for every (config, architecture) one process imports both trees (the old one,
+then the new one, each under the name ``pixel_lightning``; a model keeps the module it was built
+from), builds one model from each, takes two warm-up training steps (forward, backward, RMSProp) of
+each, then alternates single timed steps old/new/new/old/... The report gives the median img/s of
+each tree, their ratio, and the quartiles of the per-pair ratios. Why in one process: on the 2-core
+VM hosts the speed of a whole process varies by up to 1.5x from one process to the next (the same
+tree gave 134-207 ms per Row LSTM step in successive processes), while within a process the paired
+ratio is stable; ``--old`` equal to the new tree is the control (ratio 1.00).
+
+``--subprocess`` runs each tree in fresh processes instead (``--rounds`` pairs, ``--steps`` steps
+each), the method of the first measurements.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
@@ -54,6 +61,59 @@ def child(root: str, arch: str, config: str, batch: int, steps: int, threads: in
     return {"img_s": batch / t["wall_s"], "cpu_s": t["cpu_s"]}
 
 
+def load_tree(root: str, arch: str, config: str, batch: int, overrides: str):
+    """A training step of a model built from the tree at ``root``, imported afresh in this process."""
+    for name in [n for n in sys.modules if n == "common" or n.split(".")[0] == "pixel_lightning"]:
+        del sys.modules[name]
+    saved = list(sys.path)
+    sys.path[:0] = [root, str(HERE)]
+    try:
+        import pixel_lightning
+
+        common = importlib.import_module("common")  # after: it puts its own tree first on the path
+
+        assert Path(pixel_lightning.__file__).resolve().is_relative_to(Path(root).resolve())
+        assert common.pixel_lightning is pixel_lightning
+        model = common.build(arch, config, **json.loads(overrides))
+        x = common.images(model, batch)
+    finally:
+        sys.path[:] = saved
+    import torch
+
+    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
+
+    def step():
+        loss = -model.log_prob(x).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    return step
+
+
+def in_process(arch: str, config: str, a: argparse.Namespace) -> tuple[list[float], list[float]]:
+    """Per-step img/s of the old and the new tree, alternating in this process (see the docstring)."""
+    import time
+
+    import torch
+
+    torch.set_num_threads(a.threads)
+    steps = {
+        "old": load_tree(str(Path(a.old).resolve()), arch, config, a.batch, "{}"),
+        "new": load_tree(str(Path(a.new).resolve()), arch, config, a.batch, a.new_overrides),
+    }
+    for step in steps.values():
+        step()
+        step()
+    out: dict[str, list[float]] = {"old": [], "new": []}
+    for i in range(a.steps):
+        for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
+            t = time.perf_counter()
+            steps[name]()
+            out[name].append(a.batch / (time.perf_counter() - t))
+    return out["old"], out["new"]
+
+
 def run(root: Path, arch: str, config: str, a: argparse.Namespace, overrides: str) -> float:
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(root), "--archs", arch]
     cmd += ["--configs", config, "--batch", str(a.batch), "--steps", str(a.steps)]
@@ -69,8 +129,9 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--configs", nargs="+", default=["mnist"])
     p.add_argument("--archs", nargs="+", default=["pixelcnn", "row_lstm", "diagonal_bilstm"])
     p.add_argument("--batch", type=int, default=16)
-    p.add_argument("--steps", type=int, default=5, help="timed steps per subprocess (median)")
-    p.add_argument("--rounds", type=int, default=5, help="old/new pairs per row")
+    p.add_argument("--steps", type=int, default=5, help="timed steps of each tree (per subprocess)")
+    p.add_argument("--subprocess", action="store_true", help="fresh processes per tree, not in-process")
+    p.add_argument("--rounds", type=int, default=5, help="--subprocess: old/new process pairs per row")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--new-overrides", default="{}", help="JSON ModelConfig overrides for the new tree")
     p.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -90,22 +151,29 @@ def main(argv=None) -> list[dict]:
     for config in a.configs:
         for arch in a.archs:
             old, new = [], []
-            for r in range(a.rounds):
-                pair = [("old", Path(a.old), "{}"), ("new", Path(a.new), a.new_overrides)]
-                for name, root, ov in pair if r % 2 == 0 else pair[::-1]:
-                    (old if name == "old" else new).append(run(root, arch, config, a, ov))
-            ratios = [n / o for n, o in zip(new, old, strict=True)]
+            if not a.subprocess:
+                old, new = in_process(arch, config, a)
+            else:
+                for r in range(a.rounds):
+                    pair = [("old", Path(a.old), "{}"), ("new", Path(a.new), a.new_overrides)]
+                    for name, root, ov in pair if r % 2 == 0 else pair[::-1]:
+                        (old if name == "old" else new).append(run(root, arch, config, a, ov))
+            ratios = sorted(n / o for n, o in zip(new, old, strict=True))
+            q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
             row = {
                 "config": config, "arch": arch, "old_img_s": old, "new_img_s": new,
                 "old_median": statistics.median(old), "new_median": statistics.median(new),
                 "ratio_of_medians": statistics.median(new) / statistics.median(old),
-                "round_ratio_min": min(ratios), "round_ratio_max": max(ratios),
+                "pair_ratio_median": statistics.median(ratios), "pair_ratio_q1": q1, "pair_ratio_q3": q3,
+                "pair_ratio_min": min(ratios), "pair_ratio_max": max(ratios),
+                "mode": "subprocess" if a.subprocess else "in-process",
                 "batch": a.batch, "steps": a.steps, "threads": a.threads, "new_overrides": a.new_overrides,
             }  # fmt: skip
             rows.append(row)
             print(
                 f"{config:8s} {arch:16s} old {row['old_median']:7.1f}  new {row['new_median']:7.1f} img/s"
-                f"  ratio {row['ratio_of_medians']:.2f} (rounds {min(ratios):.2f}-{max(ratios):.2f})",
+                f"  ratio {row['ratio_of_medians']:.2f} (pairs: median {row['pair_ratio_median']:.2f},"
+                f" quartiles {q1:.2f}-{q3:.2f}, range {min(ratios):.2f}-{max(ratios):.2f})",
                 flush=True,
             )
     save_rows(a.out, rows)

@@ -66,3 +66,19 @@ def test_launches_benchmark_quick(tmp_path):
     on = launches.main(["--quick", "--archs", "row_lstm", "--overrides", '{"wavefront": true}'])
     assert 0 < on[0]["calls"] < off[0]["calls"]
     assert on[0]["gflop_per_image"] > 0.5 * off[0]["gflop_per_image"] > 0
+
+
+def test_compare_in_process_loads_each_tree_and_pairs_steps(tmp_path):
+    """compare.py's default mode imports both trees in one process (a subprocess here: it re-imports
+    pixel_lightning); with the same tree twice (the control) every row has one ratio per pair."""
+    import json
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "rows.json"
+    argv = ["--old", str(root), "--configs", "quick", "--archs", "pixelcnn", "--steps", "2", "--threads", "1"]
+    script = str(root / "benchmarks" / "compare.py")
+    subprocess.run([sys.executable, script, *argv, "--out", str(out)], check=True)
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["mode"] == "in-process" and len(row["old_img_s"]) == len(row["new_img_s"]) == 2
+    assert row["pair_ratio_min"] <= row["pair_ratio_median"] <= row["pair_ratio_max"]
