@@ -163,42 +163,35 @@ class RowInputToState(torch.autograd.Function):
 
     The tap on column j+1 is masked out entirely, so only two are computed (a third less work than the
     1x3 convolution): s(j) = bias + K_c x(j) + K_l x(j-1). Positions are row-major with the batch inner,
-    so x(j-1) is x shifted by B columns, except at j = 0 where the shift would reach the previous row's
-    last column: those B columns of the shifted operand are zeroed (a zero term adds exactly nothing).
-    Forward two GEMMs, backward four, all over H*W*B columns.
+    so in a row's (C, W*B) block x(j-1) is x(j) shifted by B columns; the shifted product runs per row
+    (a batched matmul over the H rows, strided views), so nothing crosses from one row into the next and
+    no shifted copy of x or of the gradient is made. Forward: one GEMM over H*W*B columns plus the
+    per-row products; backward: two GEMMs plus two per-row products.
     """
 
     @staticmethod
     def forward(ctx, x, K_c, K_l, bias, width, batch):
-        B = batch
-        x_l = without_last_column(x, width, B)  # x(j-1) for j >= 1 once shifted; zero where j - 1 = W - 1
+        C, P = x.shape
+        H, B = P // (width * batch), batch
         s = torch.addmm(bias[:, None], K_c, x)  # (4h, P)
-        s[:, B:].addmm_(K_l, x_l[:, :-B])
-        ctx.save_for_backward(x, x_l, K_c, K_l)
-        ctx.shape = width, B
+        _rows(s, H)[:, :, B:].baddbmm_(K_l.expand(H, *K_l.shape), _rows(x, H)[:, :, :-B])  # x(j-1), j >= 1
+        ctx.save_for_backward(x, K_c, K_l)
+        ctx.shape = H, B
         return s
 
     @staticmethod
     def backward(ctx, ds):
-        x, x_l, K_c, K_l = ctx.saved_tensors
-        width, B = ctx.shape
-        ds_l = without_first_column(ds, width, B)  # the gradient that reaches the shifted tap
+        x, K_c, K_l = ctx.saved_tensors
+        H, B = ctx.shape
+        ds = ds.contiguous()
         dx = K_c.t() @ ds  # (2h, P)
-        dx[:, :-B].addmm_(K_l.t(), ds_l[:, B:])
+        ds_l = _rows(ds, H)[:, :, B:]  # (H, 4h, (W-1)*B): the gradient of the shifted tap
+        _rows(dx, H)[:, :, :-B].baddbmm_(K_l.t().expand(H, *K_l.t().shape), ds_l)
         dK_c = ds @ x.t()
-        dK_l = ds_l[:, B:] @ x_l[:, :-B].t()
+        dK_l = torch.bmm(ds_l, _rows(x, H)[:, :, :-B].transpose(1, 2)).sum(0)  # (4h, 2h)
         return dx, dK_c, dK_l, ds.sum(1), None, None
 
 
-def without_last_column(v: torch.Tensor, width: int, batch: int) -> torch.Tensor:
-    """A copy of the (C, H*W*B) map v with the columns j = W - 1 zeroed."""
-    out = v.clone()
-    out.view(v.shape[0], -1, width, batch)[:, :, -1] = 0
-    return out
-
-
-def without_first_column(v: torch.Tensor, width: int, batch: int) -> torch.Tensor:
-    """A copy of the (C, H*W*B) map v with the columns j = 0 zeroed."""
-    out = v.contiguous().clone()
-    out.view(v.shape[0], -1, width, batch)[:, :, 0] = 0
-    return out
+def _rows(v: torch.Tensor, H: int) -> torch.Tensor:
+    """(C, H*M) -> (H, C, M): every row's (C, M) block, a strided view."""
+    return v.view(v.shape[0], H, -1).transpose(0, 1)
