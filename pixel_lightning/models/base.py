@@ -55,8 +55,9 @@ class ModelConfig:
     weight_decay: float = 0.0
     scheduler: str = "none"  # one of SCHEDULERS; cosine decays to 0 over the run's total steps
     extra: dict[str, Any] = field(default_factory=dict)  # architecture-specific options
-    # speed only (same function): NHWC feature maps (1.4x faster PixelCNN training on CPU; see
-    # benchmarks/README.md) and torch.compile of the network (measured slower on CPU: off by default)
+    # speed only (same function): NHWC feature maps (faster PixelCNN training on CPU; the Row LSTM
+    # body keeps its own channels-outermost layout either way) and torch.compile of the network
+    # (measured slower on CPU: off by default); figures in benchmarks/README.md
     channels_last: bool = True
     compile: bool = False
     # Row LSTM: layers advance together on row diagonals (nn/wavefront.py); None: on CUDA only (fewer
