@@ -48,16 +48,7 @@ def child(root: str, arch: str, config: str, batch: int, steps: int, threads: in
 
     torch.set_num_threads(threads)
     model = build(arch, config, **json.loads(overrides))
-    x = images(model, batch)
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
-
-    def step():
-        loss = -model.log_prob(x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    t = timed(step, steps)
+    t = timed(training_step(model, images(model, batch)), steps)
     return {"img_s": batch / t["wall_s"], "cpu_s": t["cpu_s"]}
 
 
@@ -78,6 +69,11 @@ def load_tree(root: str, arch: str, config: str, batch: int, overrides: str):
         x = common.images(model, batch)
     finally:
         sys.path[:] = saved
+    return training_step(model, x)
+
+
+def training_step(model, x):
+    """One training step on the batch x: forward, backward, RMSProp (as throughput.py times)."""
     import torch
 
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
