@@ -164,3 +164,27 @@ def test_layer_stack_equals_its_definition(arch, residual, skip, colours, cond):
     gb = torch.autograd.grad((ref * w).sum(), params, allow_unused=True)
     for a, b in zip(ga, gb, strict=True):
         assert (a is None and b is None) or (a - b).abs().max() < 1e-9
+
+
+@pytest.mark.parametrize("width,batch", [(5, 2), (1, 3), (4, 1)])
+def test_row_input_to_state_gradcheck(width, batch):
+    """The two-tap K_is of the channels-outermost Row LSTM (a per-row strided product for the j-1
+    tap): gradcheck in float64, including one-column rows (no j-1 tap at all) and batch 1."""
+    from pixel_lightning.nn.row_lstm import RowInputToState
+
+    H, C, O = 3, 2, 4
+    g = torch.Generator().manual_seed(0)
+    args = [
+        torch.randn(C, H * width * batch, generator=g, dtype=torch.float64).requires_grad_(),
+        torch.randn(O, C, generator=g, dtype=torch.float64).requires_grad_(),
+        torch.randn(O, C, generator=g, dtype=torch.float64).requires_grad_(),
+        torch.randn(O, generator=g, dtype=torch.float64).requires_grad_(),
+    ]
+    assert torch.autograd.gradcheck(lambda *a: RowInputToState.apply(*a, width, batch), args)
+    # the j-1 tap really reads column j-1 of the same row: compare with the 1x3 convolution
+    x, K_c, K_l, b = (a.detach() for a in args)
+    img = x.view(C, H, width, batch).permute(3, 0, 1, 2)  # (B, C, H, W)
+    w = torch.stack([K_l, K_c, torch.zeros_like(K_c)], -1)[:, :, None]  # (O, C, 1, 3): taps j-1, j, j+1
+    ref = torch.nn.functional.conv2d(img, w, b, padding=(0, 1))  # (B, O, H, W)
+    out = RowInputToState.apply(x, K_c, K_l, b, width, batch).view(O, H, width, batch).permute(3, 0, 1, 2)
+    assert (out - ref).abs().max() < 1e-12
