@@ -57,14 +57,10 @@ def load_tree(root: str, arch: str, config: str, batch: int, overrides: str):
     for name in [n for n in sys.modules if n == "common" or n.split(".")[0] == "pixel_lightning"]:
         del sys.modules[name]
     saved = list(sys.path)
-    sys.path[:0] = [root, str(HERE)]
     try:
-        import pixel_lightning
-
-        common = importlib.import_module("common")  # after: it puts its own tree first on the path
-
-        assert Path(pixel_lightning.__file__).resolve().is_relative_to(Path(root).resolve())
-        assert common.pixel_lightning is pixel_lightning
+        use_tree(root)
+        common = importlib.import_module("common")  # after use_tree: it puts its own tree first on the path
+        assert common.pixel_lightning is sys.modules["pixel_lightning"]
         model = common.build(arch, config, **json.loads(overrides))
         x = common.images(model, batch)
     finally:

@@ -144,7 +144,6 @@ class RowLSTMLayer(nn.Module):
         return cache["out"](h)  # (B, 2h)
 
 
-
 def to_chwb(x: torch.Tensor) -> torch.Tensor:
     """(B, C, H, W) -> (C, H*W*B): channels outermost, positions row-major with the batch innermost.
     A view if x is stored so already (:func:`from_chwb`), else one copy."""

@@ -28,10 +28,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 from pixel_lightning.nn.lstm_cell import lstm_factors
-from pixel_lightning.nn.masked_conv import require_cond
+from pixel_lightning.nn.masked_conv import pointwise_sum, require_cond
 from pixel_lightning.nn.row_lstm import RowLSTMLayer, from_chwb, to_chwb
 from pixel_lightning.nn.stack import LayerStack
 
@@ -85,14 +84,12 @@ def row_lstm_wavefront(stack: RowLSTMStack, x: torch.Tensor, cond: torch.Tensor 
     )  # (L, H*W*B, 2h), (2h, H, W, B)
     if not stack.skip:
         return x_last.permute(3, 0, 1, 2).contiguous(memory_format=torch.channels_last)
-    # sum_l S_l y_l: y_l is an (H*W*B, 2h) matrix view, so the products accumulate into one
-    # (H*W*B, 2h) output; the head's 1x1 convolutions and the likelihood take that position order.
-    skips: Sequence[nn.Module] = stack.skips
-    y_t = ys.unbind(0)  # (HWB, 2h) each
-    out = torch.addmm(torch.stack([s.bias for s in skips]).sum(0), y_t[0], skips[0].matrix().t())
-    for y, s in zip(y_t[1:], skips[1:], strict=True):
-        out.addmm_(y, s.matrix().t())
-    return out.view(H, W, B, 2 * d).permute(2, 3, 0, 1)  # (B, 2h, H, W), channels innermost
+    # sum_l S_l y_l: each y_l is an (H*W*B, 2h) matrix, i.e. a map with channels innermost in the
+    # position order (H, W, B), so pointwise_sum accumulates the products into one such map; the head's
+    # 1x1 convolutions and the likelihood take that position order.
+    maps = [y.view(H, W, B, 2 * d).permute(2, 3, 0, 1) for y in ys.unbind(0)]  # (B, 2h, H, W) views
+    bias = torch.stack([s.bias for s in stack.skips]).sum(0)
+    return pointwise_sum(maps, [s.matrix() for s in stack.skips], bias)  # (B, 2h, H, W)
 
 
 class _Rows:
