@@ -82,3 +82,22 @@ def test_compare_in_process_loads_each_tree_and_pairs_steps(tmp_path):
     (row,) = json.loads(out.read_text())["rows"]
     assert row["mode"] == "in-process" and len(row["old_img_s"]) == len(row["new_img_s"]) == 2
     assert row["pair_ratio_min"] <= row["pair_ratio_median"] <= row["pair_ratio_max"]
+
+
+def test_row_lstm_breakdown_times_both_functions(tmp_path):
+    """The breakdown's timers see K_is and the scan, forward and backward (zero would mean the model
+    ran another path), and restore the Functions afterwards."""
+    import row_lstm_breakdown
+
+    from pixel_lightning.nn.lstm_cell import LSTMScan
+
+    forward = LSTMScan.forward
+    row = row_lstm_breakdown.main(
+        ["--config", "quick", "--steps", "2", "--threads", "1", "--out", str(tmp_path / "b.json")]
+    )
+    parts = ["K_is forward", "K_is backward", "scan forward", "scan backward"]
+    assert all(row[k] > 0 for k in parts)
+    assert sum(row[k] for k in parts) + row["rest"] == pytest.approx(row["step_ms"])
+    assert 0 < row["rest"] < row["step_ms"]
+    assert LSTMScan.forward is forward
+    assert (tmp_path / "b.json").exists()
