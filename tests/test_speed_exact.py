@@ -76,6 +76,34 @@ def test_masked_conv_causal_rows_equal_full_kernel(kernel, mask_type, colours):
     assert torch.allclose(conv(xc), full, atol=1e-12, rtol=0)
 
 
+@pytest.mark.parametrize("kernel", [3, 5, (3, 1)])
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_causal_conv_gradient_equals_full_kernel(kernel, channels_last):
+    """The causal-rows convolution's gradients (input, weight, bias) equal the full masked kernel's,
+    through :class:`~pixel_lightning.nn.masked_conv.FirstRows`, whose backward pads the gradient in
+    the convolution's own memory format (checked: it is what it claims to be)."""
+    from pixel_lightning.nn.masked_conv import FirstRows, MaskedConv2d
+
+    torch.manual_seed(0)
+    conv = _randomize(MaskedConv2d(6, 9, kernel, "B", 3).double())
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    x = torch.randn(2, 6, 5, 7, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    w = torch.randn(2, 9, 5, 7, dtype=torch.float64)
+    full = torch.nn.functional.conv2d(x, conv.weight * conv.mask, conv.bias, padding=(kh // 2, kw // 2))
+    params = [x, conv.weight, conv.bias]
+    for a, b in zip(
+        torch.autograd.grad((conv(x) * w).sum(), params),
+        torch.autograd.grad((full * w).sum(), params),
+        strict=True,
+    ):
+        assert (a - b).abs().max() < 1e-12
+    y = torch.randn(2, 9, 7, 7, dtype=torch.float64).contiguous(memory_format=fmt).requires_grad_()
+    (dy,) = torch.autograd.grad((FirstRows.apply(y, 5) * w).sum(), [y])
+    assert dy.is_contiguous(memory_format=fmt)
+    assert torch.equal(dy[:, :, :5], w) and not dy[:, :, 5:].any()
+
+
 @pytest.mark.parametrize("arch", ["pixelcnn", "row_lstm", "diagonal_bilstm"])
 def test_channels_last_is_the_same_function(arch):
     """``channels_last`` changes only the memory layout: log p(x) and every gradient agree."""

@@ -62,7 +62,7 @@ class MaskedConv2d(nn.Conv2d):
         # (Cropping a one-row kernel's masked right half the same way measured slower: not done.)
         rows = kh // 2 + 1
         w = self.weight[:, :, :rows] * self.mask[:, :, :rows]
-        return F.conv2d(x, w, self.bias, padding=self.padding)[:, :, : x.shape[2]]
+        return FirstRows.apply(F.conv2d(x, w, self.bias, padding=self.padding), x.shape[2])
 
     def patch_matmul(self, x: torch.Tensor) -> torch.Tensor:
         """The convolution as one matmul on the causal patches (im2col), for image inputs (few
@@ -96,6 +96,32 @@ class MaskedConv2d(nn.Conv2d):
     def point(self) -> PointConv:
         """This convolution evaluated at one position at a time (cached sampling)."""
         return PointConv(self)
+
+
+class FirstRows(torch.autograd.Function):
+    """``y[:, :, :H]`` (a view), whose backward pads the gradient in ``y``'s memory format.
+
+    Autograd's own slice backward writes the gradient into NCHW zeros, and the convolution backward
+    that follows then copies that into the channels-last format of its input: one more pass over the
+    map per causal convolution (benchmarks/README.md). Here the gradient is written once, into a map
+    laid out as ``y`` is, and only the cropped rows are zeroed. Same values as the slice:
+    ``test_causal_conv_gradient_equals_full_kernel``.
+    """
+
+    @staticmethod
+    def forward(ctx, y: torch.Tensor, H: int) -> torch.Tensor:
+        ctx.shape = y.shape
+        ctx.channels_last = y.dim() == 4 and y.is_contiguous(memory_format=torch.channels_last)
+        return y[:, :, :H]
+
+    @staticmethod
+    def backward(ctx, dy: torch.Tensor):
+        fmt = torch.channels_last if ctx.channels_last else torch.contiguous_format
+        dx = torch.empty(ctx.shape, dtype=dy.dtype, device=dy.device, memory_format=fmt)
+        H = dy.shape[2]
+        dx[:, :, :H] = dy
+        dx[:, :, H:] = 0
+        return dx, None
 
 
 class PointConv:
