@@ -65,3 +65,31 @@ def lightning_checkpoint(model, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     trainer.save_checkpoint(path)
     return path
+
+
+def observed_dependencies(network, shape, trials=4, seed=1):
+    """seen[c, i, j, c2, a, b]: the logits of sub-pixel (c, i, j), projected on a random direction,
+    have a non-zero derivative with respect to input sub-pixel (c2, a, b), for some of ``trials``
+    random inputs. One forward and one backward pass per trial: the batch holds one copy of the input
+    per output sub-pixel and copy k back-propagates output k only (images in a batch never interact).
+    ReLUs are made leaky meanwhile: the wiring is what is tested, and a ReLU that a random draw leaves
+    dead for every input would hide a real connection (it cannot create one, so leaks are still caught
+    exactly)."""
+    C, H, W = shape
+    D = C * H * W
+    g = torch.Generator().manual_seed(seed)
+    seen = torch.zeros(D, D, dtype=torch.bool)
+    relu = torch.nn.functional.relu
+    torch.nn.functional.relu = lambda x, inplace=False: torch.nn.functional.leaky_relu(x, 0.1)
+    try:
+        for _ in range(trials):
+            x = torch.rand((1, C, H, W), generator=g, dtype=torch.float64) * 2 - 1
+            x = x.expand(D, C, H, W).clone().requires_grad_()
+            logits = network(x)  # (D, K, C, H, W)
+            proj = torch.randn(logits.shape[1], generator=g, dtype=torch.float64)
+            y = torch.einsum("bkchw,k->bchw", logits, proj).flatten(1)  # (D, D)
+            y.diagonal().sum().backward()  # row k of x.grad: d y[k, k] / d x[k]
+            seen |= x.grad.flatten(1) != 0
+    finally:
+        torch.nn.functional.relu = relu
+    return seen.view(C, H, W, C, H, W)

@@ -10,7 +10,7 @@ blind spot included).
 
 import pytest
 import torch
-from helpers import COMBOS, SINGLE_SCALE, tiny_model
+from helpers import COMBOS, SINGLE_SCALE, observed_dependencies, tiny_model
 
 
 def _first_layer(H, W, k):
@@ -69,34 +69,6 @@ def predicted_dependencies(arch, shape, layers, first_kernel):
     return pred
 
 
-def observed_dependencies(model, shape, trials=6):
-    """Non-zero pattern of the Jacobian, OR-ed over random inputs. ReLUs are made leaky while it is
-    taken: the wiring is what is tested, and a ReLU that a random draw leaves dead for every input would
-    hide a real connection (it cannot create one, so leaks are still caught exactly)."""
-    relu = torch.nn.functional.relu
-    torch.nn.functional.relu = lambda x, inplace=False: torch.nn.functional.leaky_relu(x, 0.1)
-    try:
-        return _observed(model, shape, trials)
-    finally:
-        torch.nn.functional.relu = relu
-
-
-def _observed(model, shape, trials):
-    C, H, W = shape
-    g = torch.Generator().manual_seed(1)
-    seen = torch.zeros(C, H, W, C, H, W, dtype=torch.bool)
-    for _ in range(trials):
-        xf = torch.rand((1, C, H, W), generator=g, dtype=torch.float64) * 2 - 1
-        proj = torch.randn(model(torch.zeros(1, C, H, W, dtype=torch.long)).shape[1], generator=g).double()
-
-        def f(x, proj=proj):
-            return torch.einsum("bkchw,k->chw", model.network(x), proj)
-
-        J = torch.autograd.functional.jacobian(f, xf)  # (C, H, W, 1, C, H, W)
-        seen |= J[:, :, :, 0] != 0
-    return seen
-
-
 @pytest.mark.parametrize("arch", SINGLE_SCALE)
 @pytest.mark.parametrize("residual,skip", COMBOS)
 def test_receptive_field_rgb(arch, residual, skip):
@@ -104,7 +76,7 @@ def test_receptive_field_rgb(arch, residual, skip):
     model = tiny_model(
         arch, shape, 4, residual, skip, layers=2, first_kernel=3, hidden=12, head_channels=24, zero_bias=True
     )
-    seen = observed_dependencies(model, shape)
+    seen = observed_dependencies(model.network, shape, trials=6)
     pred = predicted_dependencies(arch, shape, 2, 3)
     leaks = (seen & ~pred).nonzero().tolist()
     assert not leaks, f"{arch}: depends on sub-pixels it must not see (c,i,j <- c',i',j'): {leaks[:5]}"
@@ -125,7 +97,7 @@ def test_receptive_field_default_first_layer(arch, shape):
         head_channels=24,
         zero_bias=True,
     )
-    seen = observed_dependencies(model, shape)
+    seen = observed_dependencies(model.network, shape, trials=6)
     assert torch.equal(seen, predicted_dependencies(arch, shape, 1, 7))
 
 
@@ -139,7 +111,7 @@ def test_diagonal_backward_direction_is_shifted_down():
     original = diagonal_lstm.BACKWARD_SHIFT
     diagonal_lstm.BACKWARD_SHIFT = 0  # the training path (UnskewMerge) and the reference read it
     try:
-        seen = observed_dependencies(model, shape)
+        seen = observed_dependencies(model.network, shape, trials=6)
     finally:
         diagonal_lstm.BACKWARD_SHIFT = original
     assert (seen & ~predicted_dependencies("diagonal_bilstm", shape, 1, 3)).any()
