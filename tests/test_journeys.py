@@ -192,13 +192,23 @@ def test_kill_9_at_a_random_moment_then_rerun(reference, logger, tmp_path):
         assert len(records) >= 2 and all(r.name.endswith(run_id) for r in records)
 
 
+# the reference's budget, or the same end as a step budget: Lightning restores an epoch-end checkpoint of
+# an iteration-based run (max_steps) by another path (its epoch progress is restarted, not resumed)
+BUDGETS = {"epochs": (), "steps": (f"trainer.max_steps={EPOCHS * EPOCH}", "trainer.max_epochs=1000")}
+
+
+@pytest.mark.parametrize("budget", list(BUDGETS))
 @pytest.mark.parametrize("logger", LOGGERS)
-def test_kill_9_at_an_epoch_boundary_then_rerun(reference, logger, tmp_path):
+def test_kill_9_at_an_epoch_boundary_then_rerun(reference, logger, budget, tmp_path):
+    """Killed after the epoch-end checkpoint of epoch 1 (checkpoints at epoch ends only, so the re-run
+    resumes from an epoch end, whatever the kill's moment): the re-run trains epochs 2.. on their own data
+    order, so it ends as the uninterrupted run."""
     out = tmp_path / "run"
-    proc = start(out, logger, "checkpoint.every_n_steps=1000")  # checkpoints at epoch ends only
+    extra = ("checkpoint.every_n_steps=1000", *BUDGETS[budget])  # checkpoints at epoch ends only
+    proc = start(out, logger, *extra)
     wait_for(proc, out / "checkpoints" / f"step={2 * EPOCH:09d}.ckpt")  # saved at the end of epoch 1
     kill_9(proc)
-    result = run(out, logger, "checkpoint.every_n_steps=1000")
+    result = run(out, logger, *extra)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "[resume] resuming from" in result.stdout
     assert_same_run(out, reference)
