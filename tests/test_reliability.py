@@ -62,10 +62,12 @@ def resume_from(reference: Path, step: int, out: Path, *extra: str) -> dict[str,
 # ----------------------------------------------------------------------------- exact resume, determinism
 
 
-@pytest.mark.parametrize("step", [15, 25])  # batch 5 of epoch 1, of epoch 2 (the last): 10 batches an epoch
-def test_mid_epoch_resume_is_exact(reference, tmp_path, step):
+# batch 5 of epoch 1, of epoch 2 (the last); the ends of epochs 0 and 1: 10 batches an epoch (max_steps)
+@pytest.mark.parametrize("step", [15, 25, 10, 20])
+def test_resume_is_exact(reference, tmp_path, step):
     """Parameters, and the metrics: val/test NLL, and train NLL of the last epoch, which for step 25 is
-    the interrupted epoch (its accumulated metric state comes back from the checkpoint)."""
+    the interrupted epoch (its accumulated metric state comes back from the checkpoint). From an epoch
+    end (10, 20), the next epochs draw their own data order (PeriodicCheckpoint's resume_after_epoch_end)."""
     ref, ref_metrics = reference
     metrics = resume_from(ref, step, tmp_path / "resumed")
     assert max_diff(params(ref), params(tmp_path / "resumed")) <= 1e-6

@@ -25,6 +25,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loops import _Loop
+from lightning.pytorch.loops.fit_loop import _FitLoop
 
 from pixel_lightning.atomic import atomic_write
 from pixel_lightning.errors import CheckpointError, NonFiniteError
@@ -129,6 +131,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         super().on_train_start(trainer, pl_module)
         self._last_global_step_saved = trainer.global_step  # a resumed state is on disk already
+        resume_after_epoch_end(trainer.fit_loop)
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
         if not plain_batch_end(trainer):  # saved at the epoch end / after the validation
@@ -162,6 +165,26 @@ class PeriodicCheckpoint(ModelCheckpoint):
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save_now(trainer)  # stopped by max_time or early stopping
+
+
+def resume_after_epoch_end(fit_loop: _FitLoop) -> None:
+    """Resume a checkpoint saved at an epoch end (in ``on_train_epoch_end``) with the next epoch, as Lightning
+    does for an epoch-bounded run, also when the run is bounded by ``max_steps``.
+
+    Lightning (2.6) restarts such a checkpoint of an iteration-based run at "restarted on epoch end": it
+    replays the epoch's end (the epoch-end hooks, the epoch count, one logging step), so every later epoch
+    gets the sampler epoch after its own (one epoch's data order is skipped) and rows are logged a step
+    late. For an epoch-bounded run it resumes instead (not restarting; the epoch counted completed): here
+    that path is taken for both. Called at ``on_train_start``, after Lightning picked the restart stage and
+    before the first epoch starts (tests/test_journeys.py::test_kill_9_at_an_epoch_boundary_then_rerun,
+    the ``steps`` budget; tests/test_reliability.py::test_resume_is_exact at steps 10 and 20).
+    """
+    if not fit_loop.restarted_on_epoch_end:
+        return
+    fit_loop.epoch_progress.increment_completed()  # what Lightning's resumed_on_epoch_end path does
+    _Loop.restarting.fset(fit_loop, False)  # the fit loop's own setter keeps iteration-based runs restarting
+    for loop in (fit_loop, fit_loop.epoch_loop, fit_loop.epoch_loop.val_loop):
+        loop.reset_restart_stage()
 
 
 def best_checkpoint(dirpath: Path, monitor: str) -> ModelCheckpoint:
