@@ -113,16 +113,21 @@ class PeriodicCheckpoint(ModelCheckpoint):
     def state_key(self) -> str:  # stable across a change of the save interval (the history is one)
         return "PeriodicCheckpoint"
 
-    def save_now(self, trainer: pl.Trainer, batch_end: bool = False) -> str:
+    def save_now(self, trainer: pl.Trainer, batch_end: bool = False, epoch_end: bool = False) -> str:
         """Save the current step now (all ranks call) unless it is saved; return last.ckpt's path.
 
-        At a (plain) ``batch_end``, the step's logged row is written first: Lightning writes it after this
-        hook, and a run resumed from this checkpoint does not log that step again, so a kill between the
-        two lost it (test_kill_9_at_a_random_moment_then_rerun). HistoryCSVLogger drops the repeat."""
-        connector = trainer._logger_connector
-        if batch_end and self._last_global_step_saved != trainer.global_step and connector.should_update_logs:
-            connector.log_metrics(connector.metrics["log"])
+        At a (plain) ``batch_end`` the step's logged row, at an ``epoch_end`` the epoch's row, is written
+        first: Lightning writes it after this hook, and a run resumed from this checkpoint does not log it
+        again, so a kill between the two lost it (test_kill_9_at_a_random_moment_then_rerun,
+        test_kill_9_at_an_epoch_boundary_then_rerun). HistoryCSVLogger drops the repeat."""
         if self._last_global_step_saved != trainer.global_step:
+            connector = trainer._logger_connector
+            if batch_end and connector.should_update_logs:
+                connector.log_metrics(connector.metrics["log"])
+            if epoch_end:  # logged at the epoch's last step, as Lightning's fit_loop.on_advance_end does
+                trainer.fit_loop.epoch_loop._batches_that_stepped -= 1
+                connector.log_metrics(connector.metrics["log"])
+                trainer.fit_loop.epoch_loop._batches_that_stepped += 1
             candidates = self._monitor_candidates(trainer)
             self._save_topk_checkpoint(trainer, candidates)
             self._save_last_checkpoint(trainer, candidates)
@@ -161,7 +166,7 @@ class PeriodicCheckpoint(ModelCheckpoint):
             self.save_now(trainer)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save_now(trainer)
+        self.save_now(trainer, epoch_end=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save_now(trainer)  # stopped by max_time or early stopping
