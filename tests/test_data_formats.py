@@ -262,6 +262,28 @@ def test_conversion_is_done_once_and_redone_when_files_change(tmp_path, data_wri
     np.testing.assert_array_equal(collect(dm.test_dataloader())[0], images[:3])
 
 
+def test_concurrent_conversion_keeps_the_first_result(tmp_path, data_write):
+    """A process that finishes converting the same files after another one did (runs of a sweep started
+    together) keeps the first result, which the other may be reading memory-mapped, and drops its own. A
+    stale result (other files) is still replaced."""
+    from pixel_lightning.data import base
+
+    data_dir, images, _ = cifar_files(tmp_path, data_write)
+    first = CIFAR10DataModule(data_dir=data_dir, strict=False, val_size=0)
+    first.setup()  # the first process: converted, reading
+    final = data_dir / "arrow" / "python"
+    inode = (final / META).stat().st_ino
+    info = {"dataset": first.name, "source": "python", "variant": first._variant("python")}
+    files = base.fingerprint(first._files("python"))
+    # the second process checked before the first had finished, so it converts too
+    meta = base.convert(first._plan("python"), first.image_shape, final, info, files)
+    assert (final / META).stat().st_ino == inode and meta == base.read_meta(final)
+    assert not list(final.parent.glob(".python.tmp-*"))
+    np.testing.assert_array_equal(collect(first.test_dataloader())[0], images[20:])
+    stale = base.convert(first._plan("python"), first.image_shape, final, info, ["other files"])
+    assert (final / META).stat().st_ino != inode and base.read_meta(final) == stale
+
+
 def test_workers_deliver_the_same_batches(tmp_path, data_write):
     data_dir, images, _ = cifar_files(tmp_path, data_write)
     dm = CIFAR10DataModule(data_dir=data_dir, strict=False, val_size=0, num_workers=2, batch_size=3)

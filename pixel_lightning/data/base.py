@@ -100,6 +100,9 @@ def convert(
     """Write every split of ``plan`` as Arrow under a temp dir, then rename it to ``final`` atomically.
 
     A conversion killed half way leaves only a ``.tmp-<pid>-*`` dir, which is never taken as complete.
+    Processes that convert the same files at once (runs of a sweep started together) all end up reading
+    the first one's result: a complete conversion of the same files is never replaced, as another process
+    may have it memory-mapped (test_concurrent_conversion_keeps_the_first_result).
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temps(final)
@@ -125,7 +128,12 @@ def convert(
             "fingerprint": files_fingerprint,
         }
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        if final.exists():  # stale (source files changed) or converted concurrently by another process
+        if is_complete(final):
+            done = read_meta(final)
+            if done["format"] == FORMAT_VERSION and done["fingerprint"] == files_fingerprint:
+                return done  # another process converted the same files meanwhile and may be reading them
+            shutil.rmtree(final, ignore_errors=True)  # stale: the source files changed
+        elif final.exists():
             shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     finally:
