@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch thread each (pyproject.toml)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
