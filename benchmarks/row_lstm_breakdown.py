@@ -45,9 +45,9 @@ def main(argv=None) -> dict:
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
     totals = dict.fromkeys(["K_is forward", "K_is backward", "scan forward", "scan backward"], 0.0)
-    parts = [(RowInputToState, "K_is"), (LSTMScan, "scan")]
-    saved = [(fn, fn.forward, fn.backward) for fn, _ in parts]
-    for fn, name in parts:
+    functions = [(RowInputToState, "K_is"), (LSTMScan, "scan")]
+    saved = [(fn, fn.forward, fn.backward) for fn, _ in functions]
+    for fn, name in functions:
         fn.forward = timing(fn.forward, totals, f"{name} forward")
         fn.backward = timing(fn.backward, totals, f"{name} backward")
     try:

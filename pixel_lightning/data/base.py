@@ -61,6 +61,11 @@ def read_meta(path: Path) -> dict[str, Any]:
     return json.loads((path / META).read_text())
 
 
+def converted_from(meta: dict[str, Any], files_fingerprint: list) -> bool:
+    """Is the conversion described by ``meta`` current: this format, made from these source files?"""
+    return meta["format"] == FORMAT_VERSION and meta["fingerprint"] == files_fingerprint
+
+
 def _remove_stale_temps(final: Path) -> None:
     """Temp dirs of conversions whose process is gone (killed): never read, just removed."""
     for tmp in final.parent.glob(f".{final.name}.tmp-*"):
@@ -128,12 +133,9 @@ def convert(
             "fingerprint": files_fingerprint,
         }
         (tmp / META).write_text(json.dumps(meta, indent=1))
-        if is_complete(final):
-            done = read_meta(final)
-            if done["format"] == FORMAT_VERSION and done["fingerprint"] == files_fingerprint:
-                return done  # another process converted the same files meanwhile and may be reading them
-            shutil.rmtree(final, ignore_errors=True)  # stale: the source files changed
-        elif final.exists():
+        if is_complete(final) and converted_from(done := read_meta(final), files_fingerprint):
+            return done  # another process converted the same files meanwhile and may be reading them
+        if final.exists():  # stale (the source files changed) or left incomplete
             shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
     finally:
@@ -410,11 +412,7 @@ class ImageDataModule(pl.LightningDataModule):
                     f"{self.name}: no '{source}' files in {self.data_dir}. {self._missing_help()}"
                 )
             # the raw files are gone but were converted earlier: the conversion is the data
-        elif (
-            meta is None
-            or meta["format"] != FORMAT_VERSION
-            or meta["fingerprint"] != fingerprint(self._files(source))
-        ):
+        elif meta is None or not converted_from(meta, fingerprint(self._files(source))):
             plan = self._plan(source)
             self._check(plan.problems)  # checksum failures stop before the (long) conversion
             rank_zero_info(f"[{self.name}] converting '{source}' into {path} (once)")
