@@ -311,6 +311,45 @@ def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
     }
 
 
+PAIR_COLUMNS = ["lower", "higher", "seeds", "difference of means", "Welch's t-test p", "all seeds apart"]
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) of two samples of at least 2 values."""
+    from scipy import stats  # installed with scikit-image
+
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def pair_rows(groups: dict[str, list[Run]]) -> list[dict[str, Any]]:
+    """Every pair of models with at least 2 seeds each: which has the lower mean test NLL, by how much, the
+    p-value of Welch's t-test, and whether every seed of the lower one is below every seed of the other.
+    An ordering is established at this scale only where the test says so (e.g. p < 0.05), or where every
+    seed is apart, and then only as far as the seed count allows."""
+    tests = {
+        label: [r.metrics[f"test/{r.key}"] for r in runs if r.metrics.get(f"test/{r.key}") is not None]
+        for label, runs in groups.items()
+    }
+    labels = [label for label, values in tests.items() if len(values) >= 2]
+    rows = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            lo, hi = (a, b) if statistics.fmean(tests[a]) <= statistics.fmean(tests[b]) else (b, a)
+            digits = 2 if groups[lo][0].nats else 3
+            gap = statistics.fmean(tests[hi]) - statistics.fmean(tests[lo])
+            rows.append(
+                {
+                    "lower": lo,
+                    "higher": hi,
+                    "seeds": f"{len(tests[lo])} / {len(tests[hi])}",
+                    "difference of means": f"{gap:.{digits}f}",
+                    "Welch's t-test p": f"{welch_p(tests[lo], tests[hi]):.3g}",
+                    "all seeds apart": "yes" if max(tests[lo]) < min(tests[hi]) else "no",
+                }
+            )
+    return rows
+
+
 def split_text_mean(runs: list[Run]) -> str:
     parts = [(r.metrics.get("test/bits_per_dim_low"), r.metrics.get("test/bits_per_dim_cond")) for r in runs]
     parts = [p for p in parts if None not in p]
@@ -448,8 +487,11 @@ def report_text(runs: list[Run], title: str, png: str, by: Sequence[str] = ()) -
     groups = group_runs(runs, by)
     by_model = markdown([model_row(label, members) for label, members in groups.items()], MODEL_COLUMNS)
     by_run = markdown([row(r) for r in runs])
+    pairs = pair_rows(groups)
+    heading = "## Pairs of models: test NLL over seeds (two-sided Welch's t-test)"
+    by_pair = f"{heading}\n\n{markdown(pairs, PAIR_COLUMNS)}\n" if pairs else ""
     return (
-        f"# {title}\n\n## By model (mean ± sample sd over seeds)\n\n{by_model}\n"
+        f"# {title}\n\n## By model (mean ± sample sd over seeds)\n\n{by_model}\n{by_pair}"
         f"## By run\n\n{by_run}\n{SECONDS_NOTE}\n\n![learning curves]({png})\n\nCPU: {cpu_model()}\n"
     )
 

@@ -195,3 +195,30 @@ def test_report_averages_a_seed_group_and_sums_seconds_over_resumed_segments(tmp
     assert cells[3] == "80.00..85.00" and cells[5] == "4" and cells[6] == "4"  # steps; train s: the whole log
     run_rows = [line for line in by_run.splitlines() if "pixelcnn" in line]
     assert len(run_rows) == 3 and all("| 4 | 4 | 2 |" in r for r in run_rows)  # steps | train s | last fit s
+
+
+def test_report_tests_every_pair_of_models_over_their_seeds(tmp_path):
+    from scipy import stats
+
+    low, high = [80.0, 81.0, 85.0], [90.0, 91.0, 92.0]
+    for seed, (a, b) in enumerate(zip(low, high, strict=True)):
+        write_run(tmp_path / "runs" / f"h16-s{seed}", seed, a, "trainer.max_steps=4")
+        write_run(tmp_path / "runs" / f"h32-s{seed}", seed, b, "trainer.max_steps=4", "model.hidden=32")
+    write_run(
+        tmp_path / "runs" / "h64-s0", 0, 70.0, "trainer.max_steps=4", "model.hidden=64"
+    )  # 1 seed: no test
+    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    pairs = [
+        line for line in text.split("Welch's t-test)")[1].split("## By run")[0].splitlines() if "h=" in line
+    ]
+    assert len(pairs) == 1
+    cells = [c.strip() for c in pairs[0].strip("|").split("|")]
+    assert "h=16" in cells[0] and "h=32" in cells[1] and cells[2] == "3 / 3" and cells[3] == "9.00"
+    v1, v2 = (
+        statistics.variance(low) / 3,
+        statistics.variance(high) / 3,
+    )  # Welch: t and its degrees of freedom
+    t = (statistics.fmean(high) - statistics.fmean(low)) / math.sqrt(v1 + v2)
+    df = (v1 + v2) ** 2 / (v1**2 / 2 + v2**2 / 2)
+    assert cells[4] == f"{2 * stats.t.sf(t, df):.3g}" and cells[5] == "yes"
