@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 import statistics
+import subprocess
 import sys
 from pathlib import Path
 
@@ -222,3 +224,76 @@ def test_report_tests_every_pair_of_models_over_their_seeds(tmp_path):
     t = (statistics.fmean(high) - statistics.fmean(low)) / math.sqrt(v1 + v2)
     df = (v1 + v2) ** 2 / (v1**2 / 2 + v2**2 / 2)
     assert cells[4] == f"{2 * stats.t.sf(t, df):.3g}" and cells[5] == "yes"
+
+
+# ----------------------------------------------------------------------------- issue 22's runs and records
+
+
+def queue(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
+    """``bash recipes/results_queue.sh ARGS`` with a stand-in ``python`` on PATH that logs its arguments
+    and writes the run folder a finished run leaves (record files plus a checkpoint and a W&B folder)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "python"
+    fake.write_text(
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> {tmp_path}/calls.txt\n'
+        'out=""; prev=""; for a in "$@"; do [[ $prev == --out ]] && out=$a; prev=$a; done\n'
+        "[[ -n $out ]] || exit 0\n"
+        'mkdir -p "$out/logs" "$out/checkpoints" "$out/wandb"\n'
+        "for f in config.yaml metrics.json logs/metrics.csv checkpoints/last.ckpt wandb/run; do\n"
+        '  echo x > "$out/$f"\n'
+        "done\n"
+    )
+    fake.chmod(0o755)
+    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RUNS": str(tmp_path / "runs")}
+    env["RECORDS"] = str(tmp_path / "records")
+    return subprocess.run(
+        ["bash", str(ROOT / "recipes/results_queue.sh"), *args], env=env, capture_output=True, text=True
+    )
+
+
+def test_long_queue_runs_three_seeds_at_the_issues_budget_and_keeps_records(tmp_path):
+    done = queue(tmp_path, "mnist_long")
+    assert done.returncode == 0, done.stderr
+    calls = (tmp_path / "calls.txt").read_text().splitlines()
+    assert len(calls) == 12  # the 4 Table 4 models x seeds 0, 1, 2
+    assert all("trainer.max_steps=2000" in c and "checkpoint.every_n_steps=100" in c for c in calls)
+    assert sorted(c.split("seed=")[1].split()[0] for c in calls) == ["0"] * 4 + ["1"] * 4 + ["2"] * 4
+    records = tmp_path / "records" / "mnist"
+    assert sorted(p.name for p in records.iterdir())[:2] == ["diagonal_bilstm_1l-s0", "diagonal_bilstm_1l-s1"]
+    for run in records.iterdir():  # the record only: no checkpoint, no W&B folder
+        assert sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()) == [
+            "config.yaml",
+            "logs/metrics.csv",
+            "metrics.json",
+        ]
+    # the same command again: every run is finished, none is run again
+    assert queue(tmp_path, "mnist_long").returncode == 0
+    assert len((tmp_path / "calls.txt").read_text().splitlines()) == 12
+
+    ablation = queue(tmp_path, "ablation_long", "0")
+    assert ablation.returncode == 0, ablation.stderr
+    (sweep,) = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "sweep.py" in c]
+    assert "trainer.max_steps=1000" in sweep and "--seeds 0" in sweep
+    assert queue(tmp_path, "natural_long", "1").returncode == 0
+    natural = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "skimage_patches" in c]
+    assert len(natural) == 4 and all("trainer.max_steps=600" in c and "seed=1" in c for c in natural)
+
+
+def test_report_regenerates_a_table_from_committed_records(tmp_path):
+    """The records layout, docs/results/runs/<experiment>/<run>/{config.yaml, metrics.json, logs/metrics.csv},
+    copied by `results_queue.sh records`, is all report.py needs."""
+    runs = tmp_path / "runs" / "long" / "mnist"
+    for seed in range(3):
+        write_run(runs / f"pixelcnn-s{seed}", seed, 80.0 + seed, "trainer.max_steps=4", rates=[(1, 16.0)])
+        write_run(runs / f"wide-s{seed}", seed, 90.0 + seed, "trainer.max_steps=4", "model.hidden=32")
+        (runs / f"pixelcnn-s{seed}" / "checkpoints").mkdir()
+    assert queue(tmp_path, "records", "mnist_long").returncode == 0
+    records = tmp_path / "records" / "mnist"
+    assert not any(records.rglob("checkpoints"))
+    assert report.main([str(records), "--out", str(tmp_path / "report")]) == 0
+    by_model = (tmp_path / "report" / "report.md").read_text().split("## Pairs")[0]
+    rows = [line for line in by_model.splitlines() if "pixelcnn" in line]
+    assert len(rows) == 2 and all("| 0,1,2 |" in r for r in rows)
+    assert "81.00 ± 1.00" in rows[0] and "91.00 ± 1.00" in rows[1]
