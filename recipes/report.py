@@ -180,6 +180,18 @@ def images_per_step(run: Run) -> int:
     return int(data.get("batch_size") or 16) * int(run.metrics.get("world_size") or 1)
 
 
+# the settings model_label names (a --by naming one of them adds nothing to the label)
+LABEL_KEYS = (
+    "model.arch",
+    "model.base",
+    "model.low_res",
+    "model.layers",
+    "model.hidden",
+    "model.residual",
+    "model.skip",
+)
+
+
 def model_label(cfg: dict[str, Any]) -> str:
     m = cfg.get("model", {})
     arch = m.get("arch")
@@ -259,7 +271,7 @@ def group_runs(runs: list[Run], by: Sequence[str] = ()) -> dict[str, list[Run]]:
         label = model_label(run.cfg) if run.cfg else run.metrics.get("arch", "?")
         data = run.metrics.get("variant") or run.metrics.get("dataset")
         label = f"{label} [{data}]" if data else label
-        named = [f"{k}={run.identity.get(k, '-')}" for k in by]
+        named = [f"{k}={run.identity.get(k, '-')}" for k in by if k not in LABEL_KEYS]
         groups.setdefault(f"{label} ({', '.join(named)})" if named else label, []).append(run)
     for label, members in groups.items():
         check_same_identity(label, members)

@@ -113,6 +113,7 @@ def test_sweep_seeds_repeat_every_grid_point(tmp_path, monkeypatch):
     assert outs[-1].endswith("residual=true,skip=true,seed=1")
     assert all(f"seed={out[-1]}" in argv for out, argv in zip(outs, calls, strict=False))
     assert all("trainer.max_steps=3" in argv for argv in calls[:-1])
+    assert calls[-1][-2:] == ["--by=model.residual", "--by=model.skip"]  # the report: a row per grid point
 
 
 # ----------------------------------------------------------------------------- grouping by identity
