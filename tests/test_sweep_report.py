@@ -171,6 +171,8 @@ def test_report_refuses_to_average_runs_of_two_budgets(tmp_path, capsys):
     write_run(tmp_path / "lr" / "b", 0, 82.0, "model.lr=0.01")
     assert report.main([str(tmp_path / "lr"), "--out", str(out)]) == 2
     assert f"model.lr: 0.001 in {c}" in capsys.readouterr().err
+    assert report.main([str(tmp_path / "lr"), "--out", str(out), "--by", "model.lrr"]) == 2  # a typo
+    assert "--by model.lrr: no run has such a setting" in capsys.readouterr().err
     assert report.main([str(tmp_path / "lr"), "--out", str(out), "--by", "model.lr"]) == 0
     by_model = (out / "report.md").read_text().split("## By run")[0]
     rows = [line for line in by_model.splitlines() if "pixelcnn" in line]
