@@ -79,14 +79,19 @@ def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float
 def flop_counter():
     """``FlopCounterMode`` that also counts the in-place products ``addmm_`` and ``baddbmm_`` (the
     skip sum and the wavefront Row LSTM accumulate into their outputs; torch's table has only the
-    out-of-place forms)."""
+    out-of-place forms) and matrix-vector products ``mv`` (the composed skip bias). The one FLOP counter
+    of this project: the benchmarks and recipes/results_paper_scale.py count with it."""
     from torch.utils.flop_counter import FlopCounterMode
 
     def product(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # (..., m, k) @ (..., k, n)
         return 2 * math.prod(a_shape) * b_shape[-1]
 
+    def matrix_vector(a_shape, b_shape, *args, **kwargs) -> int:  # (m, k) @ (k,)
+        return 2 * math.prod(a_shape)
+
     aten = torch.ops.aten
-    return FlopCounterMode(display=False, custom_mapping={aten.addmm_: product, aten.baddbmm_: product})
+    mapping = {aten.addmm_: product, aten.baddbmm_: product, aten.mv: matrix_vector}
+    return FlopCounterMode(display=False, custom_mapping=mapping)
 
 
 def machine(device: str = "cpu") -> str:

@@ -40,16 +40,12 @@ METADATA = {
 }  # fmt: skip
 
 
-def count(arch: str, config: str, batch: int, threads: int, overrides: dict | None = None) -> dict:
-    """Calls and FLOPs of one training step (forward + backward) in this process. The calls do not
-    depend on the batch size (every loop runs over rows, layers or sub-pixels, never over images)."""
-    import torch
-    from common import build, flop_counter, images
+def step_counts(model, x) -> tuple[collections.Counter, int]:
+    """Leaf operator calls (by name) and FLOPs (common.py's counter) of one training step's forward and
+    backward on the images ``x``; recipes/results_paper_scale.py counts with it too."""
+    from common import flop_counter
     from torch.profiler import ProfilerActivity, profile
 
-    torch.set_num_threads(threads)
-    model = build(arch, config, **(overrides or {}))
-    x = images(model, batch)
     with flop_counter() as fc, profile(activities=[ProfilerActivity.CPU]) as prof:
         (-model.log_prob(x).mean()).backward()
     calls = collections.Counter()
@@ -59,13 +55,25 @@ def count(arch: str, config: str, batch: int, threads: int, overrides: dict | No
         if any(c.name.startswith("aten::") for c in e.cpu_children):
             continue  # a composite: its leaves are counted
         calls[e.name] += 1
+    return calls, fc.get_total_flops()
+
+
+def count(arch: str, config: str, batch: int, threads: int, overrides: dict | None = None) -> dict:
+    """Calls and FLOPs of one training step (forward + backward) in this process. The calls do not
+    depend on the batch size (every loop runs over rows, layers or sub-pixels, never over images)."""
+    import torch
+    from common import build, images
+
+    torch.set_num_threads(threads)
+    model = build(arch, config, **(overrides or {}))
+    calls, flops = step_counts(model, images(model, batch))
     return {
         "arch": arch,
         "config": config,
         "batch": batch,
         "overrides": overrides or {},
         "calls": sum(calls.values()),
-        "gflop_per_image": fc.get_total_flops() / 1e9 / batch,
+        "gflop_per_image": flops / 1e9 / batch,
         "top": calls.most_common(12),
     }
 

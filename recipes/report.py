@@ -6,14 +6,21 @@ Reads each run directory's ``metrics.json``, ``config.yaml`` and ``logs/metrics.
 ``recipes/run.py`` run, whatever the logger). Writes into ``--out``:
 
 - ``report.md``: one row per model (runs that differ only in ``seed`` are one model): test and train NLL as
-  mean +- sample standard deviation and min..max over the seeds, steps, fit seconds, training images/s,
+  mean +- sample standard deviation and min..max over the seeds, steps, training seconds, training images/s,
   parameters and the paper's figure (labelled not comparable: other data, other scale); then one row per run.
+  Runs are one model only when every setting but the seed is equal: config.yaml (less where the run writes
+  and how it logs: :data:`NOT_IDENTITY`) and the world size in metrics.json. Runs that look like one model
+  (same architecture, size, connections and data) but differ in anything else, the budget or the learning
+  rate say, are refused (exit 2, naming the settings and the runs) unless ``--by KEY`` names the settings
+  meant to differ: each value then gets its own row.
   Nats for binarized MNIST, bits/dim for natural images. Multi-scale runs add their bits/dim split into the
   low-resolution image and the full image given it (``test/bits_per_dim_low`` / ``_cond``).
 - ``curves.png``: the validation metric against optimizer steps (left) and against wall-clock seconds of
   training (right), one colour per model, one line per seed. Seconds are the per-step times the Throughput
   callback logs (``train/images_per_sec``, which spans the validation passes too), summed: the fit's wall
-  clock without its set-up.
+  clock without its set-up. The tables' "train s" is the same sum over the whole of ``logs/metrics.csv``,
+  which a resumed run continues, so it spans every segment of a run; metrics.json's ``seconds.fit`` covers
+  only the last process (shown as "last fit s").
 
 When W&B is online, the per-run table is also logged as a W&B Table.
 """
@@ -26,6 +33,7 @@ import json
 import math
 import statistics
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +50,8 @@ COLUMNS = [
     "test",
     "train",
     "steps",
-    "fit s",
+    "train s",
+    "last fit s",
     "img/s",
     "paper test (train)",
     "unit",
@@ -54,13 +63,38 @@ MODEL_COLUMNS = [
     "test min..max",
     "train (mean ± sd)",
     "steps",
-    "fit s",
+    "train s",
     "img/s",
     "params",
     "paper test (train), not comparable",
     "unit",
 ]
 ARCH_ORDER = ("pixelcnn", "row_lstm", "diagonal_bilstm", "multiscale")
+# config.yaml settings that change neither what a run trains nor how it is measured: where it writes, how it
+# logs, how often it checkpoints (resume is exact), the final samples, and the seed itself. Every other
+# setting (and the world size) is part of a run's identity: runs of one model differ in these alone.
+NOT_IDENTITY = (
+    "seed",
+    "out",
+    "description",
+    "logger",
+    "data.data_dir",
+    "data.cache_dir",
+    "data_resolved.data_dir",
+    "data_resolved.seed",  # the run's seed again
+    "trainer.enable_progress_bar",
+    "checkpoint.every_n_steps",
+    "checkpoint.every_n_minutes",
+    "checkpoint.keep_last_k",
+    "checkpoint.requeue",
+    "sample.n",
+    "sample.at_end",
+    "sample.seed",
+)
+
+
+class MixedGroupError(ValueError):
+    """Runs that would be averaged as one model differ in more than their seed (a user error: exit 2)."""
 
 
 @dataclass
@@ -86,6 +120,43 @@ class Run:
     def seed(self) -> int | None:
         return self.cfg.get("seed")
 
+    @property
+    def identity(self) -> dict[str, str]:
+        """Every setting but the seed, flattened (``trainer.max_steps``), values as YAML text: config.yaml
+        less :data:`NOT_IDENTITY`, plus metrics.json's ``world_size`` (the processes that trained it).
+        Without a config.yaml, metrics.json's recipe, data, model and budget stand in."""
+        source = self.cfg or {
+            k: self.metrics.get(k) for k in ("recipe", "dataset", "variant", "model", "budget")
+        }
+        flat = {k: v for k, v in flatten(source).items() if not ignored(k)}
+        flat["world_size"] = self.metrics.get("world_size", 1)
+        return {
+            k: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
+            for k, v in flat.items()
+        }
+
+    @property
+    def train_seconds(self) -> float | None:
+        """Training seconds of the whole run, every resumed segment included: the step times of
+        logs/metrics.csv summed (:func:`elapsed_seconds`); None where the log has no rate."""
+        seconds = self.curves.get("seconds") or []
+        return seconds[-1][1] if seconds else None
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"model": {"lr": 1e-3}}`` -> ``{"model.lr": 1e-3}`` (lists stay values)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def ignored(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in NOT_IDENTITY)
+
 
 def find_runs(paths: list[str]) -> list[Path]:
     """Run directories (those holding metrics.json) given directly or anywhere under a sweep directory."""
@@ -107,6 +178,18 @@ def load_run(path: Path) -> Run:
 def images_per_step(run: Run) -> int:
     data = run.cfg.get("data") or {}
     return int(data.get("batch_size") or 16) * int(run.metrics.get("world_size") or 1)
+
+
+# the settings model_label names (a --by naming one of them adds nothing to the label)
+LABEL_KEYS = (
+    "model.arch",
+    "model.base",
+    "model.low_res",
+    "model.layers",
+    "model.hidden",
+    "model.residual",
+    "model.skip",
+)
 
 
 def model_label(cfg: dict[str, Any]) -> str:
@@ -154,7 +237,8 @@ def row(run: Run | Path) -> dict[str, Any]:
         "test": fmt(m.get(f"test/{run.key}"), digits) + split_text(run),
         "train": fmt(m.get(f"train/{run.key}"), digits),
         "steps": m.get("global_step", "-"),
-        "fit s": fmt((m.get("seconds") or {}).get("fit"), 0),
+        "train s": fmt(run.train_seconds, 0),
+        "last fit s": fmt((m.get("seconds") or {}).get("fit"), 0),
         "img/s": fmt(median_images_per_sec(run), 1),
         "paper test (train)": paper_text(run),
         "unit": "nats" if run.nats else "bits/dim",
@@ -176,14 +260,43 @@ def mean_sd(values: list[float], digits: int) -> str:
     return f"{statistics.fmean(values):.{digits}f}" + (f" ± {sd:.{digits}f}" if math.isfinite(sd) else "")
 
 
-def group_runs(runs: list[Run]) -> dict[str, list[Run]]:
-    """Runs that differ only in their seed, under one model label, in the paper's order of models."""
+def group_runs(runs: list[Run], by: Sequence[str] = ()) -> dict[str, list[Run]]:
+    """Runs that differ only in their seed, under one model label, in the paper's order of models.
+
+    The label names the architecture, size, connections and data, plus the settings named in ``by``
+    (``trainer.max_steps=300``). Runs under one label that differ in any other setting are not averaged:
+    :class:`MixedGroupError` names the settings and the runs."""
     groups: dict[str, list[Run]] = {}
     for run in sorted(runs, key=lambda r: (model_order(r), r.seed or 0, r.path.name)):
         label = model_label(run.cfg) if run.cfg else run.metrics.get("arch", "?")
         data = run.metrics.get("variant") or run.metrics.get("dataset")
-        groups.setdefault(f"{label} [{data}]" if data else label, []).append(run)
+        label = f"{label} [{data}]" if data else label
+        named = [f"{k}={run.identity.get(k, '-')}" for k in by if k not in LABEL_KEYS]
+        groups.setdefault(f"{label} ({', '.join(named)})" if named else label, []).append(run)
+    for label, members in groups.items():
+        check_same_identity(label, members)
     return groups
+
+
+def check_same_identity(label: str, runs: list[Run]) -> None:
+    """Raise :class:`MixedGroupError` unless ``runs`` agree on every setting but the seed."""
+    ids = [r.identity for r in runs]
+    keys = sorted({k for i in ids for k in i})
+    differ = [k for k in keys if len({i.get(k, "(unset)") for i in ids}) > 1]
+    if not differ:
+        return
+    lines = []
+    for key in differ:
+        by_value: dict[str, list[str]] = {}
+        for run, i in zip(runs, ids, strict=True):
+            by_value.setdefault(i.get(key, "(unset)"), []).append(str(run.path))
+        lines.append(f"  {key}: " + "; ".join(f"{v} in {', '.join(p)}" for v, p in by_value.items()))
+    raise MixedGroupError(
+        f"these runs of {label} differ in more than their seed, so they are not one model and their "
+        "results are not averaged:\n" + "\n".join(lines) + "\nReport them separately, or name the settings "
+        f"meant to differ with --by (e.g. {' '.join('--by ' + k for k in differ[:2])}): each value then "
+        "gets its own row."
+    )
 
 
 def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
@@ -192,7 +305,7 @@ def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
     key = first.key
     tests = [r.metrics[f"test/{key}"] for r in runs if r.metrics.get(f"test/{key}") is not None]
     trains = [r.metrics[f"train/{key}"] for r in runs if r.metrics.get(f"train/{key}") is not None]
-    fits = [(r.metrics.get("seconds") or {}).get("fit") for r in runs]
+    fits = [r.train_seconds for r in runs if r.train_seconds is not None]
     rates = [x for x in (median_images_per_sec(r) for r in runs) if x is not None]
     steps = sorted({r.metrics.get("global_step") for r in runs})
     return {
@@ -202,12 +315,51 @@ def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
         "test min..max": f"{min(tests):.{digits}f}..{max(tests):.{digits}f}" if tests else "-",
         "train (mean ± sd)": mean_sd(trains, digits),
         "steps": "/".join(map(str, steps)),
-        "fit s": fmt(statistics.fmean([f for f in fits if f is not None]), 0) if any(fits) else "-",
+        "train s": fmt(statistics.fmean(fits), 0) if fits else "-",
         "img/s": fmt(statistics.fmean(rates), 1) if rates else "-",
         "params": first.metrics.get("params", "-"),
         "paper test (train), not comparable": paper_text(first),
         "unit": "nats" if first.nats else "bits/dim",
     }
+
+
+PAIR_COLUMNS = ["lower", "higher", "seeds", "difference of means", "Welch's t-test p", "all seeds apart"]
+
+
+def welch_p(a: list[float], b: list[float]) -> float:
+    """Two-sided p-value of Welch's t-test (unequal variances) of two samples of at least 2 values."""
+    from scipy import stats  # installed with scikit-image
+
+    return float(stats.ttest_ind(a, b, equal_var=False).pvalue)
+
+
+def pair_rows(groups: dict[str, list[Run]]) -> list[dict[str, Any]]:
+    """Every pair of models with at least 2 seeds each: which has the lower mean test NLL, by how much, the
+    p-value of Welch's t-test, and whether every seed of the lower one is below every seed of the other.
+    Seeds all apart is no test on its own: for two equally good models with n seeds each it happens with
+    probability 2 / C(2n, n) (1/3 with 2 seeds, 1/10 with 3)."""
+    tests = {
+        label: [r.metrics[f"test/{r.key}"] for r in runs if r.metrics.get(f"test/{r.key}") is not None]
+        for label, runs in groups.items()
+    }
+    labels = [label for label, values in tests.items() if len(values) >= 2]
+    rows = []
+    for i, a in enumerate(labels):
+        for b in labels[i + 1 :]:
+            lo, hi = (a, b) if statistics.fmean(tests[a]) <= statistics.fmean(tests[b]) else (b, a)
+            digits = 2 if groups[lo][0].nats else 3
+            gap = statistics.fmean(tests[hi]) - statistics.fmean(tests[lo])
+            rows.append(
+                {
+                    "lower": lo,
+                    "higher": hi,
+                    "seeds": f"{len(tests[lo])} / {len(tests[hi])}",
+                    "difference of means": f"{gap:.{digits}f}",
+                    "Welch's t-test p": f"{welch_p(tests[lo], tests[hi]):.3g}",
+                    "all seeds apart": "yes" if max(tests[lo]) < min(tests[hi]) else "no",
+                }
+            )
+    return rows
 
 
 def split_text_mean(runs: list[Run]) -> str:
@@ -278,7 +430,9 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def plot(runs: list[Run] | list[Path], path: Path, title: str = "learning curves") -> Path:
+def plot(
+    runs: list[Run] | list[Path], path: Path, title: str = "learning curves", by: Sequence[str] = ()
+) -> Path:
     """Validation metric against steps (left) and wall-clock seconds (right): a colour per model."""
     import matplotlib
 
@@ -288,7 +442,7 @@ def plot(runs: list[Run] | list[Path], path: Path, title: str = "learning curves
     runs = [r if isinstance(r, Run) else load_run(r) for r in runs]
     fig, (by_step, by_time) = plt.subplots(1, 2, figsize=(12, 4.8), sharey=True)
     styles = ["o-", "s--", "^:", "d-."]
-    for k, (label, members) in enumerate(group_runs(runs).items()):
+    for k, (label, members) in enumerate(group_runs(runs, by).items()):
         color = f"C{k % 10}"
         for j, run in enumerate(members):
             val = run.curves["val"]
@@ -341,14 +495,24 @@ def log_to_wandb(rows: list[dict[str, Any]], plot_path: Path, project: str) -> b
     return True
 
 
-def report_text(runs: list[Run], title: str, png: str) -> str:
-    groups = group_runs(runs)
+def report_text(runs: list[Run], title: str, png: str, by: Sequence[str] = ()) -> str:
+    groups = group_runs(runs, by)
     by_model = markdown([model_row(label, members) for label, members in groups.items()], MODEL_COLUMNS)
     by_run = markdown([row(r) for r in runs])
+    pairs = pair_rows(groups)
+    heading = "## Pairs of models: test NLL over seeds (two-sided Welch's t-test)"
+    by_pair = f"{heading}\n\n{markdown(pairs, PAIR_COLUMNS)}\n" if pairs else ""
     return (
-        f"# {title}\n\n## By model (mean ± sample sd over seeds)\n\n{by_model}\n"
-        f"## By run\n\n{by_run}\n![learning curves]({png})\n\nCPU: {cpu_model()}\n"
+        f"# {title}\n\n## By model (mean ± sample sd over seeds)\n\n{by_model}\n{by_pair}"
+        f"## By run\n\n{by_run}\n{SECONDS_NOTE}\n\n![learning curves]({png})\n\nCPU: {cpu_model()}\n"
     )
+
+
+SECONDS_NOTE = (
+    "train s: the per-step times of logs/metrics.csv (train/images_per_sec) summed over the whole log, every "
+    "resumed segment included (validation inside an epoch is in it; set-up and test are not); last fit s: "
+    "metrics.json's seconds of the last process's fit only."
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -357,16 +521,37 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", help="where report.md and curves.png go (default: the only dir given, else .)")
     p.add_argument("--title", default="pixel-lightning report", help="heading of report.md and the figure")
     p.add_argument("--project", default="pixel-lightning", help="W&B project for the table (when online)")
+    p.add_argument(
+        "--by",
+        action="append",
+        default=[],
+        metavar="KEY",
+        help="a setting meant to differ between runs (e.g. model.lr, trainer.max_steps, world_size): "
+        "each value gets its own row instead of the runs being refused as a mixed group",
+    )
     args = p.parse_args(argv)
     paths = find_runs(args.dirs)
     if not paths:
         print(f"error: no run directories (with metrics.json) under {', '.join(args.dirs)}", file=sys.stderr)
         return 2
+    runs = [load_run(r) for r in paths]
+    unknown = [k for k in args.by if not any(k in r.identity or k in LABEL_KEYS for r in runs)]
+    if unknown:
+        known = ", ".join(sorted({k for r in runs for k in r.identity})[:12])
+        print(
+            f"error: --by {' '.join(unknown)}: no run has such a setting; settings look like: {known}, ...",
+            file=sys.stderr,
+        )
+        return 2
+    try:
+        group_runs(runs, args.by)
+    except MixedGroupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out = Path(args.out or (args.dirs[0] if len(args.dirs) == 1 else "."))
     out.mkdir(parents=True, exist_ok=True)
-    runs = [load_run(r) for r in paths]
-    png = plot(runs, out / "curves.png", args.title)
-    text = report_text(runs, args.title, png.name)
+    png = plot(runs, out / "curves.png", args.title, args.by)
+    text = report_text(runs, args.title, png.name, args.by)
     (out / "report.md").write_text(text)
     print(text, end="")
     print(f"wrote {out / 'report.md'} and {png}")

@@ -143,6 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     if not runs:
         print(f"error: no runs under {args.runs}", file=sys.stderr)
         return 2
+    try:
+        report.group_runs(runs)  # one figure per model: runs that differ in more than their seed are refused
+    except report.MixedGroupError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     out, name = Path(args.out), args.name or Path(args.runs).name
     out.mkdir(parents=True, exist_ok=True)
     written = [

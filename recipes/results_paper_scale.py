@@ -1,25 +1,42 @@
-"""What the paper's recipes would cost on GPUs: FLOPs per image counted, then GPU hours per epoch estimated.
+"""What the paper's recipes would cost on GPUs: a training step's FLOPs and operator calls counted, then
+GPU time per epoch estimated with the model of benchmarks/README.md ("GPU-time estimate").
 
-    python recipes/results_paper_scale.py [--recipes NAME ...] [--tflops 400] [--utilization 0.1 0.3]
+    python recipes/results_paper_scale.py [--recipes NAME ...] [--tflops 67] [--utilization 0.5]
+                                          [--us-per-call 8] [--out FILE]
 
-For each recipe, one training step (forward, backward, RMSProp) on one image is counted with
-``torch.utils.flop_counter.FlopCounterMode``, as ``benchmarks/throughput.py`` does (matmuls and convolutions
-only). GPU hours per epoch = FLOPs/image x training images / (peak x utilization); on 8 GPUs with DDP the
-same work is split 8 ways (perfect scaling assumed: an upper bound on the speed-up). The peak and the
-utilization range are assumptions, given on the command line and printed beside the result.
+Each recipe's model is built as it would run on CUDA (``model.wavefront=true`` for a Row LSTM: the CUDA
+default, ``ModelConfig.wavefront=None``), and one training step's forward and backward is counted by
+``benchmarks/launches.py``'s ``step_counts``: FLOPs with the project's one counter
+(``benchmarks/common.py``: ``flop_counter``, which also counts the in-place products ``addmm_`` /
+``baddbmm_`` that torch's table misses) and leaf operator calls (about one kernel launch each on a GPU).
+The optimizer step is left out of both, as in ``launches.py`` (RMSProp is elementwise: no products).
+
+A step's FLOPs are affine in its batch (weight-only products, e.g. the composed skip matrices, do not grow
+with it), so steps of 1 and 2 images give the FLOPs at the recipe's batch exactly; the calls do not depend
+on the batch. Then, with every assumption on the command line and in the JSON:
+
+    t_step = calls x us_per_call + FLOPs(batch) / (tflops x utilization)
+    epoch  = t_step x ceil(train images / batch)
+
+Defaults as benchmarks/README.md: 8 us of host time per operator in eager PyTorch (the two terms added,
+not overlapped), fp32 at half of 67 TFLOP/s (an H100's fp32 peak: no code of this project switches TF32
+on, and torch's default leaves it off for matmuls). An estimate, not a GPU measurement.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 
 TRAIN_IMAGES = {  # images per epoch of each data set as the recipes split it
     "cifar10": 45_000,  # 50,000 less val_size 5,000
@@ -35,58 +52,110 @@ RECIPES = [
 ]
 
 
-def train_flops_per_image(recipe: str) -> tuple[float, int, str]:
-    """(FLOPs of one training step on one image, training images per epoch, data set) of a recipe."""
+def cuda_model(recipe: str, overrides: list[str] = ()) -> tuple[Any, Any]:
+    """(config, model) of a recipe as it would train on CUDA: a Row LSTM runs as one wavefront there."""
     from pixel_lightning.config import load_config
     from pixel_lightning.runner import build_model_for
 
-    cfg = load_config(recipe, ["threads=1"])
-    model = build_model_for(cfg)
-    x = torch.randint(0, cfg.model.levels, (1, *cfg.model.image_shape))
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
-    with FlopCounterMode(display=False) as fc:
-        loss = -model.log_prob(x).mean()
-        loss.backward()
-        opt.step()
-    return fc.get_total_flops(), TRAIN_IMAGES[cfg.data.name], cfg.data.name
+    cfg = load_config(recipe, ["threads=1", *overrides])
+    if cfg.model.arch == "row_lstm" and cfg.model.wavefront is None:
+        cfg = load_config(recipe, ["threads=1", *overrides, "model.wavefront=true"])
+    return cfg, build_model_for(cfg)
+
+
+def step_cost(model: Any, batch: int) -> dict[str, Any]:
+    """Operator calls and FLOPs of one training step (forward + backward) on ``batch`` images, from steps
+    of 1 and 2 images (the FLOPs are affine in the batch). Each step starts without gradients, as a
+    training step does after the optimizer's ``zero_grad``. The calls are those of the 2-image step, as
+    ``benchmarks/launches.py --batch 2`` counts them (a 1-image step takes a few different ones)."""
+    from common import images
+    from launches import step_counts
+
+    counts = []
+    for b in (1, 2):
+        model.zero_grad(set_to_none=True)
+        counts.append(step_counts(model, images(model, b)))
+    (calls1, flops1), (calls2, flops2) = counts
+    return {
+        "batch": batch,
+        "calls": sum(calls2.values()),
+        "calls_batch1": sum(calls1.values()),
+        "flops_batch1": flops1,
+        "flops_batch2": flops2,
+        "flops": flops1 + (batch - 1) * (flops2 - flops1),
+    }
+
+
+def estimate(recipe: str, tflops: float, utilization: float, us_per_call: float) -> dict[str, Any]:
+    """One recipe's counts and its estimated GPU time per step, per epoch and for the recipe's epochs."""
+    cfg, model = cuda_model(recipe)
+    cost = step_cost(model, cfg.data.batch_size)
+    images = TRAIN_IMAGES[cfg.data.name]
+    steps = math.ceil(images / cfg.data.batch_size)
+    launch_s = cost["calls"] * us_per_call * 1e-6
+    flop_s = cost["flops"] / (tflops * 1e12 * utilization)
+    epochs = cfg.trainer.max_epochs
+    # DDP on 8 GPUs, each its recipe batch (global 8x: 1/8 of the steps), or the recipe's global batch
+    # split 8 ways (the same steps, each with the same calls and 1/8 of the FLOPs; all-reduce not counted)
+    per_gpu_8 = steps / 8 * (launch_s + flop_s)
+    split_8 = steps * (launch_s + flop_s / 8)
+    return {
+        "recipe": recipe,
+        "wavefront": cfg.model.wavefront,
+        "images_per_epoch": images,
+        "epochs": epochs,
+        "steps_per_epoch": steps,
+        **cost,
+        "gflop_per_image": cost["flops"] / cfg.data.batch_size / 1e9,
+        "gflop_per_image_batch2": cost["flops_batch2"] / 2 / 1e9,  # as benchmarks/launches.py --batch 2
+        "step_ms": {"launch": launch_s * 1e3, "flop": flop_s * 1e3},
+        "epoch_hours_1gpu": steps * (launch_s + flop_s) / 3600,
+        "recipe_hours_1gpu": epochs * steps * (launch_s + flop_s) / 3600,
+        "recipe_hours_8gpu_batch_per_gpu": epochs * per_gpu_8 / 3600,
+        "recipe_hours_8gpu_global_batch": epochs * split_8 / 3600,
+    }
 
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", nargs="+", default=RECIPES)
-    p.add_argument(
-        "--tflops", type=float, default=400.0, help="GPU peak, TFLOP/s (default: TF32 dense, H100)"
-    )
-    p.add_argument(
-        "--utilization", type=float, nargs=2, default=[0.1, 0.3], help="achieved fraction, low high"
-    )
-    p.add_argument("--out", help="also write the rows as JSON here")
+    p.add_argument("--tflops", type=float, default=67.0, help="GPU fp32 peak, TFLOP/s (default: H100)")
+    p.add_argument("--utilization", type=float, default=0.5, help="achieved fraction of the peak")
+    p.add_argument("--us-per-call", type=float, default=8.0, help="host microseconds per operator call")
+    p.add_argument("--threads", type=int, default=1, help="torch threads for the counting steps")
+    p.add_argument("--out", help="also write the assumptions and rows as JSON here")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
-    torch.set_num_threads(1)
-    low, high = args.utilization
+    torch.set_num_threads(args.threads)
     rows = []
-    print("| recipe | GFLOP/img (train step) | images/epoch | GPU h/epoch, 1 GPU | GPU h/epoch on 8 (DDP) |")
-    print("|---|---|---|---|---|")
+    print(
+        "| recipe | batch | GFLOP/img (batch 2) | calls/step | step: launches + FLOPs | h/epoch, 1 GPU | "
+        "recipe h, 1 GPU | recipe h, 8 GPUs (batch per GPU / global batch) |"
+    )
+    print("|---|---|---|---|---|---|---|---|")
     for recipe in args.recipes:
-        flops, images, data = train_flops_per_image(recipe)
-        hours = [flops * images / (args.tflops * 1e12 * u) / 3600 for u in (high, low)]  # fast, slow
-        rows.append({"recipe": recipe, "gflop_per_image": flops / 1e9, "images": images, "hours_1gpu": hours})
+        r = estimate(recipe, args.tflops, args.utilization, args.us_per_call)
+        rows.append(r)
         print(
-            f"| {recipe} | {flops / 1e9:.1f} | {images:,} | {hours[0]:.3g}-{hours[1]:.3g} | "
-            f"{hours[0] / 8:.3g}-{hours[1] / 8:.3g} |",
+            f"| {recipe} | {r['batch']} | {r['gflop_per_image']:.2f} ({r['gflop_per_image_batch2']:.2f}) | "
+            f"{r['calls']:,} | {r['step_ms']['launch']:.1f} + {r['step_ms']['flop']:.1f} ms | "
+            f"{r['epoch_hours_1gpu']:.3g} | {r['recipe_hours_1gpu']:.3g} ({r['epochs']} ep.) | "
+            f"{r['recipe_hours_8gpu_batch_per_gpu']:.3g} / {r['recipe_hours_8gpu_global_batch']:.3g} |",
             flush=True,
         )
-    print(
-        f"assumptions: peak {args.tflops:g} TFLOP/s, utilization {low:g}-{high:g}, perfect 8-way DDP scaling"
-    )
+    assumptions = {
+        "tflops_fp32": args.tflops,
+        "utilization": args.utilization,
+        "us_per_call": args.us_per_call,
+        "counted": "forward + backward of one training step (no optimizer step); Row LSTM as on CUDA",
+        "torch": torch.__version__,
+    }
+    print("assumptions:", json.dumps(assumptions))
     if args.out:
-        Path(args.out).write_text(
-            json.dumps({"tflops": args.tflops, "utilization": [low, high], "rows": rows})
-        )
+        Path(args.out).write_text(json.dumps({"assumptions": assumptions, "rows": rows}, indent=1) + "\n")
     return 0
 
 

@@ -7,8 +7,9 @@ The grid comes from ``pixel_lightning/recipes/sweeps/<sweep>.yaml`` (``parameter
 fixed ``value``s), the same file ``wandb sweep`` reads. Each run is a separate ``recipes/run.py`` process
 (as under ``wandb agent``; ``--in-process`` runs them in this process, faster for tiny sweeps), in
 ``<out>/<key=value,...>/`` (with ``--seeds``: every grid point once per seed, in
-``<out>/<key=value,...>,seed=<s>/``); the report (mean and spread over the seeds) goes to ``<out>/report.md``
-and ``<out>/curves.png``. A run whose ``metrics.json`` exists is finished and not run again, so the same
+``<out>/<key=value,...>,seed=<s>/``); the report (mean and spread over the seeds, one row per grid point:
+the swept settings are passed to it as ``--by``) goes to ``<out>/report.md`` and ``<out>/curves.png``. A run
+whose ``metrics.json`` exists is finished and not run again, so the same
 command completes an interrupted sweep.
 """
 
@@ -115,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[sweep {args.sweep} {k}/{len(grid)}] {' '.join(combo)} -> {run_dir}", flush=True)
         if run(ROOT / "recipes" / "run.py", argv, args.in_process) != 0:
             failed.append(run_name(combo))
-    report = run(ROOT / "recipes" / "report.py", [str(out), "--out", str(out)], args.in_process)
+    by = [f"--by={o.split('=', 1)[0]}" for o in grid[0] if not o.startswith("seed=")]  # the swept settings
+    report = run(ROOT / "recipes" / "report.py", [str(out), "--out", str(out), *by], args.in_process)
     if failed:
         print(f"[sweep {args.sweep}] failed runs: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed or report else 0

@@ -1,0 +1,69 @@
+"""The one FLOP counter (benchmarks/common.py) and the paper-scale estimate that counts with it."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "recipes"))
+
+import common  # noqa: E402
+import results_paper_scale  # noqa: E402
+
+TINY_ROW_LSTM = ["model.arch=row_lstm", "model.hidden=4", "model.layers=2", "model.head_channels=8"]
+
+
+class MatrixProducts(TorchDispatchMode):
+    """2 m k n for every matrix product the step dispatches, in place or not, counted from the shapes
+    alone (an independent count: no torch FLOP table). A dispatch mode (torch.utils._python_dispatch, a
+    private module) because only it sees the operators of the backward pass."""
+
+    PRODUCTS = {"mm": 0, "bmm": 0, "mv": 0, "addmm": 1, "addmm_": 1, "baddbmm": 1, "baddbmm_": 1}
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.flops, self.others = 0, set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func.overloadpacket.__name__
+        if name in self.PRODUCTS:
+            a, b = args[self.PRODUCTS[name] : self.PRODUCTS[name] + 2]
+            self.flops += 2 * a.numel() * (b.shape[-1] if b.dim() > 1 else 1)
+        elif "conv" in name or "mm" in name or "mv" in name:
+            self.others.add(name)
+        return func(*args, **(kwargs or {}))
+
+
+def test_flop_counter_counts_in_place_and_matrix_vector_products():
+    a, b = torch.randn(3, 4), torch.randn(4, 5)
+    with common.flop_counter() as fc:
+        torch.zeros(3, 5).addmm_(a, b)  # 2 x 3 x 4 x 5
+        torch.zeros(2, 3, 5).baddbmm_(a.expand(2, 3, 4), b.expand(2, 4, 5))  # 2 x (2 x 3 x 4 x 5)
+        torch.mv(a, torch.randn(4))  # 2 x 3 x 4
+    assert fc.get_total_flops() == 120 + 240 + 24
+
+
+def test_paper_scale_estimate_counts_every_product_of_a_step_as_launches_does():
+    """The estimate's FLOPs (affine in the batch, from steps of 1 and 2 images) equal an independent count
+    of every matrix product of a real step at the recipe's batch, and its FLOPs and calls at 2 images equal
+    benchmarks/launches.py's: a tiny Row LSTM as on CUDA (the wavefront, whose products are in-place
+    ``baddbmm_``, which torch's plain FlopCounterMode misses)."""
+    import launches
+
+    cfg, model = results_paper_scale.cuda_model("quickstart", [*TINY_ROW_LSTM, "data.batch_size=3"])
+    assert cfg.model.wavefront is True
+    cost = results_paper_scale.step_cost(model, cfg.data.batch_size)
+    model.zero_grad(set_to_none=True)
+    with MatrixProducts() as products:
+        (-model.log_prob(common.images(model, 3)).mean()).backward()
+    assert products.others == set()  # no convolution or other product left uncounted
+    assert cost["flops"] == products.flops > 0
+
+    model.zero_grad(set_to_none=True)
+    calls, flops = launches.step_counts(model, common.images(model, 2))
+    assert (cost["flops_batch2"], cost["calls"]) == (flops, sum(calls.values()))
