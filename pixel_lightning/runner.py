@@ -356,11 +356,9 @@ def run(
     model = build_model_for(cfg)
     first_step = 0
     if ckpt_path is None:  # the newest valid checkpoint of this run directory, if any
-        resume = reliability.prepare_resume(cfg.run_dir, model, dm, print_rank0)
+        resume = reliability.prepare_resume(cfg.run_dir, model, print_rank0)
         if resume is not None:
             ckpt_path, first_step = str(resume.path), reliability.first_logged_step(resume.loops)
-    else:
-        reliability.make_resumable(dm)
     trainer = build_trainer(cfg, extra_callbacks, plugins, first_step=first_step)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - start

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 import rel_tiny
 import torch
-from torch.utils.data import DataLoader
 
 from pixel_lightning import reliability
+from pixel_lightning.data.base import BatchLoader
 from pixel_lightning.errors import (
     CheckpointError,
     ConfigError,
@@ -27,7 +27,6 @@ from pixel_lightning.errors import (
     cli_errors,
 )
 from pixel_lightning.reliability import checkpoints as ck
-from pixel_lightning.reliability.resume import ResumableLoader
 
 STEPS = 30
 
@@ -77,7 +76,7 @@ def test_resume_is_exact(reference, tmp_path, step):
 def test_resume_without_loader_state_differs(reference, tmp_path, monkeypatch):
     """The control: if the loader's position is not restored, the resumed run is NOT the same run, so the
     test above can fail."""
-    monkeypatch.setattr(ResumableLoader, "load_state_dict", lambda self, state: None)
+    monkeypatch.setattr(BatchLoader, "load_state_dict", lambda self, state: None)
     resume_from(reference[0], 15, tmp_path / "r15")
     assert max_diff(params(reference[0]), params(tmp_path / "r15")) > 1e-4
 
@@ -108,28 +107,6 @@ def test_a_larger_budget_continues_mid_epoch_exactly(tmp_path):
     grown = fit(tmp_path / "grow", *fixed, "--steps", "24")
     assert fit(tmp_path / "fresh", *fixed, "--steps", "24") == grown
     assert max_diff(params(tmp_path / "fresh"), params(tmp_path / "grow")) <= 1e-6
-
-
-def test_resumable_loader_restores_a_random_sampler_mid_epoch():
-    """A plain shuffled DataLoader (RandomSampler drawing from torch's global generator): the batches
-    after a restore are exactly the uninterrupted epoch's remaining ones."""
-
-    def loader() -> ResumableLoader:
-        return ResumableLoader(DataLoader(torch.arange(20), batch_size=3, shuffle=True))
-
-    torch.manual_seed(0)
-    first = loader()
-    it = iter(first)
-    seen = [next(it).tolist() for _ in range(3)]
-    state, rng = first.state_dict(), torch.get_rng_state()
-    rest = [b.tolist() for b in it]
-    torch.manual_seed(99)  # a fresh process: other global RNG state until the checkpoint's is restored
-    second = loader()
-    second.load_state_dict(state)
-    torch.set_rng_state(rng)
-    assert [b.tolist() for b in second] == rest
-    assert len(seen) + len(rest) == len(second) == 7
-    assert len(list(second)) == 7  # the next epoch is whole again
 
 
 # ----------------------------------------------------------------------------- checkpoint files
