@@ -146,6 +146,7 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
         accelerator="cpu",
         devices=args.devices,
         strategy="ddp_fork" if args.devices > 1 else "auto",
+        use_distributed_sampler=False,  # the loaders shard by rank themselves
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,

@@ -1,7 +1,8 @@
 """DDP on 2 CPU processes (gloo), launched the way users launch it: recipes' runner re-run by each rank.
 
 Checks that parameters are identical on both ranks after training, and that the test metric of the run
-equals a single-process evaluation of the same checkpoint (1e-6).
+equals a single-process evaluation of the same checkpoint (1e-6). The resume test runs tests/rel_tiny.py
+in-process (Lightning's ``ddp_fork``: seconds, not a re-launched interpreter per rank).
 """
 
 from __future__ import annotations
@@ -9,13 +10,17 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+import rel_tiny
 import torch
+
+from pixel_lightning.reliability import checkpoints as ck
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -105,3 +110,18 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     assert count == 500  # every test image once, none padded
     assert metrics["test/nll_nats"] == pytest.approx(nll, rel=1e-6, abs=1e-6)
     assert metrics["test/bits_per_dim"] == pytest.approx(nll / (784 * math.log(2)), abs=1e-6)
+
+
+@pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 9 s, 12 s
+def test_ddp_resume_is_exact(tmp_path, workers):
+    """2 processes, 5 steps (one epoch: 20 images a rank, batches of 4); a run resumed from the step-2
+    checkpoint ends with the uninterrupted run's parameters and metrics, the epoch's train NLL included
+    (each rank's metric states come back to that rank, and each rank's loader position)."""
+    args = ["--devices", "2", "--steps", "5", "--every", "2", "--keep", "100", "--workers", str(workers)]
+    ref = rel_tiny.fit(rel_tiny.parse(["--out", str(tmp_path / "ref"), *args]))
+    (tmp_path / "resumed" / "checkpoints").mkdir(parents=True)
+    shutil.copy(tmp_path / "ref" / "checkpoints" / ck.step_name(2), tmp_path / "resumed" / "checkpoints")
+    resumed = rel_tiny.fit(rel_tiny.parse(["--out", str(tmp_path / "resumed"), *args]))
+    assert resumed == ref
+    a, b = (torch.load(tmp_path / run / "final.pt") for run in ("ref", "resumed"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
