@@ -368,6 +368,11 @@ def run(
     t0 = time.perf_counter()
     (tested,) = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False) or [{}]
     test_s = time.perf_counter() - t0
+    # limit_test_batches counts per process: the test figure covers this many batches of all the ranks
+    # together, the first ones in source order (the loaders deal batches round-robin); `pixel-lightning
+    # test` evaluates the same ones
+    covered = torch.tensor(float(sum(trainer.num_test_batches)))
+    test_batches = int(trainer.strategy.reduce(covered, reduce_op="sum"))
 
     metrics: dict[str, Any] = {**{k: v for k, v in trained.items() if not k.startswith("test/")}}
     metrics.update(scalar_metrics(tested))
@@ -384,6 +389,7 @@ def run(
             "epochs": trainer.current_epoch,
             "world_size": trainer.world_size,
             "test_checkpoint": best or "final weights (no validation ran)",
+            "test_batches": test_batches,
             "paper": {k: getattr(cfg.paper, k) for k in ("test", "train", "unit", "where")},
             "budget": budget(cfg),
             "model": cfg.to_dict()["model"],

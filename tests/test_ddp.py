@@ -20,6 +20,7 @@ import pytest
 import rel_tiny
 import torch
 
+from pixel_lightning import cli
 from pixel_lightning.reliability import checkpoints as ck
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,8 +45,8 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def single_process_nll(checkpoint: str, data_dir: Path) -> tuple[float, int]:
-    """Mean test NLL (nats, float64 sum) of ``checkpoint`` over the whole test split, in one process."""
+def single_process_nll(checkpoint: str, data_dir: Path, n: int) -> tuple[float, int]:
+    """Mean test NLL (nats, float64 sum) of ``checkpoint``, first ``n`` test images, in one process."""
     from pixel_lightning import load_model
     from pixel_lightning.data import build_datamodule
 
@@ -55,6 +56,7 @@ def single_process_nll(checkpoint: str, data_dir: Path) -> tuple[float, int]:
     total, count = 0.0, 0
     with torch.no_grad():
         for x, _ in dm.test_dataloader():
+            x = x[: n - count]
             total -= model.log_prob(x.long()).double().sum().item()
             count += x.shape[0]
     return total / count, count
@@ -76,6 +78,7 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
         "trainer.val_check_interval=2",
         "trainer.check_val_every_n_epoch=null",
         "trainer.limit_val_batches=2",
+        "trainer.limit_test_batches=5",  # per process: 2 x 5 batches of 4 images
         "trainer.log_every_n_steps=1",
         "trainer.enable_progress_bar=false",
         "model.hidden=4",
@@ -106,10 +109,16 @@ def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["world_size"] == 2 and metrics["global_step"] == 4
     assert metrics["test_checkpoint"].endswith(".ckpt"), metrics["test_checkpoint"]
-    nll, count = single_process_nll(metrics["test_checkpoint"], data_dir)
-    assert count == 500  # every test image once, none padded
+    assert metrics["test_batches"] == 10  # the figure covers the first 10 batches (40 images), once each
+    nll, count = single_process_nll(metrics["test_checkpoint"], data_dir, n=40)
+    assert count == 40
     assert metrics["test/nll_nats"] == pytest.approx(nll, rel=1e-6, abs=1e-6)
     assert metrics["test/bits_per_dim"] == pytest.approx(nll / (784 * math.log(2)), abs=1e-6)
+
+    # `pixel-lightning test` on the best checkpoint, in one process: the figure in metrics.json
+    assert cli.main(["test", "--ckpt", metrics["test_checkpoint"], "--out", str(tmp_path / "test.json")]) == 0
+    tested = json.loads((tmp_path / "test.json").read_text())
+    assert tested["test/nll_nats"] == pytest.approx(metrics["test/nll_nats"], rel=1e-6, abs=1e-6)
 
 
 @pytest.mark.parametrize("workers", [0, pytest.param(2, marks=pytest.mark.slow)])  # 9 s, 12 s
