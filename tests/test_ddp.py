@@ -7,13 +7,16 @@ in-process (Lightning's ``ddp_fork``: seconds, not a re-launched interpreter per
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -134,3 +137,50 @@ def test_ddp_resume_is_exact(tmp_path, workers):
     assert resumed == ref
     a, b = (torch.load(tmp_path / run / "final.pt") for run in ("ref", "resumed"))
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def logged(run_dir: Path) -> dict[tuple[str, str], str]:
+    """Every logged (step, metric) of metrics.csv; throughput left out (it is timing)."""
+    with open(run_dir / "logs" / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {(r["step"], k): v for r in rows for k, v in r.items() if v and k != "step" and "per_sec" not in k}
+
+
+@pytest.mark.slow  # about 2 min on 2 cores: three 2-process runs of recipes/run.py
+@pytest.mark.timeout(600)
+def test_ddp_kill_9_then_the_same_command_equals_an_uninterrupted_run(tmp_path):
+    """recipes/run.py on 2 processes with 2 loader workers each, killed with -9 (process group) after its
+    step-15 checkpoint (mid-epoch 0), run again: every logged value (epoch 0's train NLL included) and the
+    test figure equal the uninterrupted run's."""
+    args = [
+        "--recipe", "quickstart", f"data.data_dir={tmp_path / 'data'}", "data.num_workers=2",
+        "trainer.devices=2", "trainer.strategy=ddp", "trainer.accelerator=cpu", "trainer.max_epochs=2",
+        "trainer.limit_train_batches=30", "trainer.limit_val_batches=5", "trainer.limit_test_batches=5",
+        "trainer.max_time=null", "trainer.log_every_n_steps=5", "trainer.enable_progress_bar=false",
+        "checkpoint.every_n_steps=15", "model.hidden=4", "model.layers=1", "model.head_channels=8",
+        "sample.n=0", "logger=csv", "threads=1",
+    ]  # fmt: skip
+    env = {**os.environ, "WANDB_MODE": "disabled", "OMP_NUM_THREADS": "1"}
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, str(ROOT / "recipes" / "run.py"), *args, "--out", str(out)]
+
+    subprocess.run(command(tmp_path / "ref"), cwd=ROOT, env=env, check=True, capture_output=True, timeout=280)
+    out = tmp_path / "run"
+    proc = subprocess.Popen(
+        command(out), cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL
+    )
+    target, deadline = out / "checkpoints" / ck.step_name(15), time.monotonic() + 240
+    while not target.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.wait(timeout=30) == -signal.SIGKILL, "the run ended before the kill"
+    result = subprocess.run(command(out), cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-4000:]
+    assert "[resume] resuming from" in result.stdout
+
+    ref, got = logged(tmp_path / "ref"), logged(out)
+    assert ("29", "train/nll_nats") in ref  # epoch 0's, logged at its last step
+    assert got == ref
+    ref_metrics, got_metrics = (json.loads((d / "metrics.json").read_text()) for d in (tmp_path / "ref", out))
+    assert got_metrics["test/nll_nats"] == ref_metrics["test/nll_nats"]

@@ -29,25 +29,47 @@ from torchmetrics import Metric
 from pixel_lightning.atomic import atomic_write
 
 
+def all_ranks(trainer: pl.Trainer | None, mine: Any) -> list[Any]:
+    """``mine`` of every rank, in rank order, for a checkpoint (rank 0 writes it). A collective under DDP:
+    every rank calls a callback's ``state_dict`` together, in Lightning's ``save_checkpoint`` (collective
+    itself: it ends with a barrier)."""
+    world = trainer.world_size if trainer is not None else 1
+    if world == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return [mine]
+    ranks: list[Any] = [None] * world
+    torch.distributed.all_gather_object(ranks, mine)
+    return ranks
+
+
+def this_ranks(trainer: pl.Trainer, state: dict[str, Any]) -> Any | None:
+    """This rank's part of a state saved by :func:`all_ranks` (None: saved on another number of ranks)."""
+    ranks = state.get("ranks") or []
+    return ranks[trainer.global_rank] if len(ranks) == trainer.world_size else None
+
+
 class RNGState(Callback):
-    """Save the python, numpy and torch RNG states in every checkpoint; restore them at train start.
+    """Save the python, numpy and torch (CPU, CUDA) RNG states of every rank in every checkpoint; restore
+    each rank its own at train start.
 
     Lightning's checkpoints do not hold them. Restored at ``on_train_start``, after the sanity check, so the
     generators continue exactly where the interrupted run's were when its checkpoint was taken; without it
-    a training step that draws random numbers draws other ones after a resume
-    (tests/test_resume_workers.py::test_resume_is_exact_with_random_draws_in_the_step, and its control
-    test_resume_without_rng_state_differs). Under DDP every rank saves its own generators' states alike
-    (rank 0's file holds rank 0's; the ranks' generators are seeded alike by ``seed_everything``).
+    a training step that draws random numbers (dropout, augmentation) draws other ones after a resume
+    (tests/test_resume_workers.py::test_resume_without_rng_state_differs, the control of
+    test_resume_is_exact_with_random_draws_in_the_step_and_two_workers).
     """
 
     def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
         self._to_restore: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
         # plain python values and tensors only: Lightning loads checkpoints with ``weights_only=True``
         version, internal, gauss_next = random.getstate()
         kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
-        state: dict[str, Any] = {
+        mine: dict[str, Any] = {
             "python": [version, list(internal), gauss_next],
             "numpy": [
                 str(kind),
@@ -59,14 +81,15 @@ class RNGState(Callback):
             "torch": torch.get_rng_state(),
         }
         if torch.cuda.is_available() and torch.cuda.is_initialized():
-            state["cuda"] = torch.cuda.get_rng_state_all()
-        return state
+            mine["cuda"] = torch.cuda.get_rng_state_all()
+        return {"ranks": all_ranks(self._trainer, mine)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._to_restore = state_dict
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        state, self._to_restore = self._to_restore, None
+        state, self._to_restore = self._to_restore or {}, None
+        state = this_ranks(trainer, state) if "ranks" in state else state  # before issue 19: rank 0's
         if not state:
             return
         version, internal, gauss_next = state["python"]
@@ -79,17 +102,16 @@ class RNGState(Callback):
 
 
 class MetricState(Callback):
-    """Save the accumulated states of the module's torchmetrics in every checkpoint, each rank's own;
-    restore them at train start, so an epoch-level metric of an epoch interrupted mid-way covers the whole
-    epoch, as in an uninterrupted run (tests/test_reliability.py::test_resume_without_metric_state_differs;
-    under DDP tests/test_ddp.py::test_ddp_resume_is_exact: with rank 0's states on every rank the synced
-    epoch metric is off).
+    """Save the accumulated states of the module's torchmetrics of every rank in every checkpoint; restore
+    each rank its own at train start, so an epoch-level metric of an epoch interrupted mid-way covers the
+    whole epoch, as in an uninterrupted run
+    (tests/test_reliability.py::test_resume_without_metric_state_differs; under DDP
+    tests/test_ddp.py::test_ddp_resume_is_exact: with rank 0's states on every rank the synced epoch
+    metric is off).
 
     Through torchmetrics' public persistence: ``Metric.metric_state`` to save, ``reset`` and the metric's
     own ``load_state_dict`` to restore. The states stay out of the module's ``state_dict`` (metrics are not
-    made persistent), so saved weights, ``load_model`` and older checkpoints are unaffected. Under DDP the
-    ranks' states are gathered into the checkpoint (rank 0 writes it); every rank calls ``state_dict``
-    together, as Lightning's ``save_checkpoint`` is collective (it ends with a barrier).
+    made persistent), so saved weights, ``load_model`` and older checkpoints are unaffected.
     """
 
     def __init__(self) -> None:
@@ -110,24 +132,18 @@ class MetricState(Callback):
         if trainer is None or trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return {}  # the epoch is complete: a resumed run starts the next one with fresh metrics
         mine = {name: _to_cpu(m.metric_state) for name, m in self._metrics().items()}
-        ranks = [mine]
-        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-            ranks = [{} for _ in range(trainer.world_size)]
-            torch.distributed.all_gather_object(ranks, mine)
-        return {"ranks": ranks}
+        return {"ranks": all_ranks(trainer, mine)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._to_restore = state_dict
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         state, self._to_restore = self._to_restore or {}, None
-        if "ranks" not in state or len(state["ranks"]) != trainer.world_size:
-            return  # none saved (an epoch end), or another number of processes: another data split
+        mine = this_ranks(trainer, state) or {}  # none: an epoch end, or another data split (world size)
         for name, metric in self._metrics().items():
-            saved = state["ranks"][trainer.global_rank].get(name)
-            if saved is not None:
+            if name in mine:
                 metric.reset()
-                metric.load_state_dict(_to_device(saved, metric.device))
+                metric.load_state_dict(_to_device(mine[name], metric.device))
 
 
 def _to_cpu(states: dict[str, Any]) -> dict[str, Any]:
