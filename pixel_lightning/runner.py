@@ -371,7 +371,7 @@ def run(
     # limit_test_batches counts per process: the test figure covers this many batches of all the ranks
     # together, the first ones in source order (the loaders deal batches round-robin); `pixel-lightning
     # test` evaluates the same ones
-    covered = torch.tensor(float(sum(trainer.num_test_batches)))
+    covered = torch.tensor(float(sum(trainer.num_test_batches)), device=trainer.strategy.root_device)
     test_batches = int(trainer.strategy.reduce(covered, reduce_op="sum"))
 
     metrics: dict[str, Any] = {**{k: v for k, v in trained.items() if not k.startswith("test/")}}

@@ -223,7 +223,8 @@ class BatchLoader(DataLoader):
     main process, when it is handed to the caller (Lightning's fetcher does not read ahead of a loader with
     a length), not when a worker is sent its indices. Worker seeds are drawn from the loader's own
     generator, not torch's global one, so creating iterators (once per process with persistent workers)
-    does not move the global generator that a resumed run restores (tests/test_resume_workers.py).
+    does not move the global generator that a resumed run restores
+    (tests/test_reliability.py::test_resume_is_exact_with_random_draws_in_the_step_and_two_workers).
     """
 
     def __init__(self, dataset: ImageBatches, sampler: ShardedBatchSampler, num_workers: int = 0) -> None:

@@ -54,7 +54,7 @@ class RNGState(Callback):
     Lightning's checkpoints do not hold them. Restored at ``on_train_start``, after the sanity check, so the
     generators continue exactly where the interrupted run's were when its checkpoint was taken; without it
     a training step that draws random numbers (dropout, augmentation) draws other ones after a resume
-    (tests/test_resume_workers.py::test_resume_without_rng_state_differs, the control of
+    (tests/test_reliability.py::test_resume_without_rng_state_differs, the control of
     test_resume_is_exact_with_random_draws_in_the_step_and_two_workers).
     """
 
