@@ -130,6 +130,24 @@ def keep_mask(keep: str, shape: tuple[int, int, int]):
 # ----------------------------------------------------------------------------- subcommands
 
 
+def config_path(args: argparse.Namespace) -> Path:
+    return Path(args.config) if args.config else Path(args.ckpt).resolve().parent.parent / "config.yaml"
+
+
+def tested_batches(args: argparse.Namespace) -> int | None:
+    """How many test batches the run's own test figure covers (its metrics.json ``test_batches``: under
+    DDP ``limit_test_batches`` counts per process), unless ``trainer.limit_test_batches=`` is given."""
+    import json
+
+    if args.split != "test" or any(o.startswith("trainer.limit_test_batches=") for o in args.overrides):
+        return None
+    try:
+        recorded = json.loads((config_path(args).parent / "metrics.json").read_text()).get("test_batches")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded if isinstance(recorded, int) else None
+
+
 def run_config(args: argparse.Namespace) -> Any:
     """The config of the run that wrote ``--ckpt`` (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``)
     or ``--config``, with the data source the run resolved (``auto`` -> the one it used) and the
@@ -138,7 +156,7 @@ def run_config(args: argparse.Namespace) -> Any:
 
     from pixel_lightning.config import ConfigError, load_config
 
-    path = Path(args.config) if args.config else Path(args.ckpt).resolve().parent.parent / "config.yaml"
+    path = config_path(args)
     if not path.is_file():
         raise ConfigError(
             f"no run config for {args.ckpt} (looked for {path})",
@@ -176,7 +194,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         devices=1,
         precision=t.precision,
         limit_val_batches=t.limit_val_batches,  # the run's own evaluation budget
-        limit_test_batches=t.limit_test_batches,
+        limit_test_batches=tested_batches(args) or t.limit_test_batches,  # the batches its figure covers
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=t.enable_progress_bar,
@@ -199,7 +217,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     unit = {k: result[k] for k in (f"{args.split}/nll_nats", f"{args.split}/bits_per_dim") if k in result}
     print(
-        f"{args.split}: " + ", ".join(f"{k} {v:.4f}" for k, v in unit.items())
+        f"{args.split}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in unit.items())
         + (f"; wrote {args.out}" if args.out else ""),
         file=sys.stderr,
     )

@@ -356,11 +356,9 @@ def run(
     model = build_model_for(cfg)
     first_step = 0
     if ckpt_path is None:  # the newest valid checkpoint of this run directory, if any
-        resume = reliability.prepare_resume(cfg.run_dir, model, dm, print_rank0)
+        resume = reliability.prepare_resume(cfg.run_dir, model, print_rank0)
         if resume is not None:
             ckpt_path, first_step = str(resume.path), reliability.first_logged_step(resume.loops)
-    else:
-        reliability.make_resumable(dm)
     trainer = build_trainer(cfg, extra_callbacks, plugins, first_step=first_step)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - start
@@ -370,6 +368,11 @@ def run(
     t0 = time.perf_counter()
     (tested,) = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False) or [{}]
     test_s = time.perf_counter() - t0
+    # limit_test_batches counts per process: the test figure covers this many batches of all the ranks
+    # together, the first ones in source order (the loaders deal batches round-robin); `pixel-lightning
+    # test` evaluates the same ones
+    covered = torch.tensor(float(sum(trainer.num_test_batches)), device=trainer.strategy.root_device)
+    test_batches = int(trainer.strategy.reduce(covered, reduce_op="sum"))
 
     metrics: dict[str, Any] = {**{k: v for k, v in trained.items() if not k.startswith("test/")}}
     metrics.update(scalar_metrics(tested))
@@ -386,6 +389,7 @@ def run(
             "epochs": trainer.current_epoch,
             "world_size": trainer.world_size,
             "test_checkpoint": best or "final weights (no validation ran)",
+            "test_batches": test_batches,
             "paper": {k: getattr(cfg.paper, k) for k in ("test", "train", "unit", "where")},
             "budget": budget(cfg),
             "model": cfg.to_dict()["model"],

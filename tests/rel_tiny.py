@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import random
 import sys
 import time
 from pathlib import Path
@@ -25,7 +26,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pixel_lightning  # noqa: E402
 from pixel_lightning import reliability  # noqa: E402
-from pixel_lightning.data.base import BatchLoader, ImageBatches, ShardedBatchSampler  # noqa: E402
+from pixel_lightning.data.base import (  # noqa: E402
+    BatchLoader,
+    ImageBatches,
+    ShardedBatchSampler,
+    dist_info,
+)
 from pixel_lightning.errors import cli_errors  # noqa: E402
 
 
@@ -42,8 +48,9 @@ class MemoryStore:
 class TinyData(L.LightningDataModule):
     """40 train / 8 val / 8 test binary 8x8 images (blobs, so the model has something to learn)."""
 
-    def __init__(self, batch_size: int = 4, seed: int = 0, n_train: int = 40) -> None:
+    def __init__(self, batch_size: int = 4, seed: int = 0, n_train: int = 40, num_workers: int = 0) -> None:
         super().__init__()
+        self.num_workers = num_workers
         rng = np.random.default_rng(123)
         yy, xx = np.mgrid[:8, :8]
         centres = rng.uniform(1, 7, size=(n_train + 16, 2))
@@ -53,7 +60,8 @@ class TinyData(L.LightningDataModule):
 
     def _loader(self, rows: np.ndarray, shuffle: bool) -> BatchLoader:
         data = ImageBatches(MemoryStore(self.images), rows)
-        return BatchLoader(data, ShardedBatchSampler(len(rows), self.batch_size, shuffle, self.seed))
+        sampler = ShardedBatchSampler(len(rows), self.batch_size, shuffle, self.seed, *dist_info())
+        return BatchLoader(data, sampler, self.num_workers)
 
     def train_dataloader(self) -> BatchLoader:
         return self._loader(np.arange(self.n_train), True)
@@ -66,10 +74,20 @@ class TinyData(L.LightningDataModule):
 
 
 class StepPrinter(L.Callback):
-    """``STEP n`` after each step; optional sleep (time for a test to send a signal); NaN injection."""
+    """``STEP n`` after each step; optional sleep (time for a test to send a signal); NaN injection;
+    ``noise``: the training batch gets pixels flipped by draws from torch's, numpy's and python's global
+    generators (as dropout or augmentation would draw), so a resume is exact only with their states."""
 
-    def __init__(self, sleep: float = 0.0, nan_at: tuple[int, ...] = ()) -> None:
-        self.sleep, self.nan_at = sleep, set(nan_at)
+    def __init__(self, sleep: float = 0.0, nan_at: tuple[int, ...] = (), noise: bool = False) -> None:
+        self.sleep, self.nan_at, self.noise = sleep, set(nan_at), noise
+
+    def on_train_batch_start(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, batch: Any, *args
+    ) -> None:
+        if self.noise:
+            x = batch[0]  # (B, 1, 8, 8) uint8 in {0, 1}
+            flip = (torch.rand(x.shape) < 0.1).to(x.dtype)
+            x.copy_((x ^ flip).roll(int(np.random.randint(3)) + random.randint(0, 2), dims=-1))
 
     def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
         print(f"STEP {trainer.global_step}", flush=True)
@@ -96,7 +114,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--scheduler", default="cosine")
     p.add_argument("--arch", default="pixelcnn")
     p.add_argument("--hidden", type=int, default=4)
-    p.add_argument("--no-resumable-loader", action="store_true")
+    p.add_argument("--workers", type=int, default=0)
+    p.add_argument("--noise", action="store_true")
+    p.add_argument("--devices", type=int, default=1)
     p.add_argument("--debug", action="store_true")
     return p.parse_args(argv)
 
@@ -115,22 +135,27 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
     torch.set_num_threads(1)  # a tiny model on shared CPUs: one thread is several times faster
     out = Path(args.out)
     model = seeded_model(args)
-    data = TinyData(seed=args.seed)
+    data = TinyData(seed=args.seed, num_workers=args.workers)
     checkpoint = reliability.CheckpointConfig(every_n_steps=args.every, keep_last_k=args.keep)
     guard = reliability.GuardConfig(max_skips=args.max_skips)
-    resume = reliability.prepare_resume(out, model, None if args.no_resumable_loader else data)
+    resume = reliability.prepare_resume(out, model)
     nan_at = tuple(int(s) for s in args.nan_at.split(",") if s)
     trainer = L.Trainer(
         default_root_dir=out,
         max_steps=args.steps,
         accelerator="cpu",
-        devices=1,
+        devices=args.devices,
+        strategy="ddp_fork" if args.devices > 1 else "auto",
+        use_distributed_sampler=False,  # the loaders shard by rank themselves
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,
         deterministic=True,
-        callbacks=[StepPrinter(args.sleep, nan_at), *reliability.callbacks(out, checkpoint, guard)],
+        callbacks=[
+            StepPrinter(args.sleep, nan_at, args.noise),
+            *reliability.callbacks(out, checkpoint, guard),
+        ],
         plugins=reliability.plugins(),
     )
     trainer.fit(model, datamodule=data, ckpt_path=resume and str(resume.path))

@@ -2,7 +2,8 @@
 validated resume discovery, checkpoint compatibility, the non-finite guard, error reporting.
 
 One uninterrupted reference run (30 steps of a tiny PixelCNN on 40 8x8 images, 10 batches an epoch,
-cosine schedule, a checkpoint every 5 steps, all kept) is shared by the tests of this module.
+cosine schedule, a checkpoint every 5 steps, all kept) is shared by the tests of this module; a second
+one draws random numbers in every step, for resumes with loader workers and RNGState's control (issue 19).
 """
 
 from __future__ import annotations
@@ -16,9 +17,9 @@ import numpy as np
 import pytest
 import rel_tiny
 import torch
-from torch.utils.data import DataLoader
 
 from pixel_lightning import reliability
+from pixel_lightning.data.base import BatchLoader, ImageBatches, ShardedBatchSampler
 from pixel_lightning.errors import (
     CheckpointError,
     ConfigError,
@@ -27,7 +28,7 @@ from pixel_lightning.errors import (
     cli_errors,
 )
 from pixel_lightning.reliability import checkpoints as ck
-from pixel_lightning.reliability.resume import ResumableLoader
+from pixel_lightning.reliability.resume import RNGState
 
 STEPS = 30
 
@@ -77,7 +78,7 @@ def test_resume_is_exact(reference, tmp_path, step):
 def test_resume_without_loader_state_differs(reference, tmp_path, monkeypatch):
     """The control: if the loader's position is not restored, the resumed run is NOT the same run, so the
     test above can fail."""
-    monkeypatch.setattr(ResumableLoader, "load_state_dict", lambda self, state: None)
+    monkeypatch.setattr(BatchLoader, "load_state_dict", lambda self, state: None)
     resume_from(reference[0], 15, tmp_path / "r15")
     assert max_diff(params(reference[0]), params(tmp_path / "r15")) > 1e-4
 
@@ -110,26 +111,61 @@ def test_a_larger_budget_continues_mid_epoch_exactly(tmp_path):
     assert max_diff(params(tmp_path / "fresh"), params(tmp_path / "grow")) <= 1e-6
 
 
-def test_resumable_loader_restores_a_random_sampler_mid_epoch():
-    """A plain shuffled DataLoader (RandomSampler drawing from torch's global generator): the batches
-    after a restore are exactly the uninterrupted epoch's remaining ones."""
+@pytest.fixture(scope="module")
+def noisy_reference(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """Uninterrupted, no loader workers, random pixel flips in every training step (``--noise``: draws
+    from torch's, numpy's and python's generators); every checkpoint kept."""
+    out = tmp_path_factory.mktemp("noisy")
+    return out, fit(out, "--noise", "--keep", "100")
 
-    def loader() -> ResumableLoader:
-        return ResumableLoader(DataLoader(torch.arange(20), batch_size=3, shuffle=True))
 
-    torch.manual_seed(0)
-    first = loader()
+def test_resume_is_exact_with_random_draws_in_the_step_and_two_workers(noisy_reference, tmp_path):
+    """Resumed at step 15 (mid-epoch 1) with 2 persistent loader workers (the data order does not depend
+    on their number): the same parameters and metrics, the interrupted epoch's train NLL included."""
+    ref, ref_metrics = noisy_reference
+    metrics = resume_from(ref, 15, tmp_path / "resumed", "--noise", "--workers", "2")
+    assert max_diff(params(ref), params(tmp_path / "resumed")) <= 1e-6
+    assert metrics == ref_metrics
+
+
+def test_resume_without_rng_state_differs(noisy_reference, tmp_path, monkeypatch):
+    """The control for RNGState: without the saved generator states the steps after the resume flip other
+    pixels."""
+    monkeypatch.setattr(RNGState, "on_train_start", lambda *args: None)
+    resume_from(noisy_reference[0], 15, tmp_path / "r15", "--noise")
+    assert max_diff(params(noisy_reference[0]), params(tmp_path / "r15")) > 1e-4
+
+
+def batch_loader(workers: int) -> BatchLoader:
+    data = ImageBatches(rel_tiny.MemoryStore(np.arange(40, dtype=np.uint8)[:, None]), np.arange(40))
+    return BatchLoader(data, ShardedBatchSampler(40, 3, shuffle=True, seed=7), workers)
+
+
+def first_pixels(batches) -> list[list[int]]:
+    return [x[:, 0].tolist() for x, _ in batches]
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_loader_position_is_the_batches_handed_over(workers):
+    """3 batches of epoch 1 handed over (workers have read indices further ahead; torch's multi-process
+    iterator even iterates its sampler twice when it is made): a new loader restored from that state gives
+    exactly the other 11; its next epoch is whole; the restored position served its own pass only."""
+    first = batch_loader(workers)
+    first.sampler.set_epoch(1)
     it = iter(first)
-    seen = [next(it).tolist() for _ in range(3)]
-    state, rng = first.state_dict(), torch.get_rng_state()
-    rest = [b.tolist() for b in it]
-    torch.manual_seed(99)  # a fresh process: other global RNG state until the checkpoint's is restored
-    second = loader()
+    seen = [next(it) for _ in range(3)]
+    state = first.state_dict()
+    rest = first_pixels(it)
+    assert state == {"epoch": 1, "batches": 3} and len(seen) + len(rest) == len(first) == 14
+
+    second = batch_loader(workers)
     second.load_state_dict(state)
-    torch.set_rng_state(rng)
-    assert [b.tolist() for b in second] == rest
-    assert len(seen) + len(rest) == len(second) == 7
-    assert len(list(second)) == 7  # the next epoch is whole again
+    second.sampler.set_epoch(1)
+    assert first_pixels(second) == rest
+    second.sampler.set_epoch(2)
+    assert len(first_pixels(second)) == 14  # persistent workers: the same iterator, a whole epoch
+    second.sampler.set_epoch(1)
+    assert first_pixels(second)[3:] == rest
 
 
 # ----------------------------------------------------------------------------- checkpoint files

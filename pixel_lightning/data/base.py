@@ -217,9 +217,17 @@ class BatchLoader(DataLoader):
 
     Workers send numpy arrays, pickled through the pipe: at batch 16 that is about 5x cheaper than the
     shared-memory tensors a plain DataLoader would send (measured: benchmarks/LOADER.md).
+
+    Resumable mid-epoch (Lightning saves and restores a training loader that has ``state_dict`` /
+    ``load_state_dict``): the state is its sampler's position, and a batch counts as consumed here, in the
+    main process, when it is handed to the caller (Lightning's fetcher does not read ahead of a loader with
+    a length), not when a worker is sent its indices. Worker seeds are drawn from the loader's own
+    generator, not torch's global one, so creating iterators (once per process with persistent workers)
+    does not move the global generator that a resumed run restores
+    (tests/test_reliability.py::test_resume_is_exact_with_random_draws_in_the_step_and_two_workers).
     """
 
-    def __init__(self, dataset: ImageBatches, sampler: Sampler, num_workers: int = 0) -> None:
+    def __init__(self, dataset: ImageBatches, sampler: ShardedBatchSampler, num_workers: int = 0) -> None:
         super().__init__(
             dataset,
             sampler=sampler,
@@ -227,11 +235,19 @@ class BatchLoader(DataLoader):
             collate_fn=_as_is,
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
+            generator=torch.Generator().manual_seed(sampler.seed),
         )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         for x, y in super().__iter__():
+            self.sampler.consumed()
             yield torch.from_numpy(x), torch.from_numpy(y)
+
+    def state_dict(self) -> dict[str, int]:
+        return self.sampler.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.sampler.load_state_dict(state)
 
 
 class ShardedBatchSampler(Sampler):
@@ -239,9 +255,17 @@ class ShardedBatchSampler(Sampler):
 
     ``shuffle=True`` (training): a permutation seeded by ``(seed, epoch)``, cut to a multiple of the world
     size (at most ``world_size - 1`` examples left out, different ones each epoch) so every rank runs the same
-    number of steps, then dealt round-robin: shards are disjoint. ``shuffle=False`` (evaluation): contiguous,
-    source-ordered slices that cover every example exactly once; shards may differ by one example.
-    Lightning calls ``set_epoch``; without it the epoch advances on every pass.
+    number of steps, then dealt round-robin: shards are disjoint. ``shuffle=False`` (evaluation): the
+    source-ordered batches dealt round-robin (rank r gets batches r, r + world_size, ...): every example
+    exactly once, and the first k batches of every rank are together the first k * world_size batches of
+    one process (what ``pixel-lightning test`` re-evaluates). Lightning calls ``set_epoch``; without it the
+    epoch advances on every pass.
+
+    Its state is its position, ``{"epoch", "batches"}``: the pass in progress and how many of its batches
+    were consumed (:meth:`consumed`, called by :class:`BatchLoader` as it hands a batch over). After
+    :meth:`load_state_dict` the next pass of that epoch starts after those batches. The order is a function
+    of (seed, epoch) only, so the position is exact whatever reads indices ahead (worker processes,
+    persistent or not, and iterators DataLoader makes and drops).
     """
 
     def __init__(
@@ -250,28 +274,52 @@ class ShardedBatchSampler(Sampler):
         self.n, self.batch_size, self.shuffle, self.seed = n, batch_size, shuffle, seed
         self.rank, self.world_size = rank, world_size
         self.epoch, self._explicit_epoch = 0, False
+        self.position = {"epoch": 0, "batches": 0}  # of the pass in progress
+        self._start: dict[str, int] | None = None  # a restored position, until its pass consumes a batch
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch, self._explicit_epoch = epoch, True
 
-    def positions(self) -> np.ndarray:
+    def batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches of positions in ``epoch``, in order."""
         if not self.shuffle:
-            return np.array_split(np.arange(self.n), self.world_size)[self.rank]
-        perm = np.random.default_rng([self.seed, self.epoch]).permutation(self.n)
-        return perm[: self.n // self.world_size * self.world_size][self.rank :: self.world_size]
+            every = np.array_split(np.arange(self.n), range(self.batch_size, self.n, self.batch_size))
+            return every[self.rank :: self.world_size] if self.n else []
+        perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        mine = perm[: self.n // self.world_size * self.world_size][self.rank :: self.world_size]
+        return [mine[i : i + self.batch_size] for i in range(0, len(mine), self.batch_size)]
+
+    def positions(self) -> np.ndarray:
+        """This rank's positions in the next pass, in order."""
+        return np.concatenate([np.zeros(0, dtype=np.int64), *self.batches(self.epoch)])
 
     def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
-        epoch, positions = self.epoch, self.positions()
+        epoch = self.epoch
         if not self._explicit_epoch:
             self.epoch += 1
-        for start in range(0, len(positions), self.batch_size):
-            yield epoch, positions[start : start + self.batch_size]
+        start = self._start["batches"] if self._start and self._start["epoch"] == epoch else 0
+        self.position = {"epoch": epoch, "batches": start}
+        for batch in self.batches(epoch)[start:]:
+            yield epoch, batch
+
+    def consumed(self) -> None:
+        """One more batch of the pass in progress was handed to the training step."""
+        self.position["batches"] += 1
+        self._start = None
+
+    def state_dict(self) -> dict[str, int]:
+        return dict(self.position)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        batches = state.get("batches", state.get("yielded", 0))  # "yielded": checkpoints made before issue 19
+        self._start = {"epoch": int(state["epoch"]), "batches": int(batches)}
+        if not self._explicit_epoch:
+            self.epoch = self._start["epoch"]
 
     def __len__(self) -> int:
-        per_rank = self.n // self.world_size
         if not self.shuffle:
-            per_rank += int(self.rank < self.n % self.world_size)
-        return math.ceil(per_rank / self.batch_size)
+            return len(range(self.rank, math.ceil(self.n / self.batch_size), self.world_size))
+        return math.ceil(self.n // self.world_size / self.batch_size)
 
 
 def dist_info() -> tuple[int, int]:

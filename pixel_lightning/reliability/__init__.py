@@ -2,7 +2,7 @@
 
 Wiring (what ``pixel_lightning.runner`` does)::
 
-    resume = prepare_resume(run_dir, model, datamodule)        # validated newest checkpoint, or None
+    resume = prepare_resume(run_dir, model)                    # validated newest checkpoint, or None
     trainer = L.Trainer(..., callbacks=callbacks(run_dir, CheckpointConfig(), GuardConfig()),
                         logger=HistoryCSVLogger(run_dir, first_logged_step(resume.loops) if resume else 0),
                         plugins=plugins())
@@ -36,10 +36,8 @@ from pixel_lightning.reliability.preemption import Preemption, requeue_slurm, sl
 from pixel_lightning.reliability.resume import (
     HistoryCSVLogger,
     MetricState,
-    ResumableLoader,
     RNGState,
     first_logged_step,
-    make_resumable,
 )
 from pixel_lightning.reliability.rundir import ensure_writable
 
@@ -94,16 +92,14 @@ def plugins() -> list[Any]:
 def prepare_resume(
     run_dir: str | Path,
     model: pl.LightningModule,
-    datamodule: pl.LightningDataModule | None = None,
     report: Callable[[str], None] = print,
 ) -> CheckpointInfo | None:
-    """Make the training loader resumable and return the checkpoint to resume from (None: start fresh).
+    """The checkpoint to resume from (None: start fresh). The training loader must be resumable itself
+    (``state_dict``/``load_state_dict``, as the data package's BatchLoader is).
 
     Raises CheckpointError when the newest valid checkpoint is of another model (compared on the fields
     of the model's config class that shape its parameters), or when checkpoints exist but none is usable.
     """
-    if datamodule is not None:
-        make_resumable(datamodule)
     info = find_resume_checkpoint(checkpoint_dir(run_dir), report)
     if info is None:
         return None
@@ -127,7 +123,6 @@ __all__ = [
     "PeriodicCheckpoint",
     "Preemption",
     "RNGState",
-    "ResumableLoader",
     "callbacks",
     "check_compatible",
     "checkpoint_dir",
@@ -135,7 +130,6 @@ __all__ = [
     "find_resume_checkpoint",
     "first_logged_step",
     "inspect_checkpoint",
-    "make_resumable",
     "non_finite_tensors",
     "plugins",
     "prepare_resume",
