@@ -97,6 +97,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--arch", default="pixelcnn")
     p.add_argument("--hidden", type=int, default=4)
     p.add_argument("--no-resumable-loader", action="store_true")
+    p.add_argument("--csv", action="store_true", help="log every step to <out>/logs/metrics.csv")
     p.add_argument("--debug", action="store_true")
     return p.parse_args(argv)
 
@@ -125,7 +126,8 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
         max_steps=args.steps,
         accelerator="cpu",
         devices=1,
-        logger=False,
+        logger=reliability.HistoryLogger(out, resume.history_rows if resume else 0) if args.csv else False,
+        log_every_n_steps=1,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -192,21 +192,49 @@ def test_kill_9_at_a_random_moment_then_rerun(reference, logger, tmp_path):
         assert len(records) >= 2 and all(r.name.endswith(run_id) for r in records)
 
 
-# the reference's budget, or the same end as a step budget: Lightning restores an epoch-end checkpoint of
-# an iteration-based run (max_steps) by another path (its epoch progress is restarted, not resumed)
+def wandb_history(run_dir: Path) -> list[tuple[int, str, float]]:
+    """Every (step, metric, value) of the run's W&B record files together (all runs of its id), sorted."""
+    from pixel_lightning.wandb_record import STEP_KEY, history_rows, wandb_records
+
+    rows = [
+        r for p in sorted((run_dir / "wandb").glob("*run-*/*.wandb")) for r in history_rows(wandb_records(p))
+    ]
+    return sorted(
+        (int(r[STEP_KEY]), k, round(float(v), 5))
+        for r in rows
+        for k, v in r.items()
+        if k not in (STEP_KEY, *TIMING) and isinstance(v, int | float)
+    )
+
+
+def test_kill_9_loses_no_wandb_row(reference, tmp_path):
+    """Killed at step 9, before W&B flushed its record file (it does every 15 s): the re-run completes the
+    W&B run from the CSV log, so both hold every (step, metric) of the uninterrupted run exactly once."""
+    out = tmp_path / "run"
+    proc = start(out, "wandb")
+    wait_for(proc, out / "checkpoints" / f"step={9:09d}.ckpt")
+    kill_9(proc)
+    result = run(out, "wandb")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_same_run(out, reference)
+    assert wandb_history(out) == wandb_history(reference)
+
+
+# the reference's budget, or the same end as a step budget (Lightning restores the loops of an
+# iteration-based run (max_steps) by other paths)
 BUDGETS = {"epochs": (), "steps": (f"trainer.max_steps={EPOCHS * EPOCH}", "trainer.max_epochs=1000")}
 
 
 @pytest.mark.parametrize("budget", list(BUDGETS))
 @pytest.mark.parametrize("logger", LOGGERS)
 def test_kill_9_at_an_epoch_boundary_then_rerun(reference, logger, budget, tmp_path):
-    """Killed after the epoch-end checkpoint of epoch 1 (checkpoints at epoch ends only, so the re-run
-    resumes from an epoch end, whatever the kill's moment): the re-run trains epochs 2.. on their own data
-    order, so it ends as the uninterrupted run."""
+    """Killed after the epoch-end checkpoint of epoch 1 (checkpoints at epoch ends only, each taken at the
+    next epoch's first step, so the re-run resumes from an epoch boundary, whatever the kill's moment): the
+    re-run trains epochs 2.. on their own data order, so it ends as the uninterrupted run."""
     out = tmp_path / "run"
     extra = ("checkpoint.every_n_steps=1000", *BUDGETS[budget])  # checkpoints at epoch ends only
     proc = start(out, logger, *extra)
-    wait_for(proc, out / "checkpoints" / f"step={2 * EPOCH:09d}.ckpt")  # saved at the end of epoch 1
+    wait_for(proc, out / "checkpoints" / f"step={2 * EPOCH + 1:09d}.ckpt")  # due at the end of epoch 1
     kill_9(proc)
     result = run(out, logger, *extra)
     assert result.returncode == 0, result.stdout + result.stderr
