@@ -102,12 +102,14 @@ def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path):
     assert fit(tmp_path / "seed1", "--seed", "1") != ref_metrics
 
 
-def test_a_larger_budget_continues_mid_epoch_exactly(tmp_path):
-    """Run 13 steps (stops mid-epoch 1), then the same run dir with 24: equals a fresh 24-step run. (No
-    cosine schedule here: its length depends on the budget.)"""
+@pytest.mark.parametrize("first", [13, 10])
+def test_a_larger_budget_continues_mid_epoch_exactly(tmp_path, first):
+    """Run 13 steps (stops mid-epoch 1) or 10 (the end of epoch 0: saved when training ends), then the
+    same run dir with 24: equals a fresh 24-step run. (No cosine schedule here: its length depends on the
+    budget.)"""
     fixed = ["--scheduler", "none", "--every", "100"]
-    fit(tmp_path / "grow", *fixed, "--steps", "13")
-    assert (tmp_path / "grow" / "checkpoints" / ck.step_name(13)).is_file()  # saved at the final step
+    fit(tmp_path / "grow", *fixed, "--steps", str(first))
+    assert (tmp_path / "grow" / "checkpoints" / ck.step_name(first)).is_file()  # saved at the final step
     grown = fit(tmp_path / "grow", *fixed, "--steps", "24")
     assert fit(tmp_path / "fresh", *fixed, "--steps", "24") == grown
     assert max_diff(params(tmp_path / "fresh"), params(tmp_path / "grow")) <= 1e-6

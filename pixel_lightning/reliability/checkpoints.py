@@ -131,7 +131,13 @@ class PeriodicCheckpoint(Checkpoint):
         self._due, self._saved_step, self._timer = False, -1, time.monotonic()
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A run resumed from the save at train end of a ``max_steps`` run starts its next epoch afresh:
+        Lightning would restart the finished epoch and train an empty one
+        (tests/test_reliability.py::test_a_larger_budget_continues_mid_epoch_exactly[10])."""
         self._due, self._saved_step, self._timer = False, trainer.global_step, time.monotonic()
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if epoch_loop.restarted_on_last:  # only a save at train end has its last batch completed
+            epoch_loop.restarting = False
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
