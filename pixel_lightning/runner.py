@@ -125,9 +125,9 @@ class RunWandbLogger(WandbLogger):
     summaries of the validation and test NLLs are their minimum (``MIN_SUMMARY``), not their last value.
     tests/test_recipes.py::test_offline_wandb_record_compares_runs decodes the offline record.
 
-    A resumed run (``history``: the run's CSV history) completes the W&B run: the rows of the CSV that the
-    run's earlier record files lack (lost by a kill before W&B flushed them) are logged again, and the rows
-    they hold are not logged twice (tests/test_journeys.py::test_kill_9_loses_no_wandb_row)."""
+    A re-run of a run directory (``history``: its CSV history) completes the W&B run: the rows kept in the
+    CSV that the run's earlier record files lack (lost by a kill before W&B flushed them) are logged again,
+    and the rows they hold are not logged twice (tests/test_journeys.py::test_kill_9_loses_no_wandb_row)."""
 
     def __init__(self, *args: Any, history: reliability.HistoryLogger | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -217,7 +217,7 @@ def build_loggers(cfg: RunConfig, history_rows: int | None = 0) -> list[Logger]:
                 config=flat_config(cfg),
                 log_model=cfg.logger.log_model,  # checkpoints as W&B artifacts at the end of fit
                 settings=_wandb_settings(),
-                history=history if history_rows != 0 else None,  # a resumed run: complete the W&B run
+                history=history,  # a re-run completes the W&B run from the CSV log
             )
         )
     return loggers

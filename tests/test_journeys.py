@@ -85,6 +85,21 @@ def history(run_dir: Path) -> list[tuple[int, str, float]]:
     )
 
 
+def wandb_history(run_dir: Path) -> list[tuple[int, str, float]]:
+    """Every (step, metric, value) of the run's W&B record files together (all runs of its id), sorted."""
+    from pixel_lightning.wandb_record import STEP_KEY, history_rows, wandb_records
+
+    rows = [
+        r for p in sorted((run_dir / "wandb").glob("*run-*/*.wandb")) for r in history_rows(wandb_records(p))
+    ]
+    return sorted(
+        (int(r[STEP_KEY]), k, round(float(v), 5))
+        for r in rows
+        for k, v in r.items()
+        if k not in (STEP_KEY, *TIMING) and isinstance(v, int | float)
+    )
+
+
 def numbers(run_dir: Path) -> dict[str, float]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {k: v for k, v in metrics.items() if k not in TIMING and isinstance(v, int | float)}
@@ -190,21 +205,17 @@ def test_kill_9_at_a_random_moment_then_rerun(reference, logger, tmp_path):
         run_id = (out / "wandb_id.txt").read_text().strip()
         records = sorted((out / "wandb").glob("offline-run-*"))
         assert len(records) >= 2 and all(r.name.endswith(run_id) for r in records)
+        assert wandb_history(out) == wandb_history(reference)  # every row once, whenever W&B flushed
 
 
-def wandb_history(run_dir: Path) -> list[tuple[int, str, float]]:
-    """Every (step, metric, value) of the run's W&B record files together (all runs of its id), sorted."""
-    from pixel_lightning.wandb_record import STEP_KEY, history_rows, wandb_records
+def test_a_cut_wandb_record_file_reads_to_its_last_whole_record(reference, tmp_path):
+    """A record file cut by a kill (mid-chunk) is read up to its last whole record, without an error."""
+    from pixel_lightning.wandb_record import wandb_records
 
-    rows = [
-        r for p in sorted((run_dir / "wandb").glob("*run-*/*.wandb")) for r in history_rows(wandb_records(p))
-    ]
-    return sorted(
-        (int(r[STEP_KEY]), k, round(float(v), 5))
-        for r in rows
-        for k, v in r.items()
-        if k not in (STEP_KEY, *TIMING) and isinstance(v, int | float)
-    )
+    (path,) = (reference / "wandb").glob("offline-run-*/*.wandb")
+    cut = tmp_path / path.name
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2 + 3])
+    assert 0 < len(wandb_records(cut)) < len(wandb_records(path))
 
 
 def test_kill_9_loses_no_wandb_row(reference, tmp_path):

@@ -70,13 +70,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def validation_follows(trainer: pl.Trainer, batch_idx: int) -> bool:
-    """Does Lightning validate after this training batch? Its rule, from the Trainer's public settings; a
-    time-based ``val_check_interval`` cannot be foreseen and counts as yes (saves then follow validations)."""
+    """Does Lightning validate after this training batch? Its rule, from the Trainer's public settings. A
+    time-based ``val_check_interval`` cannot be foreseen: counted as no (docs/reliability.md, limits)."""
     every = trainer.check_val_every_n_epoch
     if not trainer.enable_validation or (every is not None and (trainer.current_epoch + 1) % every):
         return False
-    if trainer.should_stop or not isinstance(trainer.val_check_interval, int | float):
+    if trainer.should_stop:
         return True
+    if not isinstance(trainer.val_check_interval, int | float):
+        return False
     if trainer.val_check_batch == float("inf"):
         return trainer.is_last_batch
     batch = trainer.fit_loop.total_batch_idx if every is None else batch_idx
@@ -119,9 +121,10 @@ class PeriodicCheckpoint(Checkpoint):
     (:func:`plain_batch_end`), so a save due at an epoch's last batch or before a validation is taken at
     the next step (Lightning resumes a save at an epoch end or after a validation without replaying the
     epoch-end metrics: tests/test_reliability.py::test_resume_is_exact). The final state is saved when
-    training ends. Nothing here depends on the folder's absolute path, so a moved run folder keeps its
-    bookkeeping (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping). A
-    ``Checkpoint`` subclass, so Lightning runs it after the callbacks that log.
+    training ends (a larger budget continues from it: test_a_larger_budget_continues_mid_epoch_exactly).
+    Nothing here depends on the folder's absolute path, so a moved run folder keeps its bookkeeping
+    (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping). A ``Checkpoint``
+    subclass, so Lightning runs it after the callbacks that log.
     """
 
     def __init__(self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int):
@@ -313,7 +316,9 @@ def find_resume_checkpoint(
     """The newest valid checkpoint in ``directory``, or None when it holds none.
 
     Each unusable candidate (corrupt, truncated, non-finite) is reported with ``report`` and the next
-    older one tried. Raises CheckpointError when checkpoints exist but none is usable.
+    older one tried (Lightning would fail on the newest: tests/test_reliability.py::
+    test_corrupt_newest_checkpoint_falls_back_to_previous). Raises CheckpointError when checkpoints exist
+    but none is usable.
     """
     directory = Path(directory)
     if not directory.is_dir():
