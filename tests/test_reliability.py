@@ -184,6 +184,24 @@ def test_a_kill_right_after_a_batch_end_checkpoint_keeps_the_step_row(reference,
     assert max_diff(params(tmp_path / "whole"), params(tmp_path / "killed")) <= 1e-6
 
 
+def test_history_logger_continues_the_rows_before_the_checkpoint(tmp_path):
+    """A resumed run keeps the rows its checkpoint counted (a half-written last line is dropped), writes a
+    row repeated by a batch-end checkpoint once (NaN included) and rewrites the header for a new key."""
+    first = reliability.HistoryLogger(tmp_path)
+    for step, loss in ((0, 1.0), (1, float("nan")), (1, float("nan")), (2, 0.5)):
+        first.log_metrics({"train/loss": torch.tensor(loss)}, step)
+    assert first.rows == 3
+    with (tmp_path / "logs" / "metrics.csv").open("a") as f:
+        f.write("3,0.2")  # cut by a kill
+    resumed = reliability.HistoryLogger(tmp_path, keep=2)  # the checkpoint was taken after 2 rows
+    resumed.log_metrics({"val/nll_nats": 7.0}, 2)
+    assert csv_history(tmp_path) == [
+        (0, "train/loss", "1.0"),
+        (1, "train/loss", "nan"),
+        (2, "val/nll_nats", "7.0"),
+    ]
+
+
 def test_a_moved_run_folder_keeps_its_bookkeeping(tmp_path):
     """Trained to step 12, the folder moved, then extended to 34: the same checkpoints (keep_last_k step
     files, one best file) and the same best checkpoint state as the run extended where it was."""

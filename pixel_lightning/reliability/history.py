@@ -43,7 +43,7 @@ class HistoryLogger(Logger):
         self.path = self._save_dir / "logs" / "metrics.csv"
         self.keep, self.rows = keep, 0
         self._keys: list[str] | None = None
-        self._last: dict[str, Any] | None = None
+        self._last: str | None = None
 
     @property
     def name(self) -> str:
@@ -74,9 +74,9 @@ class HistoryLogger(Logger):
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
         row = {**{k: _scalar(v) for k, v in metrics.items()}, "step": self.rows if step is None else step}
-        if row == self._last:
+        if repr(row) == self._last:  # repr: a NaN (a step the guard skipped) equals itself
             return
-        self._last = row
+        self._last = repr(row)
         if self._keys is None:
             self._continue()
         if set(row) - set(self._keys):  # a new column: the whole file again, replaced atomically
