@@ -84,7 +84,9 @@ class GradNorm(L.Callback):
     """The global L2 norm of the gradient before each optimizer step (``train/grad_norm``), on the steps
     Lightning writes to the loggers (computing it is a pass over every parameter). Lightning's own rule
     decides, so the values land on the same rows before and after a resume (a rule on ``global_step``
-    lost the first value after a resume: tests/test_journeys.py checks the whole history)."""
+    lost the first value after a resume: tests/test_journeys.py checks the whole history). It is asked
+    through ``trainer._logger_connector``, the package's one private Lightning name (justified at
+    ``reliability.checkpoints.write_step_row``; Lightning has no public ``should_update_logs``)."""
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer

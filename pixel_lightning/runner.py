@@ -23,18 +23,18 @@ import sys
 import time
 import uuid
 import warnings
+from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.utilities.logger import _flatten_dict
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from pixel_lightning import reliability
+from pixel_lightning import reliability, wandb_record
 from pixel_lightning.atomic import atomic_write
 from pixel_lightning.callbacks import (
     GradNorm,
@@ -123,20 +123,41 @@ class RunWandbLogger(WandbLogger):
     """Lightning's WandbLogger, set up for comparing runs: the run config is the flat dotted config
     given at init (``model.hidden``, ``data.variant``, ...: each setting once, filterable), and the W&B
     summaries of the validation and test NLLs are their minimum (``MIN_SUMMARY``), not their last value.
-    tests/test_recipes.py::test_offline_wandb_record_compares_runs decodes the offline record."""
+    tests/test_recipes.py::test_offline_wandb_record_compares_runs decodes the offline record.
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    A re-run of a run directory (``history``: its CSV history) completes the W&B run: the rows kept in the
+    CSV that the run's earlier record files lack (lost by a kill before W&B flushed them) are logged again,
+    and the rows they hold are not logged twice (tests/test_journeys.py::test_kill_9_loses_no_wandb_row)."""
+
+    def __init__(self, *args: Any, history: reliability.HistoryLogger | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._summaries_defined = False
+        self._history, self._run_dir, self._run_id = history, Path(kwargs["save_dir"]), kwargs.get("id")
+        self._recorded: Counter[wandb_record.Row] = Counter()
 
     @property
     def experiment(self) -> Any:
+        if self._summaries_defined:
+            return super().experiment
+        self._summaries_defined = True
+        if rank_zero_only.rank == 0 and self._history is not None and self._run_id:
+            self._recorded = wandb_record.recorded(self._run_dir, self._run_id)  # before this run's file
         run = super().experiment  # a no-op stand-in on ranks > 0
-        if not self._summaries_defined:
-            self._summaries_defined = True
-            for key in MIN_SUMMARY:
-                run.define_metric(key, summary="min")
+        for key in MIN_SUMMARY:
+            run.define_metric(key, summary="min")
+        if self._history is not None and rank_zero_only.rank == 0:
+            for step, metrics in wandb_record.missing(self._history.kept_rows(), self._recorded):
+                run.log({**metrics, wandb_record.STEP_KEY: step})
         return run
+
+    @rank_zero_only
+    def log_metrics(self, metrics: Any, step: int | None = None) -> None:
+        self.experiment  # noqa: B018 (reads the earlier records first)
+        key = wandb_record.row_id(step, metrics) if step is not None else None
+        if key is not None and self._recorded[key] > 0:
+            self._recorded[key] -= 1  # an earlier record of this run holds it already
+            return
+        super().log_metrics(metrics, step)
 
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
         """Nothing: Lightning would add the model's hparams a second time as top-level keys (``hidden``
@@ -145,7 +166,14 @@ class RunWandbLogger(WandbLogger):
 
 def flat_config(cfg: RunConfig) -> dict[str, Any]:
     """The run config as one level of dotted keys (``model.hidden``, ``data.source``, ...)."""
-    return _flatten_dict(cfg.to_dict(), delimiter=".")
+
+    def flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for k, v in d.items():
+            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+        return out
+
+    return flat(cfg.to_dict(), "")
 
 
 def wandb_group(cfg: RunConfig) -> str | None:
@@ -158,11 +186,12 @@ def wandb_group(cfg: RunConfig) -> str | None:
     return cfg.recipe or None
 
 
-def build_loggers(cfg: RunConfig, first_step: int = 0) -> list[Logger]:
-    """The local CSV log (always: the report reads it; continued from ``first_step`` on resume) plus the
-    chosen tracker (W&B resumes the run directory's W&B run: same id)."""
+def build_loggers(cfg: RunConfig, history_rows: int | None = 0) -> list[Logger]:
+    """The local CSV log (always: the report reads it; its first ``history_rows`` rows kept on resume) plus
+    the chosen tracker (W&B resumes the run directory's W&B run: same id, completed from the CSV log)."""
     run_dir = cfg.run_dir
-    loggers: list[Logger] = [reliability.HistoryCSVLogger(run_dir, first_step)]
+    history = reliability.HistoryLogger(run_dir, keep=history_rows)
+    loggers: list[Logger] = [history]
     kind = cfg.logger.kind
     name = cfg.logger.name or run_dir.name
     if kind == "tensorboard":
@@ -188,6 +217,7 @@ def build_loggers(cfg: RunConfig, first_step: int = 0) -> list[Logger]:
                 config=flat_config(cfg),
                 log_model=cfg.logger.log_model,  # checkpoints as W&B artifacts at the end of fit
                 settings=_wandb_settings(),
+                history=history,  # a re-run completes the W&B run from the CSV log
             )
         )
     return loggers
@@ -275,7 +305,7 @@ def build_trainer(
     extra_callbacks: Sequence[Callback] = (),
     plugins: Sequence[Any] = (),
     loggers: list[Logger] | None = None,
-    first_step: int = 0,
+    history_rows: int | None = 0,
 ) -> L.Trainer:
     """The one place a Trainer is made: the config's trainer section + the run's loggers and callbacks
     + ``extra_callbacks`` / ``plugins`` (resume, preemption and guards hook in here)."""
@@ -287,7 +317,7 @@ def build_trainer(
         datasets.disable_progress_bars()
     return L.Trainer(
         default_root_dir=cfg.run_dir,
-        logger=loggers if loggers is not None else build_loggers(cfg, first_step),
+        logger=loggers if loggers is not None else build_loggers(cfg, history_rows),
         callbacks=[*build_callbacks(cfg), *extra_callbacks],
         plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
@@ -299,7 +329,8 @@ def build_trainer(
 
 
 def best_checkpoint(trainer: L.Trainer, monitor: str) -> str | None:
-    paths = [cb.best_model_path for cb in trainer.checkpoint_callbacks if cb.monitor == monitor]
+    callbacks = [cb for cb in trainer.checkpoint_callbacks if getattr(cb, "monitor", None) == monitor]
+    paths = [cb.best_model_path for cb in callbacks]
     return next((p for p in paths if p and Path(p).is_file()), None)
 
 
@@ -354,12 +385,12 @@ def run(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model_for(cfg)
-    first_step = 0
+    history_rows: int | None = 0
     if ckpt_path is None:  # the newest valid checkpoint of this run directory, if any
         resume = reliability.prepare_resume(cfg.run_dir, model, print_rank0)
         if resume is not None:
-            ckpt_path, first_step = str(resume.path), reliability.first_logged_step(resume.loops)
-    trainer = build_trainer(cfg, extra_callbacks, plugins, first_step=first_step)
+            ckpt_path, history_rows = str(resume.path), resume.history_rows
+    trainer = build_trainer(cfg, extra_callbacks, plugins, history_rows=history_rows)
     trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
     fit_s = time.perf_counter() - start
     trained = scalar_metrics(trainer.callback_metrics)

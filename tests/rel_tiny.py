@@ -117,6 +117,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=0)
     p.add_argument("--noise", action="store_true")
     p.add_argument("--devices", type=int, default=1)
+    p.add_argument("--csv", action="store_true", help="log every step to <out>/logs/metrics.csv")
     p.add_argument("--debug", action="store_true")
     return p.parse_args(argv)
 
@@ -147,7 +148,8 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
         devices=args.devices,
         strategy="ddp_fork" if args.devices > 1 else "auto",
         use_distributed_sampler=False,  # the loaders shard by rank themselves
-        logger=False,
+        logger=reliability.HistoryLogger(out, resume.history_rows if resume else 0) if args.csv else False,
+        log_every_n_steps=1,
         enable_progress_bar=False,
         enable_model_summary=False,
         num_sanity_val_steps=0,

@@ -85,6 +85,21 @@ def history(run_dir: Path) -> list[tuple[int, str, float]]:
     )
 
 
+def wandb_history(run_dir: Path) -> list[tuple[int, str, float]]:
+    """Every (step, metric, value) of the run's W&B record files together (all runs of its id), sorted."""
+    from pixel_lightning.wandb_record import STEP_KEY, history_rows, wandb_records
+
+    rows = [
+        r for p in sorted((run_dir / "wandb").glob("*run-*/*.wandb")) for r in history_rows(wandb_records(p))
+    ]
+    return sorted(
+        (int(r[STEP_KEY]), k, round(float(v), 5))
+        for r in rows
+        for k, v in r.items()
+        if k not in (STEP_KEY, *TIMING) and isinstance(v, int | float)
+    )
+
+
 def numbers(run_dir: Path) -> dict[str, float]:
     metrics = json.loads((run_dir / "metrics.json").read_text())
     return {k: v for k, v in metrics.items() if k not in TIMING and isinstance(v, int | float)}
@@ -190,23 +205,47 @@ def test_kill_9_at_a_random_moment_then_rerun(reference, logger, tmp_path):
         run_id = (out / "wandb_id.txt").read_text().strip()
         records = sorted((out / "wandb").glob("offline-run-*"))
         assert len(records) >= 2 and all(r.name.endswith(run_id) for r in records)
+        assert wandb_history(out) == wandb_history(reference)  # every row once, whenever W&B flushed
 
 
-# the reference's budget, or the same end as a step budget: Lightning restores an epoch-end checkpoint of
-# an iteration-based run (max_steps) by another path (its epoch progress is restarted, not resumed)
+def test_a_cut_wandb_record_file_reads_to_its_last_whole_record(reference, tmp_path):
+    """A record file cut by a kill (mid-chunk) is read up to its last whole record, without an error."""
+    from pixel_lightning.wandb_record import wandb_records
+
+    (path,) = (reference / "wandb").glob("offline-run-*/*.wandb")
+    cut = tmp_path / path.name
+    cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2 + 3])
+    assert 0 < len(wandb_records(cut)) < len(wandb_records(path))
+
+
+def test_kill_9_loses_no_wandb_row(reference, tmp_path):
+    """Killed at step 9, before W&B flushed its record file (it does every 15 s): the re-run completes the
+    W&B run from the CSV log, so both hold every (step, metric) of the uninterrupted run exactly once."""
+    out = tmp_path / "run"
+    proc = start(out, "wandb")
+    wait_for(proc, out / "checkpoints" / f"step={9:09d}.ckpt")
+    kill_9(proc)
+    result = run(out, "wandb")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert_same_run(out, reference)
+    assert wandb_history(out) == wandb_history(reference)
+
+
+# the reference's budget, or the same end as a step budget (Lightning restores the loops of an
+# iteration-based run (max_steps) by other paths)
 BUDGETS = {"epochs": (), "steps": (f"trainer.max_steps={EPOCHS * EPOCH}", "trainer.max_epochs=1000")}
 
 
 @pytest.mark.parametrize("budget", list(BUDGETS))
 @pytest.mark.parametrize("logger", LOGGERS)
 def test_kill_9_at_an_epoch_boundary_then_rerun(reference, logger, budget, tmp_path):
-    """Killed after the epoch-end checkpoint of epoch 1 (checkpoints at epoch ends only, so the re-run
-    resumes from an epoch end, whatever the kill's moment): the re-run trains epochs 2.. on their own data
-    order, so it ends as the uninterrupted run."""
+    """Killed after the epoch-end checkpoint of epoch 1 (checkpoints at epoch ends only, each taken at the
+    next epoch's first step, so the re-run resumes from an epoch boundary, whatever the kill's moment): the
+    re-run trains epochs 2.. on their own data order, so it ends as the uninterrupted run."""
     out = tmp_path / "run"
     extra = ("checkpoint.every_n_steps=1000", *BUDGETS[budget])  # checkpoints at epoch ends only
     proc = start(out, logger, *extra)
-    wait_for(proc, out / "checkpoints" / f"step={2 * EPOCH:09d}.ckpt")  # saved at the end of epoch 1
+    wait_for(proc, out / "checkpoints" / f"step={2 * EPOCH + 1:09d}.ckpt")  # due at the end of epoch 1
     kill_9(proc)
     result = run(out, logger, *extra)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -19,6 +18,7 @@ from test_cli_errors import ForkServer  # the client of tests/cli_forkserver.py
 from pixel_lightning.config import ConfigError, list_recipes, load_config
 from pixel_lightning.models.multiscale import MultiScaleConfig
 from pixel_lightning.runner import main
+from pixel_lightning.wandb_record import wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
 PAPER_RECIPES = [
@@ -177,27 +177,6 @@ def test_a_lightning_callback_from_the_config_runs_ema(server, tmp_path):
     assert results["ema"]["test/nll_nats"] != results["plain"]["test/nll_nats"]
 
 
-def wandb_records(path: Path) -> list[Any]:
-    """The records of an offline W&B run file (``run-<id>.wandb``, what ``wandb sync`` uploads): a
-    ``:W&B`` header, then LevelDB-log chunks (crc32, length, type) in 32 KiB blocks, each record a
-    ``wandb.proto`` Record. wandb 0.31 ships no Python reader (wandb.sdk.internal.datastore is gone)."""
-    from wandb.proto.wandb_internal_pb2 import Record
-
-    data, block, head = path.read_bytes(), 32768, 7
-    assert data[:4] == b":W&B", f"{path} is not a W&B record file"
-    pos, pending, records = head, b"", []
-    while pos + head <= len(data):
-        if block - pos % block < head:  # a block's tail too short for a chunk header is padding
-            pos += block - pos % block
-            continue
-        _, length, kind = struct.unpack("<IHB", data[pos : pos + head])
-        chunk, pos = data[pos + head : pos + head + length], pos + head + length
-        pending = chunk if kind in (1, 2) else pending + chunk  # 1 full, 2 first, 3 middle, 4 last
-        if kind in (1, 4):
-            records.append(Record.FromString(pending))
-    return records
-
-
 def test_offline_wandb_record_compares_runs(tmp_path, digits, data_write):
     """A tiny run through the command line, W&B offline; its record file read after the process exited:
     metrics, a flat config with each setting once and the data variant, min summaries, a readable
@@ -213,7 +192,7 @@ def test_offline_wandb_record_compares_runs(tmp_path, digits, data_write):
     (wandb_run,) = (tmp_path / "run" / "wandb").glob("offline-run-*")
     (path,) = wandb_run.glob("*.wandb")
     assert (tmp_path / "run" / "wandb_id.txt").read_text().strip() in wandb_run.name
-    records = wandb_records(path)
+    records = wandb_records(path)  # the package's reader (a resumed run reads its earlier records with it)
     of = {}
     for r in records:
         of.setdefault(r.WhichOneof("record_type"), []).append(r)

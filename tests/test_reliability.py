@@ -8,6 +8,7 @@ one draws random numbers in every step, for resumes with loader workers and RNGS
 
 from __future__ import annotations
 
+import csv
 import io
 import shutil
 import signal
@@ -63,12 +64,14 @@ def resume_from(reference: Path, step: int, out: Path, *extra: str) -> dict[str,
 # ----------------------------------------------------------------------------- exact resume, determinism
 
 
-# batch 5 of epoch 1, of epoch 2 (the last); the ends of epochs 0 and 1: 10 batches an epoch (max_steps)
-@pytest.mark.parametrize("step", [15, 25, 10, 20])
+# batch 5 of epoch 1, of epoch 2 (the last); the saves due at the ends of epochs 0 and 1, taken at the next
+# epoch's first step: 10 batches an epoch (max_steps)
+@pytest.mark.parametrize("step", [15, 25, 11, 21])
 def test_resume_is_exact(reference, tmp_path, step):
     """Parameters, and the metrics: val/test NLL, and train NLL of the last epoch, which for step 25 is
-    the interrupted epoch (its accumulated metric state comes back from the checkpoint). From an epoch
-    end (10, 20), the next epochs draw their own data order (PeriodicCheckpoint's resume_after_epoch_end)."""
+    the interrupted epoch (its accumulated metric state comes back from the checkpoint). A save due at an
+    epoch end (10, 20) is taken at the next plain batch end (11, 21): Lightning resumes one taken at the
+    epoch end or after its validation without the epoch-end metrics (train NLL then differs)."""
     ref, ref_metrics = reference
     metrics = resume_from(ref, step, tmp_path / "resumed")
     assert max_diff(params(ref), params(tmp_path / "resumed")) <= 1e-6
@@ -100,12 +103,14 @@ def test_same_seed_same_metrics_other_seed_differs(reference, tmp_path):
     assert fit(tmp_path / "seed1", "--seed", "1") != ref_metrics
 
 
-def test_a_larger_budget_continues_mid_epoch_exactly(tmp_path):
-    """Run 13 steps (stops mid-epoch 1), then the same run dir with 24: equals a fresh 24-step run. (No
-    cosine schedule here: its length depends on the budget.)"""
+@pytest.mark.parametrize("first", [13, 10])
+def test_a_larger_budget_continues_mid_epoch_exactly(tmp_path, first):
+    """Run 13 steps (stops mid-epoch 1) or 10 (the end of epoch 0: saved when training ends), then the
+    same run dir with 24: equals a fresh 24-step run. (No cosine schedule here: its length depends on the
+    budget.)"""
     fixed = ["--scheduler", "none", "--every", "100"]
-    fit(tmp_path / "grow", *fixed, "--steps", "13")
-    assert (tmp_path / "grow" / "checkpoints" / ck.step_name(13)).is_file()  # saved at the final step
+    fit(tmp_path / "grow", *fixed, "--steps", str(first))
+    assert (tmp_path / "grow" / "checkpoints" / ck.step_name(first)).is_file()  # saved at the final step
     grown = fit(tmp_path / "grow", *fixed, "--steps", "24")
     assert fit(tmp_path / "fresh", *fixed, "--steps", "24") == grown
     assert max_diff(params(tmp_path / "fresh"), params(tmp_path / "grow")) <= 1e-6
@@ -172,14 +177,91 @@ def test_loader_position_is_the_batches_handed_over(workers):
 
 
 def test_history_is_bounded_and_last_is_the_newest(tmp_path):
-    """Step 10 is the last batch of epoch 0: saved at the epoch end; step 12 is the final step."""
+    """Step 10 is the last batch of epoch 0: saved at the next plain batch end (11); 12 is the final step."""
     out = tmp_path / "run"
     fit(out, "--steps", "12", "--every", "2", "--keep", "3")  # later --steps wins in argparse
     ckpts = out / "checkpoints"
     names = sorted(p.name for p in ckpts.iterdir() if not p.name.startswith("best-"))
-    assert names == ["last.ckpt", ck.step_name(8), ck.step_name(10), ck.step_name(12)]
+    assert names == ["last.ckpt", ck.step_name(8), ck.step_name(11), ck.step_name(12)]
     assert len(list(ckpts.glob("best-*.ckpt"))) == 1
     assert torch.load(ckpts / "last.ckpt", weights_only=False)["global_step"] == 12
+
+
+def csv_history(out: Path) -> list[tuple[int, str, str]]:
+    with (out / "logs" / "metrics.csv").open(newline="") as f:
+        return sorted(
+            (int(r["step"]), k, v) for r in csv.DictReader(f) for k, v in r.items() if v and k != "step"
+        )
+
+
+class Killed(RuntimeError):
+    """A kill -9 stand-in, raised right after a checkpoint write."""
+
+
+def test_a_kill_right_after_a_batch_end_checkpoint_keeps_the_step_row(reference, tmp_path, monkeypatch):
+    """Killed right after the checkpoint of step 15 (a plain batch end), before Lightning logs that step's
+    row: the re-run resumes at step 16 and never logs row 15, so the checkpoint writes it first
+    (checkpoints.write_step_row). The history then equals an uninterrupted run's."""
+    fit(tmp_path / "whole", "--csv")
+    save_now = ck.PeriodicCheckpoint.save_now
+
+    def killed_after(self, trainer, batch_end=False):
+        path = save_now(self, trainer, batch_end)
+        if trainer.global_step == 15:
+            raise Killed
+        return path
+
+    monkeypatch.setattr(ck.PeriodicCheckpoint, "save_now", killed_after)
+    with pytest.raises(Killed):
+        fit(tmp_path / "killed", "--csv")
+    monkeypatch.undo()
+    fit(tmp_path / "killed", "--csv")
+    assert csv_history(tmp_path / "killed") == csv_history(tmp_path / "whole")
+    assert max_diff(params(tmp_path / "whole"), params(tmp_path / "killed")) <= 1e-6
+
+
+def test_history_logger_continues_the_rows_before_the_checkpoint(tmp_path):
+    """A resumed run keeps the rows its checkpoint counted (a half-written last line is dropped), writes a
+    row repeated by a batch-end checkpoint once (NaN included) and rewrites the header for a new key."""
+    first = reliability.HistoryLogger(tmp_path)
+    for step, loss in ((0, 1.0), (1, float("nan")), (1, float("nan")), (2, 0.5)):
+        first.log_metrics({"train/loss": torch.tensor(loss)}, step)
+    assert first.rows == 3
+    with (tmp_path / "logs" / "metrics.csv").open("a") as f:
+        f.write("3,0.2")  # cut by a kill
+    resumed = reliability.HistoryLogger(tmp_path, keep=2)  # the checkpoint was taken after 2 rows
+    resumed.log_metrics({"val/nll_nats": 7.0}, 2)
+    assert csv_history(tmp_path) == [
+        (0, "train/loss", "1.0"),
+        (1, "train/loss", "nan"),
+        (2, "val/nll_nats", "7.0"),
+    ]
+
+
+def test_a_moved_run_folder_keeps_its_bookkeeping(tmp_path):
+    """Trained to step 12, the folder moved, then extended to 34: the same checkpoints (keep_last_k step
+    files, one best file) and the same best checkpoint state as the run extended where it was."""
+    args = ["--every", "2", "--keep", "3", "--scheduler", "none"]
+    for name in ("stay", "moved"):
+        fit(tmp_path / name, *args, "--steps", "12")
+    shutil.move(tmp_path / "moved", tmp_path / "elsewhere")
+    for name in ("stay", "elsewhere"):
+        fit(tmp_path / name, *args, "--steps", "34")
+
+    def bookkeeping(out: Path) -> tuple[list[str], float, str]:
+        ckpts = out / "checkpoints"
+        states = torch.load(ckpts / "last.ckpt", weights_only=False)["callbacks"]
+        (best,) = [v for k, v in states.items() if "'monitor': 'val/nll_nats'" in k]
+        assert Path(best["best_model_path"]).parent == ckpts
+        return (
+            sorted(p.name for p in ckpts.iterdir()),
+            float(best["best_model_score"]),
+            best["best_model_path"],
+        )
+
+    stay, moved = bookkeeping(tmp_path / "stay"), bookkeeping(tmp_path / "elsewhere")
+    assert moved[:2] == stay[:2] and Path(moved[2]).name == Path(stay[2]).name
+    assert len([n for n in moved[0] if n.startswith("step=")]) == 3
 
 
 def test_interrupted_write_keeps_the_previous_file(tmp_path, monkeypatch):
@@ -272,7 +354,7 @@ def test_nan_steps_are_skipped_then_the_run_stops_naming_the_step(tmp_path):
         fit(out, "--nan-at", "7,9,12", "--max-skips", "2")
     assert "training step 12" in str(err.value) and "7, 9, 12" in str(err.value)
     saved = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert saved[-1] == ck.step_name(10)  # step 10 saved, nothing after the stop
+    assert saved[-1] == ck.step_name(11)  # due at 10 (an epoch's last batch), saved at 11; none after
     for path in (out / "checkpoints").iterdir():  # every checkpoint has finite weights
         assert not ck.non_finite_tensors(torch.load(path, weights_only=False)["state_dict"])
 

@@ -4,7 +4,7 @@ Wiring (what ``pixel_lightning.runner`` does)::
 
     resume = prepare_resume(run_dir, model)                    # validated newest checkpoint, or None
     trainer = L.Trainer(..., callbacks=callbacks(run_dir, CheckpointConfig(), GuardConfig()),
-                        logger=HistoryCSVLogger(run_dir, first_logged_step(resume.loops) if resume else 0),
+                        logger=HistoryLogger(run_dir, keep=resume.history_rows if resume else 0),
                         plugins=plugins())
     trainer.fit(model, datamodule=datamodule, ckpt_path=resume and resume.path)  # Preempted / NonFiniteError
 """
@@ -22,9 +22,9 @@ from lightning.pytorch.callbacks import Callback
 from pixel_lightning.reliability.checkpoints import (
     LAST,
     AtomicCheckpointIO,
+    BestCheckpoint,
     CheckpointInfo,
     PeriodicCheckpoint,
-    best_checkpoint,
     check_compatible,
     find_resume_checkpoint,
     inspect_checkpoint,
@@ -32,12 +32,11 @@ from pixel_lightning.reliability.checkpoints import (
     step_name,
 )
 from pixel_lightning.reliability.guard import NonFiniteGuard
+from pixel_lightning.reliability.history import HistoryLogger, HistoryRows
 from pixel_lightning.reliability.preemption import Preemption, requeue_slurm, slurm_job_id
 from pixel_lightning.reliability.resume import (
-    HistoryCSVLogger,
     MetricState,
     RNGState,
-    first_logged_step,
 )
 from pixel_lightning.reliability.rundir import ensure_writable
 
@@ -70,13 +69,15 @@ def checkpoint_dir(run_dir: str | Path) -> Path:
 def callbacks(
     run_dir: str | Path, checkpoint: CheckpointConfig | None = None, guard: GuardConfig | None = None
 ) -> list[Callback]:
-    """RNG and metric states, the non-finite guard, best and periodic checkpoints, preemption."""
+    """RNG and metric states, the history's row count, the non-finite guard, best and periodic checkpoints,
+    preemption."""
     c, g = checkpoint or CheckpointConfig(), guard or GuardConfig()
     periodic = PeriodicCheckpoint(checkpoint_dir(run_dir), c.every_n_steps, c.every_n_minutes, c.keep_last_k)
-    best = best_checkpoint(checkpoint_dir(run_dir), c.monitor)
+    best = BestCheckpoint(checkpoint_dir(run_dir), c.monitor)
     return [
         RNGState(),
         MetricState(),
+        HistoryRows(),
         NonFiniteGuard(g.max_skips),
         best,
         periodic,
@@ -117,7 +118,9 @@ __all__ = [
     "CheckpointConfig",
     "CheckpointInfo",
     "GuardConfig",
-    "HistoryCSVLogger",
+    "BestCheckpoint",
+    "HistoryLogger",
+    "HistoryRows",
     "MetricState",
     "NonFiniteGuard",
     "PeriodicCheckpoint",
@@ -128,7 +131,6 @@ __all__ = [
     "checkpoint_dir",
     "ensure_writable",
     "find_resume_checkpoint",
-    "first_logged_step",
     "inspect_checkpoint",
     "non_finite_tensors",
     "plugins",

@@ -1,11 +1,12 @@
-"""Checkpoints on Lightning's ModelCheckpoint, plus what it lacks: finite-only atomic writes, a save at the
-run's last step and at epoch ends, and validated resume discovery.
+"""Checkpoints: the periodic ones on Lightning's public ``trainer.save_checkpoint``, the best one on its
+ModelCheckpoint, plus what Lightning lacks: finite-only atomic writes, save points it resumes exactly, a
+save at the run's last step, and validated resume discovery.
 
-Layout of a run directory's checkpoints (one mechanism: two ModelCheckpoint instances)::
+Layout of a run directory's checkpoints::
 
     <out>/checkpoints/step=000000200.ckpt   every N steps or T minutes, at epoch ends and at the last step;
-    <out>/checkpoints/step=000000300.ckpt   the newest ``keep_last_k`` kept (top-k by step)
-    <out>/checkpoints/last.ckpt             the newest of them (Lightning's save_last): the resume point
+    <out>/checkpoints/step=000000300.ckpt   the newest ``keep_last_k`` kept (by the step in the name)
+    <out>/checkpoints/last.ckpt             the newest of them: the resume point
     <out>/checkpoints/best-EEE-SSSSSSS.ckpt the best by ``monitor`` (save_top_k=1): the test uses it
 """
 
@@ -17,19 +18,17 @@ import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import torch
-from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loops import _Loop
-from lightning.pytorch.loops.fit_loop import _FitLoop
+from lightning.fabric.plugins import TorchCheckpointIO
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 from pixel_lightning.atomic import atomic_write
 from pixel_lightning.errors import CheckpointError, NonFiniteError
+from pixel_lightning.reliability.history import HistoryLogger, HistoryRows
 
 LAST = "last.ckpt"
 STEP_RE = re.compile(r"^step=(\d+)\.ckpt$")
@@ -70,139 +69,156 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
 
 
-def plain_batch_end(trainer: pl.Trainer) -> bool:
-    """Is this training batch end a point to save at and resume from exactly: not the last batch of an
-    epoch, and no validation follows? (A run resumed from a save at such a point would skip that
-    validation, epoch end and their logged rows; tests/test_journeys.py checks the history.)"""
-    loop = trainer.fit_loop.epoch_loop
-    return not loop.batch_progress.is_last_batch and not loop._should_check_val_fx(
-        trainer.fit_loop._data_fetcher
-    )
+def validation_follows(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Does Lightning validate after this training batch? Its rule, from the Trainer's public settings. A
+    time-based ``val_check_interval`` cannot be foreseen: counted as no (docs/reliability.md, limits)."""
+    every = trainer.check_val_every_n_epoch
+    if not trainer.enable_validation or (every is not None and (trainer.current_epoch + 1) % every):
+        return False
+    if trainer.should_stop:
+        return True
+    if not isinstance(trainer.val_check_interval, int | float):
+        return False
+    if trainer.val_check_batch == float("inf"):
+        return trainer.is_last_batch
+    batch = trainer.fit_loop.total_batch_idx if every is None else batch_idx
+    return (batch + 1) % trainer.val_check_batch == 0
 
 
-class PeriodicCheckpoint(ModelCheckpoint):
-    """``step=N.ckpt`` every ``every_n_steps`` steps (or every ``every_minutes``), the newest ``keep_last``
-    kept, ``last.ckpt`` the newest: Lightning's ModelCheckpoint (top-k by ``step``, save_last) with three
-    additions Lightning's triggers cannot express (they are mutually exclusive there):
+def plain_batch_end(trainer: pl.Trainer, batch_idx: int) -> bool:
+    """Is this training batch end a point Lightning resumes exactly from: an optimizer step, not the last
+    batch of an epoch, no validation after it? (A run resumed from a save at the last batch skips that
+    epoch's end, one saved before a validation skips the validation: tests/test_journeys.py.)"""
+    stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
+    return stepped and not trainer.is_last_batch and not validation_follows(trainer, batch_idx)
 
-    * a save at every epoch end, after validation: a step save at the last batch of an epoch is moved
-      there, since Lightning resumes such a checkpoint in the next epoch and skips this one's validation
-      and epoch-end metrics (tests/test_journeys.py::test_kill_at_an_epoch_boundary_then_rerun);
-    * a save at the run's final step (max_steps), so re-running a finished run finds its end state and a
-      larger budget continues from it (test_extend_a_finished_run);
-    * :meth:`save_now` for preemption (tests/test_preemption.py).
+
+def write_step_row(trainer: pl.Trainer) -> None:
+    """Write this step's row of logged metrics to the CSV history now, before a batch-end checkpoint.
+
+    Lightning logs it after ``on_train_batch_end`` and a run resumed from that checkpoint does not log it
+    again, so a kill between the two lost it. Lightning has no public way to get the row: this is the one
+    private Lightning name of the package, ``trainer._logger_connector``
+    (tests/test_reliability.py::test_a_kill_right_after_a_batch_end_checkpoint_keeps_the_step_row).
+    The CSV history drops the repeat; the W&B run gets the row from Lightning (or from the CSV on resume).
+    """
+    connector = trainer._logger_connector
+    history = [logger for logger in trainer.loggers if isinstance(logger, HistoryLogger)]
+    if not history or not connector.should_update_logs:
+        return
+    loggers, trainer.loggers = trainer.loggers, history
+    try:
+        connector.log_metrics(connector.metrics["log"])
+    finally:
+        trainer.loggers = loggers
+
+
+class PeriodicCheckpoint(Checkpoint):
+    """``step=N.ckpt`` every ``every_n_steps`` steps (or every ``every_minutes``), at every epoch end and
+    at the run's final step; the newest ``keep`` kept; ``last.ckpt`` the newest.
+
+    A save that is due is taken at the next point Lightning resumes exactly by itself: a plain batch end
+    (:func:`plain_batch_end`), so a save due at an epoch's last batch or before a validation is taken at
+    the next step (Lightning resumes a save at an epoch end or after a validation without replaying the
+    epoch-end metrics: tests/test_reliability.py::test_resume_is_exact). The final state is saved when
+    training ends (a larger budget continues from it: test_a_larger_budget_continues_mid_epoch_exactly).
+    Nothing here depends on the folder's absolute path, so a moved run folder keeps its bookkeeping
+    (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping). A ``Checkpoint``
+    subclass, so Lightning runs it after the callbacks that log.
     """
 
     def __init__(self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int):
-        timed = timedelta(minutes=every_minutes) if every_minutes and not every_n_steps else None
+        self.dirpath, self.keep = Path(dirpath), keep
+        self.every_n_steps = every_n_steps or 0
+        self.every_s = every_minutes * 60 if every_minutes and not every_n_steps else None
+        self._due, self._saved_step, self._timer = False, -1, time.monotonic()
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        """A run resumed from the save at train end of a ``max_steps`` run starts its next epoch afresh:
+        Lightning would restart the finished epoch and train an empty one
+        (tests/test_reliability.py::test_a_larger_budget_continues_mid_epoch_exactly[10])."""
+        self._due, self._saved_step, self._timer = False, trainer.global_step, time.monotonic()
+        epoch_loop = trainer.fit_loop.epoch_loop
+        if epoch_loop.restarted_on_last:  # only a save at train end has its last batch completed
+            epoch_loop.restarting = False
+
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        step = trainer.global_step
+        every = self.every_n_steps > 0 and step % self.every_n_steps == 0
+        final = 0 <= trainer.max_steps <= step
+        self._due = self._due or every or final or trainer.is_last_batch or self._time_is_up(trainer)
+        if self._due and plain_batch_end(trainer, batch_idx):
+            self.save_now(trainer, batch_end=True)
+
+    def _time_is_up(self, trainer: pl.Trainer) -> bool:
+        """``every_minutes`` passed since the last save (rank 0 decides, for all ranks)."""
+        if self.every_s is None:
+            return False
+        return bool(trainer.strategy.broadcast(time.monotonic() - self._timer >= self.every_s, src=0))
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self.save_now(trainer)  # the final state: a larger budget continues from it
+
+    def save_now(self, trainer: pl.Trainer, batch_end: bool = False) -> str:
+        """Save the current step (all ranks call) unless it is saved; return last.ckpt's path."""
+        step = trainer.global_step
+        if self._saved_step != step:
+            if batch_end:
+                write_step_row(trainer)
+            trainer.save_checkpoint(self.dirpath / step_name(step))
+            trainer.save_checkpoint(self.dirpath / LAST)
+            self._due, self._saved_step, self._timer = False, step, time.monotonic()
+            if trainer.is_global_zero:
+                self._prune(step)
+        return str(self.dirpath / LAST)
+
+    def _prune(self, step: int) -> None:
+        """Delete the step files before the newest ``keep`` (those after ``step``, left by a run resumed
+        from an older checkpoint, are overwritten as the run gets there)."""
+        saved = sorted(
+            (int(m.group(1)), p) for p in self.dirpath.glob("step=*.ckpt") if (m := STEP_RE.match(p.name))
+        )
+        older = [p for s, p in saved if s <= step]
+        for path in older[: max(0, len(older) - self.keep)]:
+            path.unlink(missing_ok=True)
+
+
+class BestCheckpoint(ModelCheckpoint):
+    """The best checkpoint by ``monitor`` (lower is better), one file: the test and the Hub use it.
+
+    Lightning's ModelCheckpoint saves absolute paths in its state and, when the folder moved, drops all but
+    ``best_model_path``: the best comparison restarted and a second best-*.ckpt stayed. Paths in the
+    saved state that lie in the old folder are rebased onto this one
+    (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping)."""
+
+    def __init__(self, dirpath: Path, monitor: str) -> None:
         super().__init__(
             dirpath=dirpath,
-            filename="step={step:09d}",
-            monitor="step",
-            mode="max",
-            save_top_k=keep,
-            save_last=True,
-            every_n_train_steps=every_n_steps or None,
-            train_time_interval=timed,
+            filename="best-{epoch:03d}-{step:07d}",
+            monitor=monitor,
+            mode="min",
+            save_top_k=1,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
-        self._after_val = False
 
-    @property
-    def state_key(self) -> str:  # stable across a change of the save interval (the history is one)
-        return "PeriodicCheckpoint"
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and Path(old) != Path(new):
 
-    def save_now(self, trainer: pl.Trainer, batch_end: bool = False, epoch_end: bool = False) -> str:
-        """Save the current step now (all ranks call) unless it is saved; return last.ckpt's path.
+            def moved(path: Any) -> Any:
+                return str(Path(new) / Path(path).name) if path and Path(path).parent == Path(old) else path
 
-        At a (plain) ``batch_end`` the step's logged row, at an ``epoch_end`` the epoch's row, is written
-        first: Lightning writes it after this hook, and a run resumed from this checkpoint does not log it
-        again, so a kill between the two lost it (test_kill_9_at_a_random_moment_then_rerun,
-        test_kill_9_at_an_epoch_boundary_then_rerun). HistoryCSVLogger drops the repeat."""
-        if self._last_global_step_saved != trainer.global_step:
-            connector = trainer._logger_connector
-            if batch_end and connector.should_update_logs:
-                connector.log_metrics(connector.metrics["log"])
-            if epoch_end:  # logged at the epoch's last step, as Lightning's fit_loop.on_advance_end does
-                trainer.fit_loop.epoch_loop._batches_that_stepped -= 1
-                connector.log_metrics(connector.metrics["log"])
-                trainer.fit_loop.epoch_loop._batches_that_stepped += 1
-            candidates = self._monitor_candidates(trainer)
-            self._save_topk_checkpoint(trainer, candidates)
-            self._save_last_checkpoint(trainer, candidates)
-        return str(Path(self.dirpath) / LAST)
-
-    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        super().on_train_start(trainer, pl_module)
-        self._last_global_step_saved = trainer.global_step  # a resumed state is on disk already
-        resume_after_epoch_end(trainer.fit_loop)
-
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if not plain_batch_end(trainer):  # saved at the epoch end / after the validation
-            self._after_val = not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
-            return
-        if self._due(trainer):
-            self.save_now(trainer, batch_end=True)
-
-    def _due(self, trainer: pl.Trainer) -> bool:
-        """The final step, every ``every_n_steps`` steps, or ``every_minutes`` passed (rank 0 decides)."""
-        if 0 <= trainer.max_steps <= trainer.global_step:
-            return True
-        if self._every_n_train_steps >= 1:
-            return trainer.global_step % self._every_n_train_steps == 0
-        if self._train_time_interval is None or self._last_time_checked is None:
-            return False
-        now = time.monotonic()
-        due = now - self._last_time_checked >= self._train_time_interval.total_seconds()
-        if trainer.strategy.broadcast(due, src=0):
-            self._last_time_checked = now
-            return True
-        return False
-
-    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        if self._after_val and not trainer.sanity_checking:
-            self._after_val = False
-            self.save_now(trainer)
-
-    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save_now(trainer, epoch_end=True)
-
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self.save_now(trainer)  # stopped by max_time or early stopping
-
-
-def resume_after_epoch_end(fit_loop: _FitLoop) -> None:
-    """Resume a checkpoint saved at an epoch end (in ``on_train_epoch_end``) with the next epoch, as Lightning
-    does for an epoch-bounded run, also when the run is bounded by ``max_steps``.
-
-    Lightning (2.6) restarts such a checkpoint of an iteration-based run at "restarted on epoch end": it
-    replays the epoch's end (the epoch-end hooks, the epoch count, one logging step), so every later epoch
-    gets the sampler epoch after its own (one epoch's data order is skipped) and rows are logged a step
-    late. For an epoch-bounded run it resumes instead (not restarting; the epoch counted completed): here
-    that path is taken for both. Called at ``on_train_start``, after Lightning picked the restart stage and
-    before the first epoch starts (tests/test_journeys.py::test_kill_9_at_an_epoch_boundary_then_rerun,
-    the ``steps`` budget; tests/test_reliability.py::test_resume_is_exact at steps 10 and 20).
-    """
-    if not fit_loop.restarted_on_epoch_end:
-        return
-    fit_loop.epoch_progress.increment_completed()  # what Lightning's resumed_on_epoch_end path does
-    _Loop.restarting.fset(fit_loop, False)  # the fit loop's own setter keeps iteration-based runs restarting
-    for loop in (fit_loop, fit_loop.epoch_loop, fit_loop.epoch_loop.val_loop):
-        loop.reset_restart_stage()
-
-
-def best_checkpoint(dirpath: Path, monitor: str) -> ModelCheckpoint:
-    """The best checkpoint by ``monitor`` (lower is better), one file: the test and the Hub use it."""
-    return ModelCheckpoint(
-        dirpath=dirpath,
-        filename="best-{epoch:03d}-{step:07d}",
-        monitor=monitor,
-        mode="min",
-        save_top_k=1,
-        auto_insert_metric_name=False,
-        enable_version_counter=False,
-    )
+            state_dict = {
+                **state_dict,
+                "dirpath": new,
+                **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path")},
+                "last_model_path": moved(state_dict.get("last_model_path")),
+                "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+            }
+        super().load_state_dict(state_dict)
 
 
 # ----------------------------------------------------------------------------- validation and discovery
@@ -217,7 +233,7 @@ class CheckpointInfo:
     epoch: int
     arch: str
     config: dict[str, Any] = field(default_factory=dict)
-    loops: dict[str, Any] = field(default_factory=dict)
+    history_rows: int | None = None  # rows of logs/metrics.csv logged when it was taken (None: unknown)
 
 
 def _corrupt_fix(path: Path) -> str:
@@ -255,7 +271,7 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         epoch=int(ckpt.get("epoch", 0)),
         arch=str(meta["arch"]),
         config=dict(meta.get("config", {})),
-        loops=dict(ckpt.get("loops", {})),
+        history_rows=ckpt.get("callbacks", {}).get(HistoryRows.KEY, {}).get("rows"),
     )
 
 
@@ -300,7 +316,9 @@ def find_resume_checkpoint(
     """The newest valid checkpoint in ``directory``, or None when it holds none.
 
     Each unusable candidate (corrupt, truncated, non-finite) is reported with ``report`` and the next
-    older one tried. Raises CheckpointError when checkpoints exist but none is usable.
+    older one tried (Lightning would fail on the newest: tests/test_reliability.py::
+    test_corrupt_newest_checkpoint_falls_back_to_previous). Raises CheckpointError when checkpoints exist
+    but none is usable.
     """
     directory = Path(directory)
     if not directory.is_dir():

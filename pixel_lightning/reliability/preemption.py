@@ -84,8 +84,10 @@ class Preemption(Callback):
         self.received = None
         self._install()
 
-    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args: Any) -> None:
-        if plain_batch_end(trainer):  # else after the validation / epoch end that follows, at the next one
+    def on_train_batch_end(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if plain_batch_end(trainer, batch_idx):  # else after the validation / epoch end, at the next one
             self._stop(trainer, batch_end=True)
 
     def _stop(self, trainer: pl.Trainer, batch_end: bool = False) -> None:

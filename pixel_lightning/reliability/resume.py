@@ -11,22 +11,14 @@ position). It does not save
 
 from __future__ import annotations
 
-import csv
-import io
 import random
-from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.pytorch.loggers.logger import rank_zero_experiment
 from torchmetrics import Metric
-
-from pixel_lightning.atomic import atomic_write
 
 
 def all_ranks(trainer: pl.Trainer | None, mine: Any) -> list[Any]:
@@ -155,77 +147,3 @@ def _to_cpu(states: dict[str, Any]) -> dict[str, Any]:
 
 def _to_device(states: dict[str, Any], device: torch.device) -> dict[str, Any]:
     return {k: [t.to(device) for t in v] if isinstance(v, list) else v.to(device) for k, v in states.items()}
-
-
-# ----------------------------------------------------------------------------- the metric history
-
-
-def first_logged_step(loops: dict[str, Any]) -> int:
-    """The ``step`` of the first row a run resumed from a checkpoint with these ``loops`` logs: Lightning
-    adds one to the saved step counter unless the checkpoint was taken after the batch completed."""
-    fit = loops.get("fit_loop", {})
-    stepped = int(fit.get("epoch_loop.state_dict", {}).get("_batches_that_stepped", 0))
-    total = fit.get("epoch_loop.batch_progress", {}).get("total", {})
-    return stepped + (0 if total.get("completed") == total.get("processed") else 1)
-
-
-class _ContinuedWriter(ExperimentWriter):
-    """Keeps the rows of metrics.csv below ``first_step`` (and their header) instead of deleting the file."""
-
-    def __init__(self, log_dir: str, first_step: int) -> None:
-        self.first_step = first_step
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        path = Path(self.metrics_file_path)
-        if not path.is_file():
-            return
-        text = path.read_text()
-        text = text[: text.rfind("\n") + 1]  # a line cut by a kill is dropped (its step is re-logged)
-        reader = csv.DictReader(io.StringIO(text))
-        rows = [r for r in reader if r.get("step") and int(float(r["step"])) < self.first_step]
-        self.metrics_keys = list(reader.fieldnames or [])
-        self._rewrite_with_new_header(self.metrics_keys, rows)
-
-    def _rewrite_with_new_header(self, fieldnames: list[str], rows: list[dict] | None = None) -> None:
-        """Lightning's rewrite (new keys) truncates the file, then writes it: a kill in between lost the
-        history. Here the new file replaces the old one atomically."""
-        if rows is None:
-            with open(self.metrics_file_path, newline="") as f:
-                rows = list(csv.DictReader(f))
-        text = io.StringIO()
-        writer = csv.DictWriter(text, fieldnames=fieldnames, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-        atomic_write(self.metrics_file_path, text.getvalue())
-
-
-class HistoryCSVLogger(CSVLogger):
-    """Lightning's CSVLogger (<save_dir>/logs/metrics.csv), continued on resume instead of recreated.
-
-    Lightning's writer deletes an existing metrics.csv when it starts, and resumed, it cannot append rows
-    whose keys its empty header lacks ('dict contains fields not in fieldnames'); see
-    tests/test_journeys.py (every journey checks the history). This one keeps the rows logged before the
-    checkpoint the run resumes from (``first_step``: :func:`first_logged_step`; 0 for a fresh start) and
-    writes each row as it is logged, so every logged step is in the file exactly once after a kill.
-    """
-
-    def __init__(self, save_dir: str | Path, first_step: int = 0) -> None:
-        super().__init__(save_dir, name="logs", version="", flush_logs_every_n_steps=1)
-        self.first_step = first_step
-        self._last: tuple[int | None, dict[str, Any]] | None = None
-
-    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        """Every row once: the same row again (a checkpoint wrote it before Lightning did) is dropped."""
-        row = (step, {k: float(v) for k, v in metrics.items()})
-        if row != self._last:
-            self._last = row
-            super().log_metrics(metrics, step)
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> ExperimentWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.root_dir, exist_ok=True)
-            self._experiment = _ContinuedWriter(self.log_dir, self.first_step)
-        return self._experiment

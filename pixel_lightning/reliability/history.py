@@ -1,0 +1,129 @@
+"""The metric history of a run, ``<run>/logs/metrics.csv``: one row per logged (step, metrics), continued
+across resumes so that it holds every logged (step, metric) exactly once after any interruption.
+
+:class:`HistoryLogger` is a Lightning ``Logger`` writing each row as it is logged (Lightning's CSVLogger
+deletes an existing file when it starts and rewrites it in place when a new key appears: a kill then lost
+the history). :class:`HistoryRows` stores in every checkpoint how many rows were logged when it was taken;
+a run resumed from that checkpoint keeps exactly those rows and logs the rest again.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as pl
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import rank_zero_only
+
+from pixel_lightning.atomic import atomic_write
+
+
+def _scalar(value: Any) -> Any:
+    return value.item() if isinstance(value, torch.Tensor) else value
+
+
+class HistoryLogger(Logger):
+    """``<save_dir>/logs/metrics.csv``: columns ``step`` and every logged key, sorted (CSVLogger's format);
+    one row per ``log_metrics`` call, appended as it is logged.
+
+    ``keep``: the rows of an existing file kept (a half-written last line is dropped): those logged before
+    the checkpoint a run resumes from (:class:`HistoryRows`); 0 for a fresh start; None keeps them all
+    (a checkpoint that does not say). The same row twice in a row is written once (a batch-end checkpoint
+    writes its step's row before Lightning does: checkpoints.write_step_row).
+    """
+
+    def __init__(self, save_dir: str | Path, keep: int | None = 0) -> None:
+        super().__init__()
+        self._save_dir = Path(save_dir)
+        self.path = self._save_dir / "logs" / "metrics.csv"
+        self.keep, self.rows = keep, 0
+        self._keys: list[str] | None = None
+        self._last: str | None = None
+
+    @property
+    def name(self) -> str:
+        return "logs"
+
+    @property
+    def version(self) -> str:
+        return ""
+
+    @property
+    def save_dir(self) -> str:
+        return str(self._save_dir)
+
+    @property
+    def log_dir(self) -> str:
+        return str(self.path.parent)
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Nothing: the run's settings are in ``<run>/config.yaml``."""
+
+    def kept_rows(self) -> list[dict[str, str]]:
+        """The rows kept from before this run started (rank 0; read once, before the first new row)."""
+        if self._keys is None:
+            self._continue()
+        return self._read()[: self.rows]
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row = {**{k: _scalar(v) for k, v in metrics.items()}, "step": self.rows if step is None else step}
+        if repr(row) == self._last:  # repr: a NaN (a step the guard skipped) equals itself
+            return
+        self._last = repr(row)
+        if self._keys is None:
+            self._continue()
+        if set(row) - set(self._keys):  # a new column: the whole file again, replaced atomically
+            self._keys = sorted(set(self._keys) | set(row))
+            self._write([*self._read(), row])
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._keys, lineterminator="\n").writerow(row)
+        self.rows += 1
+
+    def _read(self) -> list[dict[str, str]]:
+        if not self.path.is_file():
+            return []
+        text = self.path.read_text()
+        return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))  # no half-written line
+
+    def _continue(self) -> None:
+        rows = self._read()
+        rows = rows if self.keep is None else rows[: self.keep]
+        self._keys = sorted(set().union(*rows)) if rows else []
+        self.rows = len(rows)
+        if rows or self.path.is_file():
+            self._write(rows)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        text = io.StringIO()
+        if self._keys:
+            writer = csv.DictWriter(text, fieldnames=self._keys, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        atomic_write(self.path, text.getvalue())
+
+
+class HistoryRows(Callback):
+    """Stores in every checkpoint the number of rows the run's :class:`HistoryLogger` has written."""
+
+    KEY = "HistoryRows"
+
+    def __init__(self) -> None:
+        self._logger: HistoryLogger | None = None
+
+    @property
+    def state_key(self) -> str:
+        return self.KEY
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._logger = next((lg for lg in trainer.loggers if isinstance(lg, HistoryLogger)), None)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"rows": self._logger.rows} if self._logger is not None else {}
