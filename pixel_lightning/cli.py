@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,73 +23,13 @@ from typing import IO, Any
 
 import numpy as np
 
+from pixel_lightning.errors import InputError
+from pixel_lightning.images import check, read_images, read_mask
+
 SUBCOMMANDS = ("fit", "test", "sample", "complete", "evaluate")
 
 
 # ----------------------------------------------------------------------------- images in and out
-
-
-def read_images(path: str | Path, shape: tuple[int, int, int], levels: int):
-    """(names, int64 images (N, C, H, W)) from a folder of PNG files (sorted by name) or an ``.npz``.
-
-    The npz array is ``images`` (or its only array), integer, (N, C, H, W), or (N, H, W) for one
-    channel. PNG values 0..255 are mapped to [0, levels) exactly (levels 2: 0 and 255 only). Shapes
-    and values are then checked as ``log_prob`` checks them."""
-    import torch
-
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
-        if not files:
-            raise ValueError(f"no .png files in {path}: pass a folder of PNG images or an .npz file")
-        names = [f.name for f in files]
-        x = np.stack([read_png(f, shape, levels) for f in files])
-    elif path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1 else None)
-            if key is None:
-                raise ValueError(f"{path} holds arrays {data.files}: name the images array 'images'")
-            x = data[key]
-        if x.ndim == 3 and shape[0] == 1:
-            x = x[:, None]
-        if not np.issubdtype(x.dtype, np.integer):
-            raise ValueError(
-                f"{path}: images must be integers in [0, {levels}), got dtype {x.dtype}; "
-                "convert with np.rint(x).astype(np.int64) if they are whole numbers"
-            )
-        names = [f"{path.name}:{k}" for k in range(len(x))]
-    else:
-        raise FileNotFoundError(f"no folder or .npz file at {path}: pass a folder of PNG images or an .npz")
-    images = torch.from_numpy(np.ascontiguousarray(x)).long()
-    return names, images
-
-
-def read_png(path: Path, shape: tuple[int, int, int], levels: int) -> np.ndarray:
-    """One PNG -> int64 (C, H, W) in [0, levels), C from the model (grey for 1, RGB for 3)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        v = np.asarray(im.convert("L" if shape[0] == 1 else "RGB"), dtype=np.int64)
-    v = v[None] if v.ndim == 2 else v.transpose(2, 0, 1)
-    if tuple(v.shape) != tuple(shape):
-        raise ValueError(f"{path.name}: images must be {shape[2]}x{shape[1]} pixels for this model, got "
-                         f"{v.shape[2]}x{v.shape[1]}")  # fmt: skip
-    step = 255 / (levels - 1)
-    x = np.rint(v / step).astype(np.int64)
-    if not np.array_equal(np.rint(x * step), v):
-        hint = "binarize it first (e.g. pixel > 127 -> 255, else 0)" if levels == 2 else "quantize it first"
-        raise ValueError(
-            f"{path.name}: pixel values must be one of the model's {levels} levels spread over 0..255; {hint}"
-        )
-    return x
-
-
-def check(model, x, source: str) -> None:
-    """``log_prob``'s shape/dtype/levels check, naming the file."""
-    try:
-        model.check_images(x)
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -100,7 +41,7 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 def out_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is a file: choose a folder")
+        raise InputError(f"--out {path} is a file", "choose a folder")
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -108,7 +49,6 @@ def out_dir(path: str | Path) -> Path:
 def keep_mask(keep: str, shape: tuple[int, int, int]):
     """--keep -> bool (C, H, W): True where the input is kept."""
     import torch
-    from PIL import Image
 
     C, H, W = shape
     mask = torch.zeros(shape, dtype=torch.bool)
@@ -117,14 +57,17 @@ def keep_mask(keep: str, shape: tuple[int, int, int]):
     elif keep == "left-half":
         mask[:, :, : W // 2] = True
     elif Path(keep).is_file():
-        with Image.open(keep) as im:
-            m = np.asarray(im.convert("L")) > 127
-        if m.shape != (H, W):
-            raise ValueError(f"mask {keep} is {m.shape[1]}x{m.shape[0]} pixels, the model's images {W}x{H}")
-        mask[:] = torch.from_numpy(m)
+        mask = read_mask(keep, shape)
     else:
-        raise ValueError(f"--keep {keep!r}: use top-half, left-half or a mask PNG (white = keep) that exists")
+        raise InputError(
+            f"--keep {keep!r}", "use top-half, left-half or a mask PNG (white = keep) that exists"
+        )
     return mask
+
+
+def at_least_one(flag: str, value: int) -> None:
+    if value < 1:
+        raise InputError(f"{flag} must be >= 1, got {value}")
 
 
 # ----------------------------------------------------------------------------- subcommands
@@ -199,7 +142,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     unit = {k: result[k] for k in (f"{args.split}/nll_nats", f"{args.split}/bits_per_dim") if k in result}
     print(
-        f"{args.split}: " + ", ".join(f"{k} {v:.4f}" for k, v in unit.items())
+        f"{args.split}: "
+        + ", ".join(f"{k} {v:.4f}" for k, v in unit.items())
         + (f"; wrote {args.out}" if args.out else ""),
         file=sys.stderr,
     )
@@ -212,8 +156,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pixel_lightning.hub import load_model
     from pixel_lightning.visual import display_scale, image_grid, save_png
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    at_least_one("--n", args.n)
     model = load_model(args.ckpt)
     out = out_dir(args.out)
     x = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), progress=True)
@@ -229,8 +172,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from pixel_lightning.hub import load_model
     from pixel_lightning.visual import display_scale, row_figure, save_png, to_rgb
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    at_least_one("--n", args.n)
     model = load_model(args.ckpt)
     names, x = read_images(args.images, model.image_shape, model.levels)
     check(model, x, args.images)
@@ -257,6 +199,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pixel_lightning.hub import load_model
     from pixel_lightning.metrics import bits_per_dim
 
+    at_least_one("--batch-size", args.batch_size)
+    images = Path(args.images).resolve()
+    if args.out and (Path(args.out).resolve() == images or images in Path(args.out).resolve().parents):
+        raise InputError(f"--out {args.out} would overwrite the images it scores", "choose another file")
     model = load_model(args.ckpt)
     names, x = read_images(args.images, model.image_shape, model.levels)
     check(model, x, args.images)
@@ -264,8 +210,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         nll = torch.cat([-model.log_prob(b) for b in x.split(args.batch_size)]).double()  # (N,) nats
     bpd = bits_per_dim(nll, model.dims)
     if args.out:
-        with open(args.out, "w", newline="") as f:
-            write_csv(f, names, nll, bpd)
+        from pixel_lightning.atomic import atomic_write
+
+        text = io.StringIO(newline="")
+        write_csv(text, names, nll, bpd)
+        atomic_write(Path(args.out), text.getvalue())
     else:
         write_csv(sys.stdout, names, nll, bpd)
     print(
@@ -349,7 +298,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pixel_lightning.errors import cli_errors
 
-    with cli_errors(debug=args.debug, also=(ValueError, FileNotFoundError)):  # input checks name the file
+    with cli_errors(debug=args.debug):  # bad input: InputError and friends, naming the file (exit 2)
         return args.func(args)
 
 

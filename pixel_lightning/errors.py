@@ -43,6 +43,11 @@ class CheckpointError(PixelLightningError):
     """A checkpoint that cannot be used: corrupt, truncated, non-finite, or of another model."""
 
 
+class InputError(PixelLightningError, ValueError):
+    """A file or value the user passed to a command (images, arrays, masks, --batch-size) that cannot be
+    read as asked: the message names the file, what it is, what was expected, and the fix."""
+
+
 class RunDirError(PixelLightningError):
     """The run directory cannot be created or written."""
 

@@ -151,14 +151,15 @@ def test_bad_input_exits_2_naming_the_problem(run, capsys, monkeypatch):
     np.savez(root / "ok.npz", images=digits.numpy())
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "small_mask.png")
     cases = [
-        (["evaluate", "--ckpt", ckpt, "--images", "bad"], "wide.png: images must be 8x8 pixels"),
+        (["evaluate", "--ckpt", ckpt, "--images", "bad"], "wide.png is an 8-bit grey PNG (mode L), 8x9"),
         (
             ["evaluate", "--ckpt", ckpt, "--images", "grey"],
-            "g.png: pixel values must be one of the model's 2",
+            "g.png is an 8-bit grey PNG (mode L), 8x8: value 100 at (channel, row, column) (0, 0, 0) is "
+            "not one of the model's 2 levels",
         ),
         (["evaluate", "--ckpt", ckpt, "--images", "big.npz"], r"big.npz: pixel values must lie in [0, 2)"),
         (["evaluate", "--ckpt", ckpt, "--images", "float.npz"], "images must be integers in [0, 2)"),
-        (["evaluate", "--ckpt", ckpt, "--images", "nothing.npz"], "no folder or .npz file at nothing.npz"),
+        (["evaluate", "--ckpt", ckpt, "--images", "nothing.npz"], "no file or folder at nothing.npz"),
         (["evaluate", "--ckpt", "missing.ckpt", "--images", "big.npz"], "no checkpoint at missing.ckpt"),
         (["sample", "--ckpt", ckpt, "--n", 0, "--out", "o"], "--n must be >= 1"),
         (
