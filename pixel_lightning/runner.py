@@ -46,6 +46,7 @@ from pixel_lightning.callbacks import (
     log_image,
 )
 from pixel_lightning.config import ConfigError, RunConfig, load_config
+from pixel_lightning.data.base import is_user_data
 from pixel_lightning.errors import cli_errors
 from pixel_lightning.recipebook import list_text, make_parser, paper_figure
 from pixel_lightning.visual import save_grid
@@ -429,9 +430,12 @@ def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     if other is not None:
         ours_text += f" ({other:.4f} {'bits/dim' if nats else 'nats'})"
     paper = paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)
+    if cfg.paper.where:
+        paper += f" ({cfg.paper.where})"
+    if is_user_data(metrics.get("variant")):
+        paper = "- (your own data, not the paper's)"
     return (
-        f"[{cfg.recipe or 'run'}] test: {ours_text} | paper: {paper}"
-        f"{' (' + cfg.paper.where + ')' if cfg.paper.where else ''} | data: {metrics.get('variant')} | "
+        f"[{cfg.recipe or 'run'}] test: {ours_text} | paper: {paper} | data: {metrics.get('variant')} | "
         f"steps {metrics['global_step']} | {metrics['seconds'].get('total', 0):.0f} s | "
         f"run dir: {cfg.run_dir}"
     )

@@ -41,6 +41,12 @@ FEATURES = datasets.Features({"image": datasets.Value("binary"), "label": datase
 META = "pixel_lightning.json"  # written last inside the temp dir: its presence marks a complete conversion
 FORMAT_VERSION = 1
 Transform = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (x, rows, epoch) -> x
+USER_VARIANT = "user-"  # the user's own files (e.g. "user-png"): no paper figure belongs beside them
+
+
+def is_user_data(variant: str | None) -> bool:
+    """Is ``variant`` the user's own data rather than a release the paper measured on?"""
+    return str(variant or "").startswith(USER_VARIANT)
 
 
 # ----------------------------------------------------------------------------- conversion (prepare_data)
