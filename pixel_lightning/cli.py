@@ -1,14 +1,15 @@
 """``pixel-lightning``: the installed command.
 
     pixel-lightning [fit] --recipe NAME [--out DIR] [key=value ...]     train (recipes/run.py, the default)
-    pixel-lightning test     --ckpt FILE [--split test|val] [--out FILE.json] [--config YAML] [key=value ...]
+    pixel-lightning test     --ckpt SRC [--split test|val] [--out FILE.json] [--config YAML] [key=value ...]
     pixel-lightning sample   --ckpt SRC --n N --out DIR [--seed S]
     pixel-lightning complete --ckpt SRC --images PATH --keep top-half|left-half|MASK.png --n K --out DIR
     pixel-lightning evaluate --ckpt SRC --images PATH [--out FILE.csv]
 
 ``SRC`` is a Lightning checkpoint, a folder written by ``save_pretrained`` or a Hugging Face Hub id
-(:func:`pixel_lightning.hub.load_model`). ``PATH`` is a folder of PNG files or an ``.npz`` holding integer
-images (``sample`` writes one). Exit status 2, with one paragraph naming the problem, for bad input.
+(:func:`pixel_lightning.hub.load_model`). ``PATH`` is a folder of PNG files, one PNG file or an ``.npz``
+holding integer images (``sample`` writes one), read by :mod:`pixel_lightning.images`. Exit status 2, with
+one paragraph naming the file, the problem and the fix, for bad input.
 """
 
 from __future__ import annotations
@@ -73,23 +74,27 @@ def at_least_one(flag: str, value: int) -> None:
 # ----------------------------------------------------------------------------- subcommands
 
 
-def run_config(args: argparse.Namespace) -> Any:
-    """The config of the run that wrote ``--ckpt`` (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``)
-    or ``--config``, with the data source the run resolved (``auto`` -> the one it used) and the
-    ``key=value`` overrides on top."""
+def run_config(args: argparse.Namespace, run_info: dict[str, Any]) -> Any:
+    """The config of the data to test on, with the ``key=value`` overrides on top: ``--config``; else, for
+    a checkpoint file, its run's (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``, with the data
+    source the run resolved: ``auto`` -> the one it used); else, for a ``save_pretrained`` folder or Hub id,
+    the recipe its ``config.json`` records (``run_info``)."""
     import yaml
 
     from pixel_lightning.config import ConfigError, load_config
 
-    path = Path(args.config) if args.config else Path(args.ckpt).resolve().parent.parent / "config.yaml"
-    if not path.is_file():
-        raise ConfigError(
-            f"no run config for {args.ckpt} (looked for {path})",
-            "pass --config <run dir>/config.yaml, or a recipe's YAML, naming the data to test on",
-        )
-    resolved = (yaml.safe_load(path.read_text()) or {}).get("data_resolved") or {}
-    source = [f"data.source={resolved['source']}"] if resolved.get("source") else []
-    return load_config(None, [*source, *args.overrides], config_path=path)
+    fix = "pass --config <run dir>/config.yaml, or a recipe's YAML, naming the data to test on"
+    if args.config or Path(args.ckpt).is_file():
+        path = Path(args.config) if args.config else Path(args.ckpt).resolve().parent.parent / "config.yaml"
+        if not path.is_file():
+            raise ConfigError(f"no run config for {args.ckpt} (looked for {path})", fix)
+        resolved = (yaml.safe_load(path.read_text()) or {}).get("data_resolved") or {}
+        source = [f"data.source={resolved['source']}"] if resolved.get("source") else []
+        return load_config(None, [*source, *args.overrides], config_path=path)
+    if not run_info.get("recipe"):
+        raise ConfigError(f"{args.ckpt} records no recipe to take its data from", fix)
+    source = [f"data.source={run_info['data_source']}"] if run_info.get("data_source") else []
+    return load_config(run_info["recipe"], [*source, *args.overrides])
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -104,7 +109,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     from pixel_lightning.runner import build_datamodule, quiet_lightning, scalar_metrics
 
     model = load_model(args.ckpt)
-    cfg = run_config(args)
+    cfg = run_config(args, model.run_info)
     dm = build_datamodule(cfg)
     if (tuple(dm.image_shape), dm.levels) != (tuple(model.image_shape), model.levels):
         raise ConfigError(
@@ -247,10 +252,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fit", help="train a recipe (the default; python recipes/run.py --help for its options)")
 
     t = sub.add_parser("test", help="re-evaluate a checkpoint on its run's test (or validation) data: JSON")
-    t.add_argument("--ckpt", required=True, help="Lightning checkpoint of a run (<run>/checkpoints/*.ckpt)")
+    t.add_argument(
+        "--ckpt",
+        required=True,
+        help="a run's checkpoint (<run>/checkpoints/*.ckpt), save_pretrained folder or Hub id",
+    )
     t.add_argument("--split", choices=("test", "val"), default="test", help="split (default test)")
     t.add_argument("--out", help="JSON file (default: standard output)")
-    t.add_argument("--config", help="the run config (default: <run>/config.yaml beside checkpoints/)")
+    t.add_argument(
+        "--config",
+        help="the run config (default: <run>/config.yaml beside checkpoints/, or the recorded recipe)",
+    )
     t.add_argument("overrides", nargs="*", help="key=value changes to that config, e.g. data.data_dir=DIR")
     t.add_argument("--debug", action="store_true", help="show full tracebacks")
     t.set_defaults(func=cmd_test)

@@ -284,6 +284,13 @@ def test_test_reevaluates_a_runs_checkpoint_on_its_data(command, tmp_path, data_
     val = json.loads(out)
     assert val["split"] == "val" and val["val/nll_nats"] > 0 and "test/nll_nats" not in val
 
+    # a save_pretrained folder has no run directory: its config.json names the recipe, the data is passed
+    pixel_lightning.load_model(best).save_pretrained(tmp_path / "folder")
+    limits = ["trainer.limit_test_batches=1", "data.batch_size=2"]
+    command("test", "--ckpt", "folder", *data, *limits, "--out", "f.json", cwd=tmp_path)
+    from_folder = json.loads((tmp_path / "f.json").read_text())
+    assert from_folder["test/nll_nats"] == pytest.approx(done["test/nll_nats"], rel=1e-6)
+
     alone = tmp_path / "alone.ckpt"
     shutil.copy(best, alone)  # no run directory around it
     code, _, err = command("test", "--ckpt", alone, cwd=tmp_path, check=False)
