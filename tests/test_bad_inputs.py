@@ -422,3 +422,36 @@ def test_a_read_only_data_folder_works_and_a_read_only_cache_dir_is_named(
             ).setup()
     finally:
         immutable(data, False)
+
+
+# ----------------------------------------------------------------------------- Ctrl-C
+
+
+def test_ctrl_c_inside_lightning_exits_130_not_1(capsys):
+    """Lightning's Trainer turns a KeyboardInterrupt into ``sys.exit(1)``: cli_errors reports it as 130."""
+    from pixel_lightning.errors import cli_errors
+
+    with pytest.raises(SystemExit) as e, cli_errors():
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise SystemExit(1)  # noqa: B904 - as Lightning does it
+    assert e.value.code == 130 and "interrupted (Ctrl-C)" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # > 10 s: a real process and a real SIGINT, as tests/test_preemption.py's SIGTERM test
+def test_ctrl_c_checkpoints_the_current_step_and_exits_130(tmp_path):
+    import signal
+
+    from test_preemption import finish, read_until_step, start
+
+    from pixel_lightning.reliability import checkpoints as ck
+
+    out = tmp_path / "run"
+    proc = start(out, "--steps", "100000", "--every", "100000", "--sleep", "0.2")
+    step_at_signal = int(read_until_step(proc, 4)[-1].split()[1])
+    proc.send_signal(signal.SIGINT)
+    code, text, _ = finish(proc, timeout=60)
+    assert code == 130 and "interrupted (Ctrl-C)" in text and "Traceback" not in text, text
+    saved = [p for p in (out / "checkpoints").iterdir() if ck.STEP_RE.match(p.name)]
+    assert len(saved) == 1 and step_at_signal <= ck.inspect_checkpoint(saved[0]).step <= step_at_signal + 1
