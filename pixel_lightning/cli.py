@@ -106,7 +106,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     from pixel_lightning.config import ConfigError
     from pixel_lightning.hub import load_model
-    from pixel_lightning.runner import build_datamodule, quiet_lightning, scalar_metrics
+    from pixel_lightning.runner import build_datamodule, progress_bars, quiet_lightning, scalar_metrics
 
     model = load_model(args.ckpt)
     cfg = run_config(args, model.run_info)
@@ -127,7 +127,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         limit_test_batches=t.limit_test_batches,
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=progress_bars(cfg),  # on a terminal only: no carriage returns in a log file
         enable_model_summary=False,
     )
     evaluate = trainer.test if args.split == "test" else trainer.validate
@@ -164,7 +164,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     at_least_one("--n", args.n)
     model = load_model(args.ckpt)
     out = out_dir(args.out)
-    x = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), progress=True)
+    g = torch.Generator().manual_seed(args.seed)
+    x = model.sample(args.n, generator=g, progress=sys.stderr.isatty())  # no bars in a log file
     write_npz(out / "samples.npz", images=x.numpy().astype(np.uint8 if model.levels <= 256 else np.int64))
     save_png(out / "samples.png", image_grid(x, model.levels), display_scale(model.image_shape[2]))
     print(f"wrote {out / 'samples.png'} and {out / 'samples.npz'} ({args.n} images)")
@@ -184,7 +185,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     mask = keep_mask(args.keep, model.image_shape)
     out = out_dir(args.out)
     g = torch.Generator().manual_seed(args.seed)
-    xc = model.complete(x, mask, n=args.n, generator=g, progress=True)  # (B, K, C, H, W)
+    xc = model.complete(x, mask, n=args.n, generator=g, progress=sys.stderr.isatty())  # (B, K, C, H, W)
     write_npz(out / "completions.npz", completions=xc.numpy(), originals=x.numpy(), mask=mask.numpy())
     occluded = to_rgb(x, model.levels).copy()  # (B, H, W, 3)
     occluded[~mask.all(0).numpy()[None].repeat(len(x), 0)] = 128  # hidden pixels grey

@@ -129,6 +129,9 @@ class RunWandbLogger(WandbLogger):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._summaries_defined = False
+        # Lightning passes wandb.init(anonymous=None), which wandb 0.31 answers with "The anonymous setting
+        # has no effect" on every run; no public way to leave it out (test_bad_inputs.py::test_wandb_...)
+        self._wandb_init.pop("anonymous", None)
 
     @property
     def experiment(self) -> Any:
@@ -226,7 +229,7 @@ def build_callbacks(cfg: RunConfig) -> list[Callback]:
                 cfg.sample.every_n_epochs,
                 cfg.sample.n,
                 cfg.sample.seed,
-                progress=cfg.trainer.enable_progress_bar,
+                progress=progress_bars(cfg),
             )
         )
     return callbacks

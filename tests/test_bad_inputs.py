@@ -455,3 +455,56 @@ def test_ctrl_c_checkpoints_the_current_step_and_exits_130(tmp_path):
     assert code == 130 and "interrupted (Ctrl-C)" in text and "Traceback" not in text, text
     saved = [p for p in (out / "checkpoints").iterdir() if ck.STEP_RE.match(p.name)]
     assert len(saved) == 1 and step_at_signal <= ck.inspect_checkpoint(saved[0]).step <= step_at_signal + 1
+
+
+# ----------------------------------------------------------------------------- messages
+
+
+def test_sample_and_complete_draw_no_bars_off_a_terminal(world, capsys, monkeypatch):
+    root, _, _ = world
+    monkeypatch.chdir(root)
+    for argv in (
+        f"sample --ckpt {LAST} --n 2 --out o",
+        f"complete --ckpt {LAST} --images imgs --n 1 --out o",
+    ):
+        assert cli.main(argv.split()) == 0
+        out, err = capsys.readouterr()
+        assert "\r" not in out + err and "sampling" not in err, err
+
+
+def test_the_val_line_eta_follows_the_budget_that_ends_first(capsys, monkeypatch):
+    """max_steps would end in 15 minutes at this pace, max_time in 1:45: the ETA is 0:01:45."""
+    import time
+    from types import SimpleNamespace
+
+    from lightning.pytorch.callbacks import Timer
+
+    from pixel_lightning.callbacks import ValidationLine
+
+    timer = Timer(duration="00:00:10:00")
+    monkeypatch.setattr(timer, "time_remaining", lambda stage="train": 105.0)
+    trainer = SimpleNamespace(
+        sanity_checking=False,
+        is_global_zero=True,
+        callback_metrics={},
+        global_step=100,
+        current_epoch=0,
+        estimated_stepping_batches=1000,
+        callbacks=[timer],
+    )
+    line = ValidationLine()
+    line._start = (time.perf_counter() - 100.0, 0)  # 100 steps in 100 s: 900 s left by steps
+    line.on_validation_end(trainer, None)
+    assert "ETA 0:01:45" in capsys.readouterr().out
+    trainer.callbacks = []  # no max_time: the steps' ETA
+    line.on_validation_end(trainer, None)
+    assert "ETA 0:15:0" in capsys.readouterr().out
+
+
+def test_wandb_prints_no_anonymous_setting_warning(tmp_path, capfd):
+    from pixel_lightning.runner import RunWandbLogger
+
+    logger = RunWandbLogger(save_dir=str(tmp_path), mode="offline", project="p")
+    logger.experiment.finish()
+    out, err = capfd.readouterr()
+    assert "The anonymous setting" not in out + err

@@ -274,7 +274,8 @@ def test_test_reevaluates_a_runs_checkpoint_on_its_data(command, tmp_path, data_
     best = done["test_checkpoint"]
     assert Path(best).is_file() and "best" in Path(best).name
 
-    command("test", "--ckpt", best, "--out", "test.json", cwd=tmp_path)
+    _, out, err = command("test", "--ckpt", best, "--out", "test.json", cwd=tmp_path)
+    assert "\r" not in out + err and "Testing DataLoader" not in out + err  # no bars in a log file
     tested = json.loads((tmp_path / "test.json").read_text())
     for key in ("test/nll_nats", "test/bits_per_dim"):
         assert tested[key] == pytest.approx(done[key], rel=1e-6), key
