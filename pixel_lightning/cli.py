@@ -88,7 +88,11 @@ def run_config(args: argparse.Namespace, run_info: dict[str, Any]) -> Any:
         path = Path(args.config) if args.config else Path(args.ckpt).resolve().parent.parent / "config.yaml"
         if not path.is_file():
             raise ConfigError(f"no run config for {args.ckpt} (looked for {path})", fix)
-        resolved = (yaml.safe_load(path.read_text()) or {}).get("data_resolved") or {}
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            loaded = None  # load_config reports it, naming the file
+        resolved = (loaded.get("data_resolved") if isinstance(loaded, dict) else None) or {}
         source = [f"data.source={resolved['source']}"] if resolved.get("source") else []
         return load_config(None, [*source, *args.overrides], config_path=path)
     if not run_info.get("recipe"):

@@ -73,6 +73,11 @@ def world(tmp_path_factory):
     nan.save_pretrained(root / "nan_folder")
     data = (root / "run" / "checkpoints" / "last.ckpt").read_bytes()
     (root / "truncated.ckpt").write_bytes(data[: len(data) // 2])
+    ckpt = torch.load(root / "run" / "checkpoints" / "last.ckpt", weights_only=True)
+    name = next(iter(ckpt["state_dict"]))
+    ckpt["state_dict"][name] = torch.zeros(3)  # weights of another shape than the recorded model's
+    torch.save(ckpt, root / "reshaped.ckpt")
+    (root / "broken.yaml").write_text("model: {arch: [\n")
     rgb.save_pretrained(root / "garbage_weights")
     (root / "garbage_weights" / "model.safetensors").write_bytes(b"not safetensors at all" * 10)
     rgb.save_pretrained(root / "bad_json")
@@ -151,6 +156,8 @@ case(
 case(
     "truncated-ckpt", "sample --ckpt truncated.ckpt --out o", 2, "cannot read truncated.ckpt as a checkpoint"
 )
+case("reshaped-ckpt", "sample --ckpt reshaped.ckpt --out o", 2, "reshaped.ckpt: its weights do not match")
+case("broken-config", "test --ckpt LAST --config broken.yaml", 2, "broken.yaml is not valid YAML", "fix the")
 case("not-an-image", "evaluate --ckpt LAST --images notes.txt", 2, "notes.txt is neither a .png nor an .npz")
 case(
     "jpeg-named-png",
