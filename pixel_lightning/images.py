@@ -101,11 +101,10 @@ def png_values(path: Path) -> tuple[np.ndarray, int, str]:
             im = im.convert("RGBA" if has_key or "A" in im.palette.mode else "RGB")  # palette lookup: exact
         elif im.mode in ("L", "RGB") and has_key:
             im = im.convert("LA" if im.mode == "L" else "RGBA")  # the transparent colour as alpha
-        elif im.mode in ("PA", "La", "RGBa"):
-            im = im.convert("RGBA" if im.mode != "La" else "LA")
         if im.mode not in ("L", "LA", "RGB", "RGBA"):
             raise InputError(
-                f"{path} is {about}: a PNG mode this command does not read", "save it as 8-bit RGB"
+                f"{path} is {about}: a PNG mode this command does not read",
+                "save it as an 8-bit grey or RGB PNG",
             )
         v = np.asarray(im).astype(np.int64)
         vmax = 255

@@ -130,7 +130,8 @@ class RunWandbLogger(WandbLogger):
         super().__init__(*args, **kwargs)
         self._summaries_defined = False
         # Lightning passes wandb.init(anonymous=None), which wandb 0.31 answers with "The anonymous setting
-        # has no effect" on every run; no public way to leave it out (test_bad_inputs.py::test_wandb_...)
+        # has no effect" on every run; no public way to leave it out (private _wandb_init, forced by
+        # tests/test_bad_inputs.py::test_wandb_is_not_given_the_anonymous_setting)
         self._wandb_init.pop("anonymous", None)
 
     @property
