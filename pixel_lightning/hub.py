@@ -280,8 +280,8 @@ def own_figures(ckpt: dict[str, Any], path: Path | None) -> dict[str, Any]:
     if isinstance(ckpt.get("epoch"), int):
         out["epochs"] = ckpt["epoch"]
     for state in (ckpt.get("callbacks") or {}).values():
-        if not isinstance(state, dict) or not state.get("monitor") or path is None:
-            continue
+        if not isinstance(state, dict) or not str(state.get("monitor")).startswith("val/") or path is None:
+            continue  # (the periodic checkpoints' callback "monitors" the step: not a figure)
         score, best = state.get("best_model_score"), state.get("best_model_path")
         if best and Path(str(best)).name == path.name and score is not None:
             out[str(state["monitor"])] = float(score)
@@ -400,9 +400,10 @@ def results_lines(run: dict[str, Any]) -> list[str]:
             ours += f" ({other:.4f} {'bits/dim' if nats else 'nats'})"
         lines.append(f"- test negative log-likelihood: {ours}")
     elif run.get("tested_checkpoint"):
+        step = f", step {run['global_step']}" if run.get("global_step") is not None else ""
         lines.append(
-            f"- test negative log-likelihood: not measured for these weights (checkpoint "
-            f"`{run.get('checkpoint')}`); the run tested `{run['tested_checkpoint']}`"
+            f"- test negative log-likelihood: not recorded for this checkpoint (`{run.get('checkpoint')}`"
+            f"{step}); the run's test figure belongs to `{run['tested_checkpoint']}`"
         )
     for name in sorted(k for k in run if k.startswith("val/")):
         lines.append(f"- validation `{name}` of these weights: {run[name]:.4f}")

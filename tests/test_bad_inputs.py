@@ -345,7 +345,9 @@ def test_card_of_a_non_best_checkpoint_claims_no_test_figure(tmp_path):
         ckpt = torch.load(path, weights_only=True)
         ckpt["global_step"], ckpt["epoch"] = step, 1
         best_state = {"monitor": "val/nll_nats", "best_model_score": torch.tensor(80.25)}
-        ckpt["callbacks"] = {"ModelCheckpoint{best}": {**best_state, "best_model_path": str(run / best_name)}}
+        periodic = {"monitor": "step", "best_model_score": torch.tensor(step), "best_model_path": str(path)}
+        best = {**best_state, "best_model_path": str(run / best_name)}
+        ckpt["callbacks"] = {"ModelCheckpoint{best}": best, "PeriodicCheckpoint": periodic}  # as a run writes
         torch.save(ckpt, path)
     metrics = {
         "recipe": "mnist_pixelcnn",
@@ -365,10 +367,11 @@ def test_card_of_a_non_best_checkpoint_claims_no_test_figure(tmp_path):
         cards[name] = (tmp_path / name / "README.md").read_text()
         config = json.loads((tmp_path / name / "config.json").read_text())["run"]
         assert config["global_step"] == (270 if name == step_name else 300)
-        assert ("test/nll_nats" in config) == (name == best_name)
+        assert ("test/nll_nats" in config) == (name == best_name) and "step" not in config
     card = cards[step_name]
     assert "78.9079" not in card and "trained for 270 steps" in card and "80.25" not in card
-    assert f"not measured for these weights (checkpoint `{step_name}`); the run tested `{best_name}`" in card
+    assert f"not recorded for this checkpoint (`{step_name}`, step 270)" in card
+    assert f"the run's test figure belongs to `{best_name}`" in card
     best = cards[best_name]
     assert "test negative log-likelihood: 78.9079 nats" in best and "trained for 300 steps" in best
     assert "validation `val/nll_nats` of these weights: 80.2500" in best
