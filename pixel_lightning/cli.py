@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import csv
 import io
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,7 +44,13 @@ def out_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise InputError(f"--out {path} is a file", "choose a folder")
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise InputError(f"--out {path} cannot be created ({why})", "choose a writable folder") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"--out {path} is not writable", "choose a writable folder")
     return path
 
 
@@ -61,7 +68,8 @@ def keep_mask(keep: str, shape: tuple[int, int, int]):
         mask = read_mask(keep, shape)
     else:
         raise InputError(
-            f"--keep {keep!r}", "use top-half, left-half or a mask PNG (white = keep) that exists"
+            f"--keep {keep!r} is neither top-half, left-half nor an existing file",
+            "use top-half, left-half or a mask PNG (white = keep) that exists",
         )
     return mask
 
