@@ -13,6 +13,7 @@ from typing import Any
 import lightning as L
 import torch
 import yaml
+from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import grad_norm, rank_zero_only
 
@@ -130,7 +131,8 @@ class RunRecord(L.Callback):
 class ValidationLine(L.Callback):
     """One readable line per validation, for logs that are not a terminal (SLURM files), where progress
     bars would be carriage-return noise: ``[val] step 1200 | epoch 3 | 3.41 bits/dim | 812 img/s | ETA
-    0:41:07``. The ETA counts steps left to max_steps (or to max_epochs); max_time is not foreseen."""
+    0:41:07``. The ETA is the nearest end: the steps left to max_steps (or max_epochs) at the pace so far,
+    or the time left to max_time."""
 
     def __init__(self) -> None:
         self._start: tuple[float, int] | None = None
@@ -149,7 +151,11 @@ class ValidationLine(L.Callback):
             parts.append(f"{float(m['train/images_per_sec']):.0f} img/s")
         t0, step0 = self._start
         done, total = trainer.global_step - step0, trainer.estimated_stepping_batches
+        timers = [t for t in trainer.callbacks if isinstance(t, Timer)]  # Lightning's, for max_time
+        lefts = [t.time_remaining() for t in timers if t.time_remaining() is not None]  # seconds
         if done > 0 and total != float("inf"):
-            left = (time.perf_counter() - t0) / done * max(0, int(total) - trainer.global_step)
+            lefts.append((time.perf_counter() - t0) / done * max(0, int(total) - trainer.global_step))
+        if lefts:
+            left = max(0.0, min(lefts))  # whichever budget ends the run first
             parts.append(f"ETA {int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}")
         print("[val] " + " | ".join(parts), flush=True)

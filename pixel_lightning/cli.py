@@ -1,20 +1,23 @@
 """``pixel-lightning``: the installed command.
 
     pixel-lightning [fit] --recipe NAME [--out DIR] [key=value ...]     train (recipes/run.py, the default)
-    pixel-lightning test     --ckpt FILE [--split test|val] [--out FILE.json] [--config YAML] [key=value ...]
+    pixel-lightning test     --ckpt SRC [--split test|val] [--out FILE.json] [--config YAML] [key=value ...]
     pixel-lightning sample   --ckpt SRC --n N --out DIR [--seed S]
     pixel-lightning complete --ckpt SRC --images PATH --keep top-half|left-half|MASK.png --n K --out DIR
     pixel-lightning evaluate --ckpt SRC --images PATH [--out FILE.csv]
 
 ``SRC`` is a Lightning checkpoint, a folder written by ``save_pretrained`` or a Hugging Face Hub id
-(:func:`pixel_lightning.hub.load_model`). ``PATH`` is a folder of PNG files or an ``.npz`` holding integer
-images (``sample`` writes one). Exit status 2, with one paragraph naming the problem, for bad input.
+(:func:`pixel_lightning.hub.load_model`). ``PATH`` is a folder of PNG files, one PNG file or an ``.npz``
+holding integer images (``sample`` writes one), read by :mod:`pixel_lightning.images`. Exit status 2, with
+one paragraph naming the file, the problem and the fix, for bad input.
 """
 
 from __future__ import annotations
 
 import argparse
 import csv
+import io
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -22,73 +25,13 @@ from typing import IO, Any
 
 import numpy as np
 
+from pixel_lightning.errors import InputError
+from pixel_lightning.images import check, read_images, read_mask
+
 SUBCOMMANDS = ("fit", "test", "sample", "complete", "evaluate")
 
 
 # ----------------------------------------------------------------------------- images in and out
-
-
-def read_images(path: str | Path, shape: tuple[int, int, int], levels: int):
-    """(names, int64 images (N, C, H, W)) from a folder of PNG files (sorted by name) or an ``.npz``.
-
-    The npz array is ``images`` (or its only array), integer, (N, C, H, W), or (N, H, W) for one
-    channel. PNG values 0..255 are mapped to [0, levels) exactly (levels 2: 0 and 255 only). Shapes
-    and values are then checked as ``log_prob`` checks them."""
-    import torch
-
-    path = Path(path)
-    if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() == ".png")
-        if not files:
-            raise ValueError(f"no .png files in {path}: pass a folder of PNG images or an .npz file")
-        names = [f.name for f in files]
-        x = np.stack([read_png(f, shape, levels) for f in files])
-    elif path.suffix == ".npz" and path.is_file():
-        with np.load(path, allow_pickle=False) as data:
-            key = "images" if "images" in data.files else (data.files[0] if len(data.files) == 1 else None)
-            if key is None:
-                raise ValueError(f"{path} holds arrays {data.files}: name the images array 'images'")
-            x = data[key]
-        if x.ndim == 3 and shape[0] == 1:
-            x = x[:, None]
-        if not np.issubdtype(x.dtype, np.integer):
-            raise ValueError(
-                f"{path}: images must be integers in [0, {levels}), got dtype {x.dtype}; "
-                "convert with np.rint(x).astype(np.int64) if they are whole numbers"
-            )
-        names = [f"{path.name}:{k}" for k in range(len(x))]
-    else:
-        raise FileNotFoundError(f"no folder or .npz file at {path}: pass a folder of PNG images or an .npz")
-    images = torch.from_numpy(np.ascontiguousarray(x)).long()
-    return names, images
-
-
-def read_png(path: Path, shape: tuple[int, int, int], levels: int) -> np.ndarray:
-    """One PNG -> int64 (C, H, W) in [0, levels), C from the model (grey for 1, RGB for 3)."""
-    from PIL import Image
-
-    with Image.open(path) as im:
-        v = np.asarray(im.convert("L" if shape[0] == 1 else "RGB"), dtype=np.int64)
-    v = v[None] if v.ndim == 2 else v.transpose(2, 0, 1)
-    if tuple(v.shape) != tuple(shape):
-        raise ValueError(f"{path.name}: images must be {shape[2]}x{shape[1]} pixels for this model, got "
-                         f"{v.shape[2]}x{v.shape[1]}")  # fmt: skip
-    step = 255 / (levels - 1)
-    x = np.rint(v / step).astype(np.int64)
-    if not np.array_equal(np.rint(x * step), v):
-        hint = "binarize it first (e.g. pixel > 127 -> 255, else 0)" if levels == 2 else "quantize it first"
-        raise ValueError(
-            f"{path.name}: pixel values must be one of the model's {levels} levels spread over 0..255; {hint}"
-        )
-    return x
-
-
-def check(model, x, source: str) -> None:
-    """``log_prob``'s shape/dtype/levels check, naming the file."""
-    try:
-        model.check_images(x)
-    except ValueError as e:
-        raise ValueError(f"{source}: {e}") from None
 
 
 def write_npz(path: Path, **arrays: np.ndarray) -> None:
@@ -100,15 +43,20 @@ def write_npz(path: Path, **arrays: np.ndarray) -> None:
 def out_dir(path: str | Path) -> Path:
     path = Path(path)
     if path.exists() and not path.is_dir():
-        raise ValueError(f"--out {path} is a file: choose a folder")
-    path.mkdir(parents=True, exist_ok=True)
+        raise InputError(f"--out {path} is a file", "choose a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        why = e.strerror or str(e)
+        raise InputError(f"--out {path} cannot be created ({why})", "choose a writable folder") from e
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise InputError(f"--out {path} is not writable", "choose a writable folder")
     return path
 
 
 def keep_mask(keep: str, shape: tuple[int, int, int]):
     """--keep -> bool (C, H, W): True where the input is kept."""
     import torch
-    from PIL import Image
 
     C, H, W = shape
     mask = torch.zeros(shape, dtype=torch.bool)
@@ -117,21 +65,29 @@ def keep_mask(keep: str, shape: tuple[int, int, int]):
     elif keep == "left-half":
         mask[:, :, : W // 2] = True
     elif Path(keep).is_file():
-        with Image.open(keep) as im:
-            m = np.asarray(im.convert("L")) > 127
-        if m.shape != (H, W):
-            raise ValueError(f"mask {keep} is {m.shape[1]}x{m.shape[0]} pixels, the model's images {W}x{H}")
-        mask[:] = torch.from_numpy(m)
+        mask = read_mask(keep, shape)
     else:
-        raise ValueError(f"--keep {keep!r}: use top-half, left-half or a mask PNG (white = keep) that exists")
+        raise InputError(
+            f"--keep {keep!r} is neither top-half, left-half nor an existing file",
+            "use top-half, left-half or a mask PNG (white = keep) that exists",
+        )
     return mask
+
+
+def at_least_one(flag: str, value: int) -> None:
+    if value < 1:
+        raise InputError(f"{flag} must be >= 1, got {value}")
 
 
 # ----------------------------------------------------------------------------- subcommands
 
 
-def config_path(args: argparse.Namespace) -> Path:
-    return Path(args.config) if args.config else Path(args.ckpt).resolve().parent.parent / "config.yaml"
+def config_path(args: argparse.Namespace) -> Path | None:
+    """``--config``, else the config.yaml of the run that wrote a checkpoint file
+    (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``); None for a save_pretrained folder or Hub id."""
+    if args.config:
+        return Path(args.config)
+    return Path(args.ckpt).resolve().parent.parent / "config.yaml" if Path(args.ckpt).is_file() else None
 
 
 def tested_batches(args: argparse.Namespace) -> int | None:
@@ -141,30 +97,41 @@ def tested_batches(args: argparse.Namespace) -> int | None:
 
     if args.split != "test" or any(o.startswith("trainer.limit_test_batches=") for o in args.overrides):
         return None
+    path = config_path(args)
+    if path is None:
+        return None
     try:
-        recorded = json.loads((config_path(args).parent / "metrics.json").read_text()).get("test_batches")
+        recorded = json.loads((path.parent / "metrics.json").read_text()).get("test_batches")
     except (OSError, ValueError, AttributeError):
         return None
     return recorded if isinstance(recorded, int) else None
 
 
-def run_config(args: argparse.Namespace) -> Any:
-    """The config of the run that wrote ``--ckpt`` (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``)
-    or ``--config``, with the data source the run resolved (``auto`` -> the one it used) and the
-    ``key=value`` overrides on top."""
+def run_config(args: argparse.Namespace, run_info: dict[str, Any]) -> Any:
+    """The config of the data to test on, with the ``key=value`` overrides on top: ``--config``; else, for
+    a checkpoint file, its run's (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``, with the data
+    source the run resolved: ``auto`` -> the one it used); else, for a ``save_pretrained`` folder or Hub id,
+    the recipe its ``config.json`` records (``run_info``)."""
     import yaml
 
     from pixel_lightning.config import ConfigError, load_config
 
+    fix = "pass --config <run dir>/config.yaml, or a recipe's YAML, naming the data to test on"
     path = config_path(args)
-    if not path.is_file():
-        raise ConfigError(
-            f"no run config for {args.ckpt} (looked for {path})",
-            "pass --config <run dir>/config.yaml, or a recipe's YAML, naming the data to test on",
-        )
-    resolved = (yaml.safe_load(path.read_text()) or {}).get("data_resolved") or {}
-    source = [f"data.source={resolved['source']}"] if resolved.get("source") else []
-    return load_config(None, [*source, *args.overrides], config_path=path)
+    if path is not None:
+        if not path.is_file():
+            raise ConfigError(f"no run config for {args.ckpt} (looked for {path})", fix)
+        try:
+            loaded = yaml.safe_load(path.read_text())
+        except yaml.YAMLError:
+            loaded = None  # load_config reports it, naming the file
+        resolved = (loaded.get("data_resolved") if isinstance(loaded, dict) else None) or {}
+        source = [f"data.source={resolved['source']}"] if resolved.get("source") else []
+        return load_config(None, [*source, *args.overrides], config_path=path)
+    if not run_info.get("recipe"):
+        raise ConfigError(f"{args.ckpt} records no recipe to take its data from", fix)
+    source = [f"data.source={run_info['data_source']}"] if run_info.get("data_source") else []
+    return load_config(run_info["recipe"], [*source, *args.overrides])
 
 
 def cmd_test(args: argparse.Namespace) -> int:
@@ -176,10 +143,10 @@ def cmd_test(args: argparse.Namespace) -> int:
 
     from pixel_lightning.config import ConfigError
     from pixel_lightning.hub import load_model
-    from pixel_lightning.runner import build_datamodule, quiet_lightning, scalar_metrics
+    from pixel_lightning.runner import build_datamodule, progress_bars, quiet_lightning, scalar_metrics
 
     model = load_model(args.ckpt)
-    cfg = run_config(args)
+    cfg = run_config(args, model.run_info)
     dm = build_datamodule(cfg)
     if (tuple(dm.image_shape), dm.levels) != (tuple(model.image_shape), model.levels):
         raise ConfigError(
@@ -197,7 +164,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         limit_test_batches=tested_batches(args) or t.limit_test_batches,  # the batches its figure covers
         logger=False,
         enable_checkpointing=False,
-        enable_progress_bar=t.enable_progress_bar,
+        enable_progress_bar=progress_bars(cfg),  # on a terminal only: no carriage returns in a log file
         enable_model_summary=False,
     )
     evaluate = trainer.test if args.split == "test" else trainer.validate
@@ -231,11 +198,11 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from pixel_lightning.hub import load_model
     from pixel_lightning.visual import display_scale, image_grid, save_png
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    at_least_one("--n", args.n)
     model = load_model(args.ckpt)
     out = out_dir(args.out)
-    x = model.sample(args.n, generator=torch.Generator().manual_seed(args.seed), progress=True)
+    g = torch.Generator().manual_seed(args.seed)
+    x = model.sample(args.n, generator=g, progress=sys.stderr.isatty())  # no bars in a log file
     write_npz(out / "samples.npz", images=x.numpy().astype(np.uint8 if model.levels <= 256 else np.int64))
     save_png(out / "samples.png", image_grid(x, model.levels), display_scale(model.image_shape[2]))
     print(f"wrote {out / 'samples.png'} and {out / 'samples.npz'} ({args.n} images)")
@@ -248,15 +215,14 @@ def cmd_complete(args: argparse.Namespace) -> int:
     from pixel_lightning.hub import load_model
     from pixel_lightning.visual import display_scale, row_figure, save_png, to_rgb
 
-    if args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+    at_least_one("--n", args.n)
     model = load_model(args.ckpt)
     names, x = read_images(args.images, model.image_shape, model.levels)
     check(model, x, args.images)
     mask = keep_mask(args.keep, model.image_shape)
     out = out_dir(args.out)
     g = torch.Generator().manual_seed(args.seed)
-    xc = model.complete(x, mask, n=args.n, generator=g, progress=True)  # (B, K, C, H, W)
+    xc = model.complete(x, mask, n=args.n, generator=g, progress=sys.stderr.isatty())  # (B, K, C, H, W)
     write_npz(out / "completions.npz", completions=xc.numpy(), originals=x.numpy(), mask=mask.numpy())
     occluded = to_rgb(x, model.levels).copy()  # (B, H, W, 3)
     occluded[~mask.all(0).numpy()[None].repeat(len(x), 0)] = 128  # hidden pixels grey
@@ -276,6 +242,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from pixel_lightning.hub import load_model
     from pixel_lightning.metrics import bits_per_dim
 
+    at_least_one("--batch-size", args.batch_size)
+    images = Path(args.images).resolve()
+    if args.out and (Path(args.out).resolve() == images or images in Path(args.out).resolve().parents):
+        raise InputError(f"--out {args.out} would overwrite the images it scores", "choose another file")
     model = load_model(args.ckpt)
     names, x = read_images(args.images, model.image_shape, model.levels)
     check(model, x, args.images)
@@ -283,8 +253,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         nll = torch.cat([-model.log_prob(b) for b in x.split(args.batch_size)]).double()  # (N,) nats
     bpd = bits_per_dim(nll, model.dims)
     if args.out:
-        with open(args.out, "w", newline="") as f:
-            write_csv(f, names, nll, bpd)
+        from pixel_lightning.atomic import atomic_write
+
+        text = io.StringIO(newline="")
+        write_csv(text, names, nll, bpd)
+        atomic_write(Path(args.out), text.getvalue())
     else:
         write_csv(sys.stdout, names, nll, bpd)
     print(
@@ -317,10 +290,17 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_parser("fit", help="train a recipe (the default; python recipes/run.py --help for its options)")
 
     t = sub.add_parser("test", help="re-evaluate a checkpoint on its run's test (or validation) data: JSON")
-    t.add_argument("--ckpt", required=True, help="Lightning checkpoint of a run (<run>/checkpoints/*.ckpt)")
+    t.add_argument(
+        "--ckpt",
+        required=True,
+        help="a run's checkpoint (<run>/checkpoints/*.ckpt), save_pretrained folder or Hub id",
+    )
     t.add_argument("--split", choices=("test", "val"), default="test", help="split (default test)")
     t.add_argument("--out", help="JSON file (default: standard output)")
-    t.add_argument("--config", help="the run config (default: <run>/config.yaml beside checkpoints/)")
+    t.add_argument(
+        "--config",
+        help="the run config (default: <run>/config.yaml beside checkpoints/, or the recorded recipe)",
+    )
     t.add_argument("overrides", nargs="*", help="key=value changes to that config, e.g. data.data_dir=DIR")
     t.add_argument("--debug", action="store_true", help="show full tracebacks")
     t.set_defaults(func=cmd_test)
@@ -368,7 +348,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from pixel_lightning.errors import cli_errors
 
-    with cli_errors(debug=args.debug, also=(ValueError, FileNotFoundError)):  # input checks name the file
+    with cli_errors(debug=args.debug):  # bad input: InputError and friends, naming the file (exit 2)
         return args.func(args)
 
 

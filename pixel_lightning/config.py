@@ -284,7 +284,13 @@ class RunConfig:
             if value < low:
                 raise ConfigError(f"{key}={value} is impossible: it must be >= {low}")
         if self.trainer.max_epochs < -1 or self.trainer.max_steps < -1:
-            raise ConfigError("trainer.max_epochs and trainer.max_steps must be >= 0, or -1 for no limit")
+            raise ConfigError("trainer.max_epochs and trainer.max_steps must be >= 1, or -1 for no limit")
+        for key in ("max_steps", "max_epochs", "limit_train_batches"):  # a budget that trains nothing
+            if getattr(self.trainer, key) == 0:
+                raise ConfigError(
+                    f"trainer.{key}=0 trains nothing: the run would test an untrained model as its result",
+                    f"set trainer.{key} >= 1 (to score a checkpoint: pixel-lightning test --ckpt FILE)",
+                )
         if self.trainer.max_time is not None and not re.fullmatch(
             r"\d+:\d\d:\d\d:\d\d", self.trainer.max_time
         ):

@@ -12,7 +12,8 @@ Exit codes::
     1    an internal error (a bug): the traceback is printed
     2    a user error: bad recipe, override, value, data, run directory or checkpoint
     3    training stopped by a guard (non-finite loss or gradient too often)
-    130  interrupted by Ctrl-C
+    130  interrupted by Ctrl-C (during training: after writing a checkpoint of the current step, as for
+         SIGTERM; a second Ctrl-C stops at once, from the last checkpoint written)
     143  preempted by SIGTERM, 138 by SIGUSR1 (128 + signal): a checkpoint of the current step was written,
          re-run the same command to resume
 """
@@ -20,9 +21,12 @@ Exit codes::
 from __future__ import annotations
 
 import contextlib
+import signal
 import sys
 from collections.abc import Iterator
 from typing import IO, NoReturn
+
+RESUME = "re-run the same command (same --out) to resume from it"
 
 
 class PixelLightningError(Exception):
@@ -41,6 +45,11 @@ class ConfigError(PixelLightningError, ValueError):
 
 class CheckpointError(PixelLightningError):
     """A checkpoint that cannot be used: corrupt, truncated, non-finite, or of another model."""
+
+
+class InputError(PixelLightningError, ValueError):
+    """A file or value the user passed to a command (images, arrays, masks, --batch-size) that cannot be
+    read as asked: the message names the file, what it is, what was expected, and the fix."""
 
 
 class RunDirError(PixelLightningError):
@@ -62,11 +71,10 @@ class Preempted(PixelLightningError):
         where = (
             f"checkpoint of step {step} written to {checkpoint}" if checkpoint else "no checkpoint written"
         )
-        fix = (
-            "the SLURM job was requeued and will resume from it"
-            if requeued
-            else "re-run the same command (same --out) to resume from it"
-        )
+        if int(signum) == signal.SIGINT:
+            super().__init__(f"interrupted (Ctrl-C) at training step {step}; {where}", RESUME)
+            return
+        fix = "the SLURM job was requeued and will resume from it" if requeued else RESUME
         super().__init__(f"preempted by signal {int(signum)} at training step {step}; {where}", fix)
 
 
@@ -102,12 +110,15 @@ def cli_errors(
     that are the user's in a command whose only checks raise them (``pixel-lightning evaluate``: the
     model's input checks raise ValueError naming the image).
     """
+    interrupted = "interrupted (Ctrl-C). Re-run the same command to resume from the last checkpoint"
     try:
         yield
     except KeyboardInterrupt as error:
-        _exit(
-            error, "interrupted (Ctrl-C). Re-run the same command to resume from the last checkpoint", stream
-        )
+        _exit(error, interrupted, stream)
+    except SystemExit as error:
+        if error.code == 1 and isinstance(error.__context__, KeyboardInterrupt):
+            _exit(error.__context__, interrupted, stream)  # Lightning's Trainer turns Ctrl-C into exit(1)
+        raise
     except (*user_error_types(), *also) as error:
         if debug:
             raise

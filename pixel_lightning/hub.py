@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin, constants, hf_hub_download
+from huggingface_hub.errors import LocalEntryNotFoundError
 
 from pixel_lightning.errors import CheckpointError
 
@@ -105,7 +106,13 @@ def build_from_config(config: dict[str, Any], source: str) -> AutoregressiveImag
             f"save it with model.save_pretrained; architectures: {sorted(ARCHITECTURES)}",
         )
     fields = set(ARCHITECTURES[arch].config_fields())
-    return ARCHITECTURES[arch](**{k: v for k, v in config["model"].items() if k in fields})
+    try:
+        return ARCHITECTURES[arch](**{k: v for k, v in config["model"].items() if k in fields})
+    except (TypeError, ValueError) as e:  # sizes of the wrong type or impossible values
+        raise CheckpointError(
+            f"{source}: the recorded {arch} sizes cannot build a model ({type(e).__name__}: {one_line(e)})",
+            "the config was edited or damaged: save the model again with model.save_pretrained",
+        ) from e
 
 
 def load_pretrained(
@@ -121,11 +128,16 @@ def load_pretrained(
             if not f.is_file():
                 raise CheckpointError(f"{folder} has no {f.name}", "pass a folder written by save_pretrained")
     else:
-        config_file = Path(hf_hub_download(str(source), CONFIG, **hub_kwargs))
-        weights_file = Path(hf_hub_download(str(source), WEIGHTS, **hub_kwargs))
-    config = json.loads(config_file.read_text())
+        config_file, weights_file = hub_files(str(source), **hub_kwargs)
+    config = read_config_json(config_file)
     model = build_from_config(config, str(source))
-    missing, unexpected = load_safetensors(model, str(weights_file), strict=False, device=map_location)
+    try:
+        missing, unexpected = load_safetensors(model, str(weights_file), strict=False, device=map_location)
+    except Exception as e:  # noqa: BLE001 - SafetensorError, OSError, shape mismatches (RuntimeError)
+        raise CheckpointError(
+            f"cannot read {weights_file} as this model's weights ({type(e).__name__}: {one_line(e)})",
+            "the file is damaged or of another model: save the folder again with model.save_pretrained",
+        ) from e
     if missing or unexpected:
         raise CheckpointError(
             f"{source}: the weights do not match the recorded {config['arch']} model "
@@ -133,7 +145,70 @@ def load_pretrained(
             "save the folder again with model.save_pretrained",
         )
     model.run_info = dict(config.get("run") or {})
+    check_finite(model, weights_file)
     return model.eval()
+
+
+def read_config_json(path: Path) -> dict[str, Any]:
+    """A ``config.json`` as a dict, or a CheckpointError naming the file."""
+    try:
+        config = json.loads(Path(path).read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(
+            f"cannot read {path} as JSON ({type(e).__name__}: {one_line(e)})",
+            "restore the file, or save the folder again with model.save_pretrained",
+        ) from e
+    if not isinstance(config, dict):
+        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object", "save it again")
+    return config
+
+
+def hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[Path, Path]:
+    """(config.json, model.safetensors) of a Hub model id, downloaded or from the cache.
+
+    Without a network huggingface_hub retries each download for about 25 s before using the cache; one
+    quick request tells first whether the Hub answers, and offline the cache is used at once."""
+    offline = constants.is_offline_mode() or hub_kwargs.get("local_files_only")
+    if not offline and not hub_reachable():
+        hub_kwargs = {**hub_kwargs, "local_files_only": True}
+        offline = True
+    try:
+        return tuple(Path(hf_hub_download(repo_id, f, **hub_kwargs)) for f in (CONFIG, WEIGHTS))  # type: ignore[return-value]
+    except LocalEntryNotFoundError as e:
+        if not offline:
+            raise
+        raise CheckpointError(
+            f"{repo_id} is neither a file nor a folder here, and it could not be loaded as a Hugging Face "
+            "Hub model id: the Hub is not reachable (offline) and no copy of it is cached",
+            "pass a checkpoint file or a save_pretrained folder, or load the id once where the Hub is "
+            "reachable (it is cached then; HF_HUB_OFFLINE=1 uses the cache only)",
+        ) from e
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Does the Hub endpoint answer one request within ``timeout`` seconds (no retries)?"""
+    from huggingface_hub import get_session
+
+    try:
+        get_session().head(constants.ENDPOINT, timeout=timeout)
+    except Exception:  # noqa: BLE001 - no DNS, refused, timed out: all mean offline here
+        return False
+    return True
+
+
+def check_finite(model: torch.nn.Module, source: str | Path) -> None:
+    """Refuse weights holding NaN or infinity: such a model's samples and likelihoods are not results."""
+    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
+    if bad:
+        raise CheckpointError(
+            f"{source} holds non-finite weights (NaN or infinity in {', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}): its samples and likelihoods would be meaningless",
+            "use an earlier checkpoint of the run (training diverged before this one was written)",
+        )
+
+
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
 
 
 # ----------------------------------------------------------------------------- Lightning checkpoints
@@ -152,27 +227,65 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Autoregressi
     if meta is None:
         raise CheckpointError(f"{path} is not a pixel-lightning checkpoint (no architecture recorded in it)")
     model = build_from_config({"arch": meta.get("arch"), "model": meta.get("config")}, str(path))
-    model.load_state_dict(ckpt["state_dict"])
-    model.run_info = run_info(Path(path).resolve().parent.parent)
+    try:
+        model.load_state_dict(ckpt["state_dict"])
+    except (KeyError, TypeError, RuntimeError) as e:  # no state_dict, or weights of another shape
+        raise CheckpointError(
+            f"{path}: its weights do not match the {meta.get('arch')} model it records "
+            f"({type(e).__name__}: {one_line(e)})",
+            "the file is damaged or was edited: use another checkpoint of the run",
+        ) from e
+    check_finite(model, path)
+    model.run_info = run_info(Path(path).resolve().parent.parent, ckpt, Path(path))
     return model.eval()
 
 
-def run_info(run_dir: Path) -> dict[str, Any]:
-    """What a finished run directory says about its model (empty when it is not one)."""
+def run_info(
+    run_dir: Path, ckpt: dict[str, Any] | None = None, ckpt_path: Path | None = None
+) -> dict[str, Any]:
+    """What a finished run directory says about the weights of one of its checkpoints (empty when it is
+    not one): the run's data and recipe; the checkpoint's own step and epoch and, where the file records
+    it, its own validation figure; the run's test figures only for the checkpoint they were measured on
+    (metrics.json ``test_checkpoint``)."""
     import yaml
 
     metrics_file, config_file = run_dir / "metrics.json", run_dir / "config.yaml"
     if not metrics_file.is_file():
         return {}
-    metrics = json.loads(metrics_file.read_text())
+    metrics = read_config_json(metrics_file)
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    keep = ("recipe", "dataset", "variant", "global_step", "epochs", "params", "paper", "command")
+    keep = ("recipe", "dataset", "variant", "params", "paper", "command")
     info = {k: metrics[k] for k in keep if metrics.get(k) is not None}
-    info.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+    tested = metrics.get("test_checkpoint")
+    if ckpt_path is None or (tested and Path(tested).name == ckpt_path.name):
+        info.update({k: v for k, v in metrics.items() if k.startswith("test/")})
+        info.update({k: metrics[k] for k in ("global_step", "epochs") if metrics.get(k) is not None})
+    elif tested:
+        info["tested_checkpoint"] = Path(tested).name  # the run's test figure belongs to that file
+    if ckpt is not None:
+        info["checkpoint"] = ckpt_path.name if ckpt_path is not None else None
+        info.update(own_figures(ckpt, ckpt_path))
     source = ((config or {}).get("data") or {}).get("source")
     if source:
         info["data_source"] = source
     return info
+
+
+def own_figures(ckpt: dict[str, Any], path: Path | None) -> dict[str, Any]:
+    """A Lightning checkpoint's own step and epoch, and its validation figure when it is the file a
+    ``ModelCheckpoint`` kept as best (that callback's state records the score it was kept for)."""
+    out: dict[str, Any] = {}
+    if isinstance(ckpt.get("global_step"), int):
+        out["global_step"] = ckpt["global_step"]
+    if isinstance(ckpt.get("epoch"), int):
+        out["epochs"] = ckpt["epoch"]
+    for state in (ckpt.get("callbacks") or {}).values():
+        if not isinstance(state, dict) or not str(state.get("monitor")).startswith("val/") or path is None:
+            continue  # (the periodic checkpoints' callback "monitors" the step: not a figure)
+        score, best = state.get("best_model_score"), state.get("best_model_path")
+        if best and Path(str(best)).name == path.name and score is not None:
+            out[str(state["monitor"])] = float(score)
+    return out
 
 
 # ----------------------------------------------------------------------------- any source
@@ -264,6 +377,10 @@ def model_card(model: AutoregressiveImageModel) -> ModelCard:
 
 
 def results_lines(run: dict[str, Any]) -> list[str]:
+    """The card's data and results: the figures of these weights only (their step, their validation
+    figure, and the run's test figure when it was measured on them), the paper's beside the paper's data."""
+    from pixel_lightning.data.base import is_user_data
+
     if not run:
         return [
             "This model was not saved from a finished pixel-lightning run, so its training data and test "
@@ -282,7 +399,17 @@ def results_lines(run: dict[str, Any]) -> list[str]:
         if other is not None:
             ours += f" ({other:.4f} {'bits/dim' if nats else 'nats'})"
         lines.append(f"- test negative log-likelihood: {ours}")
-    if paper.get("test") is not None:
+    elif run.get("tested_checkpoint"):
+        step = f", step {run['global_step']}" if run.get("global_step") is not None else ""
+        lines.append(
+            f"- test negative log-likelihood: not recorded for this checkpoint (`{run.get('checkpoint')}`"
+            f"{step}); the run's test figure belongs to `{run['tested_checkpoint']}`"
+        )
+    for name in sorted(k for k in run if k.startswith("val/")):
+        lines.append(f"- validation `{name}` of these weights: {run[name]:.4f}")
+    if is_user_data(run.get("variant")):
+        lines.append("- paper: no figure (the data is the user's own, not the paper's)")
+    elif paper.get("test") is not None:
         lines.append(f"- paper: {paper['test']} {paper.get('unit', unit)} ({paper.get('where', '')})")
     else:
         lines.append("- paper: no figure published for this configuration")

@@ -46,6 +46,7 @@ from pixel_lightning.callbacks import (
     log_image,
 )
 from pixel_lightning.config import ConfigError, RunConfig, load_config
+from pixel_lightning.data.base import is_user_data
 from pixel_lightning.errors import cli_errors
 from pixel_lightning.recipebook import list_text, make_parser, paper_figure
 from pixel_lightning.visual import save_grid
@@ -134,6 +135,10 @@ class RunWandbLogger(WandbLogger):
         self._summaries_defined = False
         self._history, self._run_dir, self._run_id = history, Path(kwargs["save_dir"]), kwargs.get("id")
         self._recorded: Counter[wandb_record.Row] = Counter()
+        # Lightning passes wandb.init(anonymous=None), which wandb 0.31 answers with "The anonymous setting
+        # has no effect" on every run; no public way to leave it out (private _wandb_init, forced by
+        # tests/test_bad_inputs.py::test_wandb_is_not_given_the_anonymous_setting)
+        self._wandb_init.pop("anonymous", None)
 
     @property
     def experiment(self) -> Any:
@@ -255,7 +260,7 @@ def build_callbacks(cfg: RunConfig) -> list[Callback]:
                 cfg.sample.every_n_epochs,
                 cfg.sample.n,
                 cfg.sample.seed,
-                progress=cfg.trainer.enable_progress_bar,
+                progress=progress_bars(cfg),
             )
         )
     return callbacks
@@ -464,9 +469,12 @@ def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     if other is not None:
         ours_text += f" ({other:.4f} {'bits/dim' if nats else 'nats'})"
     paper = paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)
+    if cfg.paper.where:
+        paper += f" ({cfg.paper.where})"
+    if is_user_data(metrics.get("variant")):
+        paper = "- (your own data, not the paper's)"
     return (
-        f"[{cfg.recipe or 'run'}] test: {ours_text} | paper: {paper}"
-        f"{' (' + cfg.paper.where + ')' if cfg.paper.where else ''} | data: {metrics.get('variant')} | "
+        f"[{cfg.recipe or 'run'}] test: {ours_text} | paper: {paper} | data: {metrics.get('variant')} | "
         f"steps {metrics['global_step']} | {metrics['seconds'].get('total', 0):.0f} s | "
         f"run dir: {cfg.run_dir}"
     )

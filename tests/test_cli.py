@@ -151,14 +151,15 @@ def test_bad_input_exits_2_naming_the_problem(run, capsys, monkeypatch):
     np.savez(root / "ok.npz", images=digits.numpy())
     Image.fromarray(np.zeros((4, 4), np.uint8)).save(root / "small_mask.png")
     cases = [
-        (["evaluate", "--ckpt", ckpt, "--images", "bad"], "wide.png: images must be 8x8 pixels"),
+        (["evaluate", "--ckpt", ckpt, "--images", "bad"], "wide.png is an 8-bit grey PNG (mode L), 8x9"),
         (
             ["evaluate", "--ckpt", ckpt, "--images", "grey"],
-            "g.png: pixel values must be one of the model's 2",
+            "g.png is an 8-bit grey PNG (mode L), 8x8: value 100 at (channel, row, column) (0, 0, 0) is "
+            "not one of the model's 2 levels",
         ),
         (["evaluate", "--ckpt", ckpt, "--images", "big.npz"], r"big.npz: pixel values must lie in [0, 2)"),
         (["evaluate", "--ckpt", ckpt, "--images", "float.npz"], "images must be integers in [0, 2)"),
-        (["evaluate", "--ckpt", ckpt, "--images", "nothing.npz"], "no folder or .npz file at nothing.npz"),
+        (["evaluate", "--ckpt", ckpt, "--images", "nothing.npz"], "no file or folder at nothing.npz"),
         (["evaluate", "--ckpt", "missing.ckpt", "--images", "big.npz"], "no checkpoint at missing.ckpt"),
         (["sample", "--ckpt", ckpt, "--n", 0, "--out", "o"], "--n must be >= 1"),
         (
@@ -273,7 +274,8 @@ def test_test_reevaluates_a_runs_checkpoint_on_its_data(command, tmp_path, data_
     best = done["test_checkpoint"]
     assert Path(best).is_file() and "best" in Path(best).name
 
-    command("test", "--ckpt", best, "--out", "test.json", cwd=tmp_path)
+    _, out, err = command("test", "--ckpt", best, "--out", "test.json", cwd=tmp_path)
+    assert "\r" not in out + err and "Testing DataLoader" not in out + err  # no bars in a log file
     tested = json.loads((tmp_path / "test.json").read_text())
     for key in ("test/nll_nats", "test/bits_per_dim"):
         assert tested[key] == pytest.approx(done[key], rel=1e-6), key
@@ -282,6 +284,13 @@ def test_test_reevaluates_a_runs_checkpoint_on_its_data(command, tmp_path, data_
     _, out, _ = command("test", "--ckpt", best, "--split", "val", cwd=tmp_path)  # JSON to stdout
     val = json.loads(out)
     assert val["split"] == "val" and val["val/nll_nats"] > 0 and "test/nll_nats" not in val
+
+    # a save_pretrained folder has no run directory: its config.json names the recipe, the data is passed
+    pixel_lightning.load_model(best).save_pretrained(tmp_path / "folder")
+    limits = ["trainer.limit_test_batches=1", "data.batch_size=2"]
+    command("test", "--ckpt", "folder", *data, *limits, "--out", "f.json", cwd=tmp_path)
+    from_folder = json.loads((tmp_path / "f.json").read_text())
+    assert from_folder["test/nll_nats"] == pytest.approx(done["test/nll_nats"], rel=1e-6)
 
     alone = tmp_path / "alone.ckpt"
     shutil.copy(best, alone)  # no run directory around it

@@ -208,7 +208,8 @@ def test_imagenet_png_folders(tmp_path, data_write, size):
     train, test = png_files(tmp_path, data_write, size)
     dm = build_datamodule(f"imagenet{size}", data_dir=tmp_path, strict=False, val_size=3)
     dm.setup()
-    assert (dm.source_used, dm.variant, dm.image_shape) == ("png", "oord-downsampled-png", (3, size, size))
+    # 12 photos, not the release's 1,281,149: the user's own data (no paper figure beside it)
+    assert (dm.source_used, dm.variant, dm.image_shape) == ("png", "user-png", (3, size, size))
     no_labels = {"train": [-1] * 9, "val": [-1] * 3, "test": [-1] * 7}
     check_splits(dm, train[:9], train[9:], test, no_labels)
 

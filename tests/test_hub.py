@@ -24,6 +24,7 @@ RUN = {  # the metrics.json a finished run writes (the keys the card reads)
     "test/bits_per_dim": 0.1439,
     "global_step": 500,
     "epochs": 2,
+    "test_checkpoint": "runs/mnist_pixelcnn/checkpoints/best.ckpt",
     "paper": {"test": 81.3, "train": None, "unit": "nats", "where": "binarized MNIST test NLL, PixelCNN"},
 }
 

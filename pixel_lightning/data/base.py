@@ -16,6 +16,7 @@ no duplicate padding). Build the Trainer with ``use_distributed_sampler=False`` 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -41,6 +42,37 @@ FEATURES = datasets.Features({"image": datasets.Value("binary"), "label": datase
 META = "pixel_lightning.json"  # written last inside the temp dir: its presence marks a complete conversion
 FORMAT_VERSION = 1
 Transform = Callable[[np.ndarray, np.ndarray, int], np.ndarray]  # (x, rows, epoch) -> x
+USER_VARIANT = "user-"  # the user's own files (e.g. "user-png"): no paper figure belongs beside them
+
+
+def writable(folder: Path) -> bool:
+    """Can ``folder`` be written, or created inside its nearest existing parent?"""
+    folder = folder.absolute()
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
+
+
+def user_cache_dir(data_dir: Path) -> Path:
+    """The conversions of a read-only ``data_dir``: ``$XDG_CACHE_HOME/pixel-lightning/<name>-<hash>``
+    (default ``~/.cache``), one folder per data folder."""
+    import hashlib
+
+    root = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "pixel-lightning"
+    resolved = str(Path(data_dir).resolve())
+    return root / f"{Path(resolved).name}-{hashlib.sha1(resolved.encode()).hexdigest()[:12]}"
+
+
+def cache_error(path: Path, error: OSError) -> DataError:
+    return DataError(
+        f"cannot write the converted data to {path} ({error.strerror or error}): the Arrow cache needs a "
+        "writable folder; set data.cache_dir=DIR (cache_dir= in Python) to one"
+    )
+
+
+def is_user_data(variant: str | None) -> bool:
+    """Is ``variant`` the user's own data rather than a release the paper measured on?"""
+    return str(variant or "").startswith(USER_VARIANT)
 
 
 # ----------------------------------------------------------------------------- conversion (prepare_data)
@@ -378,6 +410,7 @@ class ImageDataModule(pl.LightningDataModule):
         if not isinstance(seed, int):
             raise DataError(f"seed must be an integer, got {seed!r}")
         self.data_dir = Path(data_dir if data_dir is not None else f"data_cache/{self.name}")
+        self.cache_given = cache_dir is not None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / "arrow"
         self.source, self.batch_size, self.num_workers = source, batch_size, num_workers
         self.seed, self.strict, self.val_size = seed, strict, val_size
@@ -410,8 +443,14 @@ class ImageDataModule(pl.LightningDataModule):
 
     # -- sources
     def _cache_path(self, source: str) -> Path:
+        """Where ``source``'s conversion is: in ``cache_dir``; by default ``<data_dir>/arrow``, or, when that
+        cannot be written (a shared, read-only data folder) and holds no conversion of ``source``, a
+        folder of the user's cache (:func:`user_cache_dir`)."""
         key = source if source != "hub" else f"hub-{str(self.hub_id).replace('/', '--')}"
-        return self.cache_dir / key
+        path = self.cache_dir / key
+        if self.cache_given or is_complete(path) or writable(self.cache_dir):
+            return path
+        return user_cache_dir(self.data_dir) / key
 
     def _resolve(self) -> str:
         """The source to use: the explicit one, else local files, else an earlier conversion, else the Hub."""
@@ -465,7 +504,14 @@ class ImageDataModule(pl.LightningDataModule):
             self._check(plan.problems)  # checksum failures stop before the (long) conversion
             rank_zero_info(f"[{self.name}] converting '{source}' into {path} (once)")
             info = {"dataset": self.name, "source": source, "variant": self._variant(source)}
-            meta = convert(plan, self.image_shape, path, info, fingerprint(self._files(source)))
+            try:
+                meta = convert(plan, self.image_shape, path, info, fingerprint(self._files(source)))
+            except PermissionError as e:  # EACCES, EPERM
+                raise cache_error(path, e) from e
+            except OSError as e:
+                if e.errno not in (errno.EROFS, errno.ENOSPC, errno.EDQUOT):
+                    raise
+                raise cache_error(path, e) from e
         self._check(meta["problems"])
         self.source_used, self.variant, self._meta = source, meta["variant"], meta
 

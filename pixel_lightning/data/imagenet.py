@@ -17,7 +17,7 @@ import os
 from functools import partial
 from pathlib import Path
 
-from .base import ImageDataModule
+from .base import USER_VARIANT, ImageDataModule
 from .errors import DataError
 from .sources import (
     Plan,
@@ -114,6 +114,14 @@ class ImageNetDataModule(ImageDataModule):
         return _help(self.size)
 
     def _variant(self, source: str) -> str:
+        """The release's name, or ``user-png`` for a PNG folder whose counts are not the release's (a
+        user's own images read with strict=False): no paper figure belongs beside those."""
+        if source == "png" and any(
+            count_pngs(path) not in (-1, PNG_COUNTS[split])
+            for split in PNG_COUNTS
+            if (path := self._png(split)) is not None
+        ):
+            return f"{USER_VARIANT}png"
         return f"hub:{self.hub_id}" if source == "hub" else self.VARIANTS[source]
 
     def _plan(self, source: str) -> Plan:

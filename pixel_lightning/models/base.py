@@ -253,6 +253,8 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) in nats (natural log), float (B,), for int64 images x (B, C, H, W)."""
         self.check_images(x)
+        if len(x) == 0:  # no images: no log-likelihoods (the network does not take an empty batch)
+            return torch.zeros(0, dtype=next(self.parameters()).dtype, device=self.device)
         x = x.long().to(self.device)
         return log_likelihood(self(x), x, self.levels)
 

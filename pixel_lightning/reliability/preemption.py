@@ -29,7 +29,7 @@ from lightning.pytorch.callbacks import Callback
 from pixel_lightning.errors import Preempted
 from pixel_lightning.reliability.checkpoints import PeriodicCheckpoint, plain_batch_end
 
-SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # SIGINT: Ctrl-C saves a resumable step too
 
 
 def slurm_job_id() -> str | None:
@@ -66,7 +66,13 @@ class Preemption(Callback):
     def _handler(self, signum: int, frame: FrameType | None) -> None:
         if self.received is None:
             self.received, self.received_at = signum, time.monotonic()
-            print(f"[preemption] received signal {signum}: checkpointing at the end of this step", flush=True)
+            again = " (Ctrl-C again: stop at once)" if signum == signal.SIGINT else ""
+            print(
+                f"[preemption] received signal {signum}: checkpointing at the end of this step{again}",
+                flush=True,
+            )
+        elif signum == signal.SIGINT:  # Ctrl-C again: stop now, from the last checkpoint written
+            raise KeyboardInterrupt
 
     def _install(self) -> None:
         if threading.current_thread() is not threading.main_thread() or self._previous:
@@ -96,7 +102,8 @@ class Preemption(Callback):
             return
         path = self.checkpoint.save_now(trainer, batch_end)
         job = slurm_job_id()
-        requeued = bool(self.requeue and job and trainer.is_global_zero and requeue_slurm(job))
+        requeue = self.requeue and received != signal.SIGINT  # Ctrl-C is the user's, not the scheduler's
+        requeued = bool(requeue and job and trainer.is_global_zero and requeue_slurm(job))
         self._restore()
         raise Preempted(received, trainer.global_step, str(path) if path else None, requeued)
 
