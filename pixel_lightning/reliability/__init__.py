@@ -31,7 +31,7 @@ from pixel_lightning.reliability.checkpoints import (
     non_finite_tensors,
     step_name,
 )
-from pixel_lightning.reliability.guard import NonFiniteGuard
+from pixel_lightning.reliability.guard import NonFiniteGuard, set_aside_diverged
 from pixel_lightning.reliability.preemption import Preemption, requeue_slurm, slurm_job_id
 from pixel_lightning.reliability.resume import (
     HistoryCSVLogger,
@@ -41,7 +41,7 @@ from pixel_lightning.reliability.resume import (
     first_logged_step,
     make_resumable,
 )
-from pixel_lightning.reliability.rundir import ensure_writable
+from pixel_lightning.reliability.rundir import RunLock, ensure_writable
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -127,6 +127,7 @@ __all__ = [
     "PeriodicCheckpoint",
     "Preemption",
     "RNGState",
+    "RunLock",
     "ResumableLoader",
     "callbacks",
     "check_compatible",
@@ -140,6 +141,7 @@ __all__ = [
     "plugins",
     "prepare_resume",
     "requeue_slurm",
+    "set_aside_diverged",
     "slurm_job_id",
     "step_name",
 ]
