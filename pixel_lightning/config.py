@@ -313,7 +313,7 @@ class RunConfig:
 
 
 def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key: A there, B here`` for each identity setting (not in NOT_IDENTITY) that differs between two
+    """``key=A there, key=B here`` for each identity setting (not in NOT_IDENTITY) that differs between two
     configs in ``RunConfig.to_dict`` form (``saved``: a run's config.yaml)."""
     saved = {k: v for k, v in saved.items() if k not in SAVED_ONLY}
 
@@ -327,7 +327,7 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
     a, b = identity(saved), identity(current)
     missing = object()
     return [
-        f"{k}: {text(a[k]) if k in a else 'unset'} there, {text(b[k]) if k in b else 'unset'} here"
+        f"{k}={text(a[k]) if k in a else '(unset)'} there, {k}={text(b[k]) if k in b else '(unset)'} here"
         for k in sorted(a.keys() | b.keys())
         if a.get(k, missing) != b.get(k, missing)
     ]

@@ -159,7 +159,7 @@ def finished(server, tmp_path_factory) -> Path:
         ("unfinished", "seed=1"),
         ("unfinished", "data.batch_size=4"),
         ("unfinished", "data.binarization=stochastic"),
-        ("finished", "model.residual=false"),
+        ("finished", "seed=1"),  # main printed the old result as this run's
     ],
 )
 def test_another_run_into_the_same_folder_is_refused(server, finished, state, change, tmp_path):
@@ -173,8 +173,7 @@ def test_another_run_into_the_same_folder_is_refused(server, finished, state, ch
     before = snapshot(out)
     code, stdout, stderr = run(server, out, "trainer.max_steps=6", change)
     assert code == 2, stdout + stderr
-    key, value = change.split("=")
-    assert f"{key}: " in stderr and f"{value} here" in stderr and "another --out" in stderr
+    assert f"{change} here" in stderr and "another --out" in stderr
     assert snapshot(out) == before
 
 
@@ -190,8 +189,8 @@ def test_identity_ignores_budget_output_logging_and_resumable_changes():
     assert identity_differences(saved, same) == []
     other = {**same, "trainer": {**same["trainer"], "devices": 2}, "model": {"lr": 0.01, "hidden": 8}}
     assert identity_differences(saved, other) == [
-        "model.hidden: 4 there, 8 here",
-        "trainer.devices: 1 there, 2 here",
+        "model.hidden=4 there, model.hidden=8 here",
+        "trainer.devices=1 there, trainer.devices=2 here",
     ]
 
 

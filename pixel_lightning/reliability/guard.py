@@ -105,8 +105,8 @@ def checkpoint_step(path: Path) -> int | None:
 
 def set_aside_diverged(directory: Path, sane_step: int) -> tuple[Path | None, int | None]:
     """Move the checkpoints in ``directory`` saved after ``sane_step`` into ``diverged-after-step-N/`` in
-    its parent, the run directory (kept, not deleted), so a re-run resumes from the newest sane one. Returns the folder
-    (None: nothing moved) and the step the re-run resumes from (None: no checkpoint left, it starts over)."""
+    its parent, the run directory (kept, not deleted), so a re-run resumes from the newest sane one.
+    Returns the folder (None: nothing moved) and the step a re-run resumes from (None: it starts over)."""
     steps = {p: checkpoint_step(p) for p in sorted(Path(directory).glob("*.ckpt"))}
     later = [p for p, step in steps.items() if step is not None and step > sane_step]
     kept = [step for p, step in steps.items() if step is not None and p not in later]
