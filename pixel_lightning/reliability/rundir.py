@@ -53,6 +53,14 @@ def _process_start(pid: int) -> str | None:
         return None
 
 
+def _pid_namespace() -> str | None:
+    """Which pids this process sees: containers sharing a host name do not share pids."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
 def _alive(pid: int, started: str | None) -> bool:
     """Is process ``pid`` of this host alive and the same process (not a reused pid)?"""
     try:
@@ -92,10 +100,10 @@ class RunLock:
     on a client reboot, and a lock held by a lost node is never released; an exclusive create is atomic
     on NFSv3+ and on every local file system, and the heartbeat lets another host see a lost holder.
 
-    Stale (taken over, with a line saying so): on this host, when the pid is dead or reused (kill -9);
-    on another host, when the heartbeat did not move for ``STALE_AFTER_S`` seconds watched on this host's
-    clock (no comparison of two hosts' clocks). A take-over is serialised by a second exclusive file
-    (``run.lock.break``), so two processes finding one stale lock cannot both take it.
+    Stale (taken over, with a line saying so): on this host (and pid namespace), when the pid is dead or
+    reused (kill -9); on another host, when the heartbeat did not move for ``STALE_AFTER_S`` seconds
+    watched on this host's clock (no comparison of two hosts' clocks). A take-over is serialised by a
+    second exclusive file (``run.lock.break``), so two processes finding one stale lock cannot both take it.
     tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused.
     """
 
@@ -106,6 +114,7 @@ class RunLock:
             "pid": os.getpid(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "proc_start": _process_start(os.getpid()),
+            "pid_ns": _pid_namespace(),
             "token": uuid.uuid4().hex,
         }
         self._stop = threading.Event()
@@ -140,7 +149,8 @@ class RunLock:
         return True
 
     def _stale(self, holder: dict[str, Any], mtime: int) -> bool | None:
-        if holder.get("host") == self.me["host"] and isinstance(holder.get("pid"), int):
+        here = [holder.get(k) for k in ("host", "pid_ns")] == [self.me["host"], self.me["pid_ns"]]
+        if here and isinstance(holder.get("pid"), int):
             return not _alive(holder["pid"], holder.get("proc_start"))
         deadline = time.monotonic() + STALE_AFTER_S  # another host (or unreadable): watch its heartbeat
         while time.monotonic() < deadline:
