@@ -416,8 +416,9 @@ def _run(
     trained = scalar_metrics(trainer.callback_metrics)
 
     best = best_checkpoint(trainer, cfg.checkpoint.monitor)
-    if best is not None:
-        load_weights(model, best)
+    last = reliability.checkpoint_dir(cfg.run_dir) / reliability.LAST  # the final weights, when no best
+    if best is not None or last.is_file():
+        load_weights(model, best or last)  # what was saved, also when a re-run only tests (killed in test)
     t0 = time.perf_counter()
     (tested,) = trainer.test(model, datamodule=dm, verbose=False) or [{}]
     test_s = time.perf_counter() - t0
