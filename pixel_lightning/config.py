@@ -38,6 +38,17 @@ from pixel_lightning.recipebook import read_yaml as _read_yaml
 from pixel_lightning.reliability import CheckpointConfig, GuardConfig  # their owner
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
+BUDGET = ("max_epochs", "max_steps", "max_time")  # trainer.*: how long a run trains (raised: it continues)
+
+# What a run directory's run may change from one start to the next; every other setting is the run's
+# identity, and another identity into the same --out is refused (runner.check_same_run, docs/reliability.md).
+NOT_IDENTITY = (
+    "out", *(f"trainer.{k}" for k in BUDGET),  # where it is written, how long it trains
+    "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
+    "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
+    "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
+    *(f"model.{k}" for k in ModelConfig.RESUMABLE_CHANGES),  # deliberate changes (lr: a guard's recovery)
+)  # fmt: skip
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
 
 
@@ -305,6 +316,27 @@ class RunConfig:
                 raise ConfigError(
                     f"trainer.{key}={value} is impossible: a fraction in [0, 1] or a number of batches"
                 )
+
+
+def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key=A there, key=B here`` for each identity setting (not in NOT_IDENTITY) that differs between two
+    configs in ``RunConfig.to_dict`` form (``saved``: a run's config.yaml)."""
+    saved = {k: v for k, v in saved.items() if k not in SAVED_ONLY}
+
+    def identity(config: dict[str, Any]) -> dict[str, Any]:
+        keep = lambda k: not any(k == x or k.startswith(x + ".") for x in NOT_IDENTITY)  # noqa: E731
+        return {k: v for k, v in _leaves(config) if keep(k)}
+
+    def text(value: Any) -> str:  # as written in a recipe or on the command line: false, null, [1, 28, 28]
+        return yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()
+
+    a, b = identity(saved), identity(current)
+    missing = object()
+    return [
+        f"{k}={text(a[k]) if k in a else '(unset)'} there, {k}={text(b[k]) if k in b else '(unset)'} here"
+        for k in sorted(a.keys() | b.keys())
+        if a.get(k, missing) != b.get(k, missing)
+    ]
 
 
 # ----------------------------------------------------------------------------- layers (OmegaConf)

@@ -56,6 +56,14 @@ class RunDirError(PixelLightningError):
     """The run directory cannot be created or written."""
 
 
+class RunLockedError(RunDirError):
+    """Another live process is writing the run directory (reliability/rundir.py, RunLock)."""
+
+
+class OtherRunError(RunDirError):
+    """The run directory holds another run: settings that define a run differ (runner.check_same_run)."""
+
+
 class NonFiniteError(PixelLightningError):
     """Training produced a non-finite loss or gradient more often than the guard allows."""
 

@@ -30,6 +30,7 @@ from typing import Any
 
 import lightning as L
 import torch
+import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
@@ -45,9 +46,9 @@ from pixel_lightning.callbacks import (
     draw_samples,
     log_image,
 )
-from pixel_lightning.config import ConfigError, RunConfig, load_config
+from pixel_lightning.config import BUDGET, ConfigError, RunConfig, identity_differences, load_config
 from pixel_lightning.data.base import is_user_data
-from pixel_lightning.errors import cli_errors
+from pixel_lightning.errors import NonFiniteError, OtherRunError, cli_errors
 from pixel_lightning.recipebook import list_text, make_parser, paper_figure
 from pixel_lightning.visual import save_grid
 
@@ -341,19 +342,49 @@ def best_checkpoint(trainer: L.Trainer, monitor: str) -> str | None:
 
 def budget(cfg: RunConfig) -> dict[str, Any]:
     """What bounds training: a finished run re-run with the same budget is not trained again."""
-    return {k: getattr(cfg.trainer, k) for k in ("max_epochs", "max_steps", "max_time")}
+    return {k: getattr(cfg.trainer, k) for k in BUDGET}
 
 
 def finished_metrics(cfg: RunConfig) -> dict[str, Any] | None:
-    """metrics.json of this run directory when it finished with the same budget, else None."""
+    """metrics.json of this run directory when it finished with the same budget, else None (a larger
+    budget continues). That it is this run is checked before, by :func:`check_same_run`."""
     path = cfg.run_dir / "metrics.json"
     try:
         metrics = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if metrics.get("budget") != budget(cfg) or metrics.get("model") != cfg.to_dict()["model"]:
-        return None  # a larger budget continues; another model goes to the checkpoint compatibility check
-    return metrics
+    return metrics if metrics.get("budget") == budget(cfg) else None
+
+
+def check_same_run(cfg: RunConfig) -> None:
+    """Refuse (OtherRunError, exit 2) a config whose identity (every setting but config.NOT_IDENTITY: the
+    budget, the output, logging, checkpoint frequency, speed, the model's resumable changes) differs from
+    the run recorded in the run directory's config.yaml, when that run left a result or a checkpoint to
+    resume: nothing there is changed. A folder with no checkpoint and no result (a start that failed
+    before its first checkpoint) holds nothing to mix up: it starts over.
+    tests/test_run_folder.py::test_another_run_into_the_same_folder_is_refused."""
+    path = cfg.run_dir / "config.yaml"
+    has_state = (cfg.run_dir / "metrics.json").is_file() or any(
+        reliability.checkpoint_dir(cfg.run_dir).glob("*.ckpt")
+    )
+    if not has_state or not path.is_file():
+        return
+    try:
+        saved = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise OtherRunError(
+            f"cannot read {path} ({' '.join(str(e).split())[:160]}), the record of the run in {cfg.run_dir}",
+            "choose another --out, or restore that file",
+        ) from e
+    differ = identity_differences(saved, cfg.to_dict())
+    if differ:
+        raise OtherRunError(
+            f"the run directory {cfg.run_dir} holds another run (its config.yaml); these settings differ: "
+            + "; ".join(differ[:8])
+            + (f"; and {len(differ) - 8} more" if len(differ) > 8 else "")
+            + ". Nothing in it was changed",
+            f"choose another --out for this run, or continue that one with its settings (--config {path})",
+        )
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
@@ -376,8 +407,21 @@ def run(
 ) -> dict[str, Any]:
     """Fit, test on the best checkpoint, draw the final grid; write config.yaml and metrics.json.
 
-    Returns the metrics dict (on every rank). ``ckpt_path`` resumes training from a checkpoint.
+    Returns the metrics dict (on every rank). ``ckpt_path`` resumes training from a checkpoint. The run
+    directory is locked by rank 0 meanwhile (one writer: reliability.RunLock; the other ranks of a DDP run
+    are the same run) and must hold this run or nothing (:func:`check_same_run`).
     """
+    if rank_zero_only.rank != 0:
+        return _run(cfg, extra_callbacks, plugins, ckpt_path)
+    reliability.ensure_writable(cfg.run_dir)
+    with reliability.RunLock(cfg.run_dir, print_rank0):
+        return _run(cfg, extra_callbacks, plugins, ckpt_path)
+
+
+def _run(
+    cfg: RunConfig, extra_callbacks: Sequence[Callback], plugins: Sequence[Any], ckpt_path: str | None
+) -> dict[str, Any]:
+    check_same_run(cfg)
     done = finished_metrics(cfg) if ckpt_path is None else None
     if done is not None:
         if rank_zero_only.rank == 0:
@@ -391,18 +435,27 @@ def run(
     dm = build_datamodule(cfg)
     model = build_model_for(cfg)
     history_rows: int | None = 0
+    resumed: dict[str, float] = {}  # the figures of the checkpoint resumed from (those not trained again)
     if ckpt_path is None:  # the newest valid checkpoint of this run directory, if any
         resume = reliability.prepare_resume(cfg.run_dir, model, print_rank0)
         if resume is not None:
-            ckpt_path, history_rows = str(resume.path), resume.history_rows
+            ckpt_path, history_rows, resumed = str(resume.path), resume.history_rows, resume.metrics
     trainer = build_trainer(cfg, extra_callbacks, plugins, history_rows=history_rows)
-    trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    try:
+        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+    except NonFiniteError as e:
+        if getattr(e, "sane_step", None) is None or not trainer.is_global_zero:
+            raise
+        raise diverged(cfg, e) from e
     fit_s = time.perf_counter() - start
-    trained = scalar_metrics(trainer.callback_metrics)
+    trained = {**scalar_metrics(resumed), **scalar_metrics(trainer.callback_metrics)}
 
     best = best_checkpoint(trainer, cfg.checkpoint.monitor)
+    last = reliability.checkpoint_dir(cfg.run_dir) / reliability.LAST  # the final weights, when no best
+    if best is not None or last.is_file():
+        load_weights(model, best or last)  # what was saved, also when a re-run only tests (killed in test)
     t0 = time.perf_counter()
-    (tested,) = trainer.test(model, datamodule=dm, ckpt_path=best, verbose=False) or [{}]
+    (tested,) = trainer.test(model, datamodule=dm, verbose=False) or [{}]
     test_s = time.perf_counter() - t0
     # limit_test_batches counts per process: the test figure covers this many batches of all the ranks
     # together, the first ones in source order (the loaders deal batches round-robin); `pixel-lightning
@@ -445,6 +498,33 @@ def run(
         print(summary(cfg, metrics), flush=True)
     finish_loggers(trainer)
     return metrics
+
+
+def load_weights(model: L.LightningModule, path: str | Path) -> None:
+    """The weights of checkpoint ``path`` as ``pixel-lightning test``, ``load_model`` and the Hub read them:
+    its ``state_dict``. With a weight-averaging callback (EMAWeightAveraging, SWA) that is the averaged
+    model, which Lightning's WeightAveraging saves there (the raw one under ``current_model_state``); the
+    test, the final samples and metrics.json then all use it. ``trainer.test(ckpt_path=...)`` would not:
+    the callback's ``on_load_checkpoint`` puts the raw weights back
+    (tests/test_run_folder.py::test_ema_reaches_the_test_figure)."""
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+
+
+def diverged(cfg: RunConfig, error: NonFiniteError) -> NonFiniteError:
+    """The guard's stop, after moving the checkpoints of diverged weights aside: the message says from
+    where the recovery (a lower model.lr, the same command) trains on."""
+    folder, resume_step = reliability.set_aside_diverged(
+        reliability.checkpoint_dir(cfg.run_dir), error.sane_step
+    )
+    moved = f"; the checkpoints after step {error.sane_step} were moved to {folder}" if folder else ""
+    where = (
+        f"resumes from step {resume_step}" if resume_step is not None else "starts over (no sane checkpoint)"
+    )
+    return NonFiniteError(
+        error.problem + moved,
+        f"add model.lr={cfg.model.lr / 10:g} (a tenth; or set trainer.gradient_clip_val) to the same command "
+        f"and run it: it {where} in the same --out",
+    )
 
 
 def finish_loggers(trainer: L.Trainer) -> None:
@@ -505,8 +585,7 @@ def cli(args: argparse.Namespace) -> int:
         print(f"# paper: {paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)} ({cfg.paper.where})")
         print(cfg.to_yaml(), end="")
         return 0
-    reliability.ensure_writable(cfg.run_dir)
-    run(cfg)
+    run(cfg)  # checks the run directory first (writable, not in use, this run's)
     return 0
 
 

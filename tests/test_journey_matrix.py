@@ -144,7 +144,8 @@ def params(run_dir: Path) -> dict[str, torch.Tensor]:
 def reference(tmp_path_factory, callbacks: str, processes: int) -> Path:
     """The uninterrupted run of (callbacks, processes), W&B offline, ``num_workers=0``: built once for all
     test processes (their shared base folder, under a file lock)."""
-    shared = tmp_path_factory.getbasetemp().parent / "journey-matrix"
+    base = tmp_path_factory.getbasetemp()  # under xdist, <session>/popen-gwN: share the session's folder
+    shared = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "journey-matrix"
     shared.mkdir(exist_ok=True)
     out = shared / f"ref-{callbacks}-{processes}"
     with FileLock(str(out) + ".lock"):

@@ -31,14 +31,14 @@ from pixel_lightning.reliability.checkpoints import (
     non_finite_tensors,
     step_name,
 )
-from pixel_lightning.reliability.guard import NonFiniteGuard
+from pixel_lightning.reliability.guard import NonFiniteGuard, set_aside_diverged
 from pixel_lightning.reliability.history import HistoryLogger, HistoryRows
 from pixel_lightning.reliability.preemption import Preemption, requeue_slurm, slurm_job_id
 from pixel_lightning.reliability.resume import (
     MetricState,
     RNGState,
 )
-from pixel_lightning.reliability.rundir import ensure_writable
+from pixel_lightning.reliability.rundir import RunLock, ensure_writable
 
 CHECKPOINT_DIR = "checkpoints"
 
@@ -126,6 +126,7 @@ __all__ = [
     "PeriodicCheckpoint",
     "Preemption",
     "RNGState",
+    "RunLock",
     "callbacks",
     "check_compatible",
     "checkpoint_dir",
@@ -136,6 +137,7 @@ __all__ = [
     "plugins",
     "prepare_resume",
     "requeue_slurm",
+    "set_aside_diverged",
     "slurm_job_id",
     "step_name",
 ]

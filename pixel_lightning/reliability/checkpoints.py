@@ -234,6 +234,7 @@ class CheckpointInfo:
     arch: str
     config: dict[str, Any] = field(default_factory=dict)
     history_rows: int | None = None  # rows of logs/metrics.csv logged when it was taken (None: unknown)
+    metrics: dict[str, float] = field(default_factory=dict)  # trainer.callback_metrics when it was taken
 
 
 def _corrupt_fix(path: Path) -> str:
@@ -272,6 +273,7 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         arch=str(meta["arch"]),
         config=dict(meta.get("config", {})),
         history_rows=ckpt.get("callbacks", {}).get(HistoryRows.KEY, {}).get("rows"),
+        metrics=dict(ckpt.get("callbacks", {}).get(HistoryRows.KEY, {}).get("metrics", {})),
     )
 
 

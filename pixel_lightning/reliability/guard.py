@@ -6,10 +6,19 @@ the step's loss and every gradient. A non-finite one is reported with its step; 
 changes no weight. After ``max_skips`` skipped steps the next non-finite one stops the run with
 :class:`~pixel_lightning.errors.NonFiniteError`, naming the step. Weights therefore never become
 non-finite through a skipped step, and the checkpoint writers refuse non-finite weights anyway.
+
+Weights can diverge while staying finite (a learning rate far too high: ~1e10 weights, a loss that is huge,
+then NaN), and such checkpoints are written. So the guard also keeps ``sane_step``, the newest step whose
+loss (on the weights of that step's checkpoint) was finite and at most ``DIVERGED`` times the lowest of the
+run; when it stops the run, :func:`set_aside_diverged` moves the checkpoints after that step aside, and the
+documented recovery (a lower ``model.lr``, the same command) resumes from the last sane one, or starts over
+when none is left (tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint).
 """
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
 from typing import Any
 
 import lightning.pytorch as pl
@@ -17,6 +26,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 
 from pixel_lightning.errors import NonFiniteError
+
+DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not the noise of one batch
 
 
 def grads_finite(params: list[torch.Tensor]) -> bool:
@@ -35,13 +46,16 @@ class NonFiniteGuard(Callback):
             raise ValueError(f"guard.max_skips must be >= 0, got {max_skips}")
         self.max_skips = max_skips
         self.skipped: list[int] = []
+        self.lowest, self.sane_step = math.inf, 0  # the run's lowest loss; the newest step with a sane one
         self._loss: float | None = None
 
     def state_dict(self) -> dict[str, Any]:
-        return {"skipped": list(self.skipped)}
+        return {"skipped": list(self.skipped), "lowest": self.lowest, "sane_step": self.sane_step}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.skipped = list(state_dict.get("skipped", []))
+        self.lowest = float(state_dict.get("lowest", math.inf))
+        self.sane_step = int(state_dict.get("sane_step", 0))
 
     def on_before_backward(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, loss: torch.Tensor
@@ -53,7 +67,11 @@ class NonFiniteGuard(Callback):
     ) -> None:
         loss, self._loss = self._loss, None
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        loss_bad = loss is not None and not torch.isfinite(torch.tensor(loss))
+        loss_bad = loss is not None and not math.isfinite(loss)
+        if loss is not None and not loss_bad and loss <= DIVERGED * max(self.lowest, 0.0):
+            self.sane_step = trainer.global_step  # the weights of this step's checkpoint give a sane loss
+        if loss is not None and not loss_bad:
+            self.lowest = min(self.lowest, loss)
         if not loss_bad and grads_finite(params):
             return
         what = f"non-finite loss ({loss})" if loss_bad else "non-finite gradient"
@@ -64,12 +82,42 @@ class NonFiniteGuard(Callback):
         batch = trainer.fit_loop.epoch_loop.batch_idx
         where = f"training step {step} (epoch {trainer.current_epoch}, batch {batch})"
         if len(self.skipped) > self.max_skips:
-            raise NonFiniteError(
+            error = NonFiniteError(
                 f"{what} at {where}; {len(self.skipped)} non-finite steps so far (at steps "
                 f"{', '.join(map(str, self.skipped[-10:]))}), more than guard.max_skips={self.max_skips}. "
-                "No checkpoint holds non-finite weights",
+                f"No checkpoint holds non-finite weights; the loss was last sane at step {self.sane_step}",
                 "lower model.lr (or add gradient clipping with trainer.gradient_clip_val), check the data "
-                "for bad values, then re-run the same command to resume from the last checkpoint",
+                "for bad values, then re-run the same command to resume from the last sane checkpoint",
             )
+            error.sane_step = self.sane_step  # type: ignore[attr-defined]  # for set_aside_diverged
+            raise error
         print(f"[guard] {what} at {where}: step skipped ({len(self.skipped)}/{self.max_skips})", flush=True)
         pl_module.log("guard/skipped_steps", float(len(self.skipped)), on_step=True, on_epoch=False)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step a checkpoint file was saved at (None: unreadable)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+    except Exception:  # a corrupt file is the resume's to report, not ours
+        return None
+
+
+def set_aside_diverged(directory: Path, sane_step: int) -> tuple[Path | None, int | None]:
+    """Move the checkpoints in ``directory`` saved after ``sane_step`` into ``diverged-after-step-N/`` in
+    its parent, the run directory (kept, not deleted), so a re-run resumes from the newest sane one.
+    Returns the folder (None: nothing moved) and the step a re-run resumes from (None: it starts over)."""
+    steps = {p: checkpoint_step(p) for p in sorted(Path(directory).glob("*.ckpt"))}
+    later = [p for p, step in steps.items() if step is not None and step > sane_step]
+    kept = [step for p, step in steps.items() if step is not None and p not in later]
+    if not later:
+        return None, max(kept, default=None)
+    folder = Path(directory).parent / f"diverged-after-step-{sane_step}"
+    n = 1
+    while folder.exists():
+        n += 1
+        folder = Path(directory).parent / f"diverged-after-step-{sane_step}-{n}"
+    folder.mkdir()
+    for path in later:
+        path.rename(folder / path.name)
+    return folder, max(kept, default=None)

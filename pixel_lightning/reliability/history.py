@@ -111,12 +111,16 @@ class HistoryLogger(Logger):
 
 
 class HistoryRows(Callback):
-    """Stores in every checkpoint the number of rows the run's :class:`HistoryLogger` has written."""
+    """Stores in every checkpoint the number of rows the run's :class:`HistoryLogger` has written, and the
+    scalar ``trainer.callback_metrics`` of that moment: a re-run that resumes at the run's end (killed in
+    its final test or sampling) trains nothing, so its metrics.json takes the training and validation
+    figures from there (tests/test_journey_matrix.py, the ``test`` and ``sampling`` cases)."""
 
     KEY = "HistoryRows"
 
     def __init__(self) -> None:
         self._logger: HistoryLogger | None = None
+        self._trainer: pl.Trainer | None = None
 
     @property
     def state_key(self) -> str:
@@ -124,6 +128,11 @@ class HistoryRows(Callback):
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._logger = next((lg for lg in trainer.loggers if isinstance(lg, HistoryLogger)), None)
+        self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        return {"rows": self._logger.rows} if self._logger is not None else {}
+        state: dict[str, Any] = {"rows": self._logger.rows} if self._logger is not None else {}
+        if self._trainer is not None:
+            metrics = self._trainer.callback_metrics.items()
+            state["metrics"] = {k: float(v) for k, v in metrics if getattr(v, "numel", lambda: 1)() == 1}
+        return state

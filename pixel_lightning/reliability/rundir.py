@@ -1,12 +1,22 @@
-"""The run directory: checked writable before anything starts. A failed start deletes nothing: the files
-it wrote (config.yaml, logs) are overwritten or continued by the next start."""
+"""The run directory: checked writable before anything starts, and written by one process at a time
+(:class:`RunLock`). A failed start deletes nothing: the files it wrote (config.yaml, logs) are overwritten or
+continued by the next start."""
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from pixel_lightning.atomic import temp_path
-from pixel_lightning.errors import RunDirError
+from pixel_lightning.errors import RunDirError, RunLockedError
 
 
 def ensure_writable(run_dir: str | Path) -> Path:
@@ -26,3 +36,163 @@ def ensure_writable(run_dir: str | Path) -> Path:
             "choose another --out DIR that you can write to, or fix the folder's permissions",
         ) from e
     return run_dir
+
+
+# ----------------------------------------------------------------------------- one writer per run directory
+
+LOCK = "run.lock"
+HEARTBEAT_S = 10.0  # the holder touches the lock this often
+STALE_AFTER_S = 60.0  # a lock of another host whose heartbeat did not move for this long is stale
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of ``pid`` in clock ticks since boot (Linux ``/proc``), None when unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_namespace() -> str | None:
+    """Which pids this process sees: containers sharing a host name do not share pids."""
+    try:
+        return os.readlink("/proc/self/ns/pid")
+    except OSError:
+        return None
+
+
+def _alive(pid: int, started: str | None) -> bool:
+    """Is process ``pid`` of this host alive and the same process (not a reused pid)?"""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: alive
+    now = _process_start(pid)
+    return started is None or now is None or now == started
+
+
+def _read(path: Path) -> tuple[dict[str, Any], int] | None:
+    """The lock's content and heartbeat (mtime, ns), or None when there is no lock. Opened, not only
+    stat'ed: on NFS an open revalidates the cached attributes (close-to-open consistency)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        with os.fdopen(fd, "rb") as f:
+            raw, mtime = f.read(), os.fstat(f.fileno()).st_mtime_ns
+    except OSError:
+        return None
+    try:
+        return json.loads(raw or b"{}"), mtime
+    except ValueError:
+        return {}, mtime  # being written, or garbage: judged by its heartbeat alone
+
+
+class RunLock:
+    """One writer per run directory: ``<out>/run.lock``, held while a run trains, tests or samples there.
+
+    A lock *file* created with ``O_CREAT | O_EXCL``, holding the holder's host, pid, process start time and
+    a token, its mtime the heartbeat (touched every ``HEARTBEAT_S`` by a daemon thread). Not ``fcntl`` or
+    ``flock``: on NFS these are advisory locks kept by a lock manager that is often off, emulated or lost
+    on a client reboot, and a lock held by a lost node is never released; an exclusive create is atomic
+    on NFSv3+ and on every local file system, and the heartbeat lets another host see a lost holder.
+
+    Stale (taken over, with a line saying so): on this host (and pid namespace), when the pid is dead or
+    reused (kill -9); on another host, when the heartbeat did not move for ``STALE_AFTER_S`` seconds
+    watched on this host's clock (no comparison of two hosts' clocks). A take-over is serialised by a
+    second exclusive file (``run.lock.break``), so two processes finding one stale lock cannot both take it.
+    tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused.
+    """
+
+    def __init__(self, run_dir: str | Path, report: Callable[[str], None] = print) -> None:
+        self.path, self.report = Path(run_dir) / LOCK, report
+        self.me = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+            "proc_start": _process_start(os.getpid()),
+            "pid_ns": _pid_namespace(),
+            "token": uuid.uuid4().hex,
+        }
+        self._stop = threading.Event()
+
+    def __enter__(self) -> RunLock:
+        while not self._create():
+            held = _read(self.path)
+            stale = None if held is None else self._stale(*held)  # None: released meanwhile, retry
+            if stale is False:
+                raise self._refusal(held[0])
+            if stale:
+                self._break(held)
+        thread = threading.Thread(target=self._beat, daemon=True, name="run-lock-heartbeat")
+        thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop.set()
+        held = _read(self.path)
+        if held is not None and held[0].get("token") == self.me["token"]:
+            self.path.unlink(missing_ok=True)
+
+    def _create(self, path: Path | None = None) -> bool:
+        try:
+            fd = os.open(path or self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w") as f:
+            json.dump(self.me, f)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
+
+    def _stale(self, holder: dict[str, Any], mtime: int) -> bool | None:
+        here = [holder.get(k) for k in ("host", "pid_ns")] == [self.me["host"], self.me["pid_ns"]]
+        if here and isinstance(holder.get("pid"), int):
+            return not _alive(holder["pid"], holder.get("proc_start"))
+        deadline = time.monotonic() + STALE_AFTER_S  # another host (or unreadable): watch its heartbeat
+        while time.monotonic() < deadline:
+            now = _read(self.path)
+            if now is None or now[0] != holder:
+                return None  # released or replaced: try again
+            if now[1] != mtime:
+                return False  # its heartbeat moved: alive
+            time.sleep(min(1.0, HEARTBEAT_S / 4))
+        return True
+
+    def _break(self, held: tuple[dict[str, Any], int]) -> None:
+        """Remove the stale lock ``held``, unless another process is doing so or it changed meanwhile."""
+        guard = self.path.with_name(LOCK + ".break")
+        if not self._create(guard):
+            if time.time() - guard.stat().st_mtime > STALE_AFTER_S:  # a breaker killed mid-way
+                guard.unlink(missing_ok=True)
+            time.sleep(0.2)
+            return
+        try:
+            if _read(self.path) == held:
+                h = held[0]
+                self.report(
+                    f"[lock] taking over the stale lock {self.path} of {h.get('host')} pid {h.get('pid')} "
+                    f"(since {h.get('started')}): that process is gone"
+                )
+                self.path.unlink(missing_ok=True)
+        finally:
+            guard.unlink(missing_ok=True)
+
+    def _beat(self) -> None:
+        while not self._stop.wait(HEARTBEAT_S):
+            held = _read(self.path)
+            if held is None or held[0].get("token") != self.me["token"]:
+                return  # taken over (this host was judged lost): never touch another's lock
+            with contextlib.suppress(OSError):
+                os.utime(self.path)
+
+    def _refusal(self, holder: dict[str, Any]) -> RunLockedError:
+        return RunLockedError(
+            f"the run directory {self.path.parent} is in use by another process: {holder.get('host')} pid "
+            f"{holder.get('pid')}, since {holder.get('started')} (lock file {self.path})",
+            "wait for that run to end (or stop it), or choose another --out; if that process is surely "
+            f"gone (a lost node), delete {self.path}",
+        )
