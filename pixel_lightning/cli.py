@@ -154,7 +154,7 @@ def cmd_test(args: argparse.Namespace) -> int:
             f"{cfg.data.name} is {tuple(dm.image_shape)} with {dm.levels}",
             "pass --config naming the data the model was trained on",
         )
-    quiet_lightning()
+    quiet_lightning(progress_bars(cfg))  # before the data conversion trainer.test may run
     t = cfg.trainer
     trainer = L.Trainer(
         accelerator=t.accelerator,

@@ -276,11 +276,16 @@ def _no_litlogger_tip(record: logging.LogRecord) -> bool:
     return "litlogger" not in record.getMessage()
 
 
-def quiet_lightning() -> None:
+def quiet_lightning(bars: bool = True) -> None:
     """No notices caused by our own setup, each filtered by its exact text: the LeafSpec deprecation
     raised inside Lightning 2.6.6's own pytree code under torch 2.13, Lightning's litlogger tip, and the
     best checkpoint's "could not find the monitored key" when a run's final-step save comes before its
-    first validation (our own monitor: a user's misspelt monitor elsewhere still warns)."""
+    first validation (our own monitor: a user's misspelt monitor elsewhere still warns). Without ``bars``
+    (off a terminal: :func:`progress_bars`) no carriage-return bars of the data conversion either."""
+    if not bars:
+        import datasets
+
+        datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     monitor = reliability.CheckpointConfig.monitor
     warnings.filterwarnings("ignore", message=rf"`ModelCheckpoint\(monitor='{monitor}'\)` could not find")
@@ -316,11 +321,7 @@ def build_trainer(
     """The one place a Trainer is made: the config's trainer section + the run's loggers and callbacks
     + ``extra_callbacks`` / ``plugins`` (resume, preemption and guards hook in here)."""
     t = cfg.trainer
-    quiet_lightning()
-    if not progress_bars(cfg):  # no carriage-return bars of the data conversion in a log file either
-        import datasets
-
-        datasets.disable_progress_bars()
+    quiet_lightning(progress_bars(cfg))
     return L.Trainer(
         default_root_dir=cfg.run_dir,
         logger=loggers if loggers is not None else build_loggers(cfg, history_rows),

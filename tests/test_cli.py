@@ -274,8 +274,14 @@ def test_test_reevaluates_a_runs_checkpoint_on_its_data(command, tmp_path, data_
     best = done["test_checkpoint"]
     assert Path(best).is_file() and "best" in Path(best).name
 
-    _, out, err = command("test", "--ckpt", best, "--out", "test.json", cwd=tmp_path)
-    assert "\r" not in out + err and "Testing DataLoader" not in out + err  # no bars in a log file
+    # a fresh process converting the data again itself (`test` with a new data.cache_dir), piped: no bars
+    fresh = f"data.cache_dir={tmp_path / 'fresh-cache'}"
+    argv = [sys.executable, "-m", "pixel_lightning.cli", "test", "--ckpt", best, "--out", "test.json", fresh]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    done_test = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, timeout=300)  # bytes:
+    out, err = done_test.stdout, done_test.stderr  # text mode would turn a bar's carriage return into \n
+    assert done_test.returncode == 0 and (tmp_path / "fresh-cache").is_dir(), err[-3000:]
+    assert b"\r" not in out + err and b"Testing DataLoader" not in out + err  # no bars in a log file
     tested = json.loads((tmp_path / "test.json").read_text())
     for key in ("test/nll_nats", "test/bits_per_dim"):
         assert tested[key] == pytest.approx(done[key], rel=1e-6), key

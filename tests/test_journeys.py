@@ -188,8 +188,9 @@ def test_extend_a_finished_run(reference, logger, tmp_path):
 # ----------------------------------------------------------------------------- interruptions
 
 
-# the W&B run writes the CSV log too, so it checks both; the CSV-only variant is slow
-@pytest.mark.parametrize("logger", [pytest.param("csv", marks=pytest.mark.slow), "wandb"])
+# a random moment (the matrix, tests/test_journey_matrix.py, kills at chosen ones in the default run)
+@pytest.mark.slow
+@pytest.mark.parametrize("logger", LOGGERS)
 def test_kill_9_at_a_random_moment_then_rerun(reference, logger, tmp_path):
     out = tmp_path / "run"
     rng = random.Random()
@@ -253,6 +254,7 @@ def test_kill_9_at_an_epoch_boundary_then_rerun(reference, logger, budget, tmp_p
     assert_same_run(out, reference)
 
 
+@pytest.mark.slow  # the matrix's sigterm case covers it in the default run
 @pytest.mark.parametrize("logger", LOGGERS)
 def test_sigterm_then_rerun(reference, logger, tmp_path):
     out = tmp_path / "run"
