@@ -118,3 +118,31 @@ def test_likelihood_is_fp32_for_bf16_logits():
     ll = log_likelihood(logits, x, 256)
     assert ll.dtype == torch.float32
     assert torch.equal(ll, log_likelihood(logits.float(), x, 256))
+
+
+def test_matmul_precision_is_validated_logged_and_applied_on_cuda_only(tmp_path, monkeypatch, capsys):
+    """trainer.matmul_precision: recipe default high, in the run config; an unknown value is a one-line
+    error (exit 2); applied with torch.set_float32_matmul_precision on CUDA runs only."""
+    from pixel_lightning.config import load_config
+
+    assert run_main(["--recipe", "quickstart", "--dry-run"]) == 0
+    assert "matmul_precision: high" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as stop:
+        run_main(["--recipe", "quickstart", "--dry-run", "trainer.matmul_precision=tf32"])
+    assert stop.value.code == 2
+    said = capsys.readouterr()
+    assert (
+        "trainer.matmul_precision='tf32'" in said.out + said.err
+        and "highest, high, medium" in said.out + said.err
+    )
+
+    calls = []
+    monkeypatch.setattr(torch, "set_float32_matmul_precision", calls.append)
+    cfg = load_config("quickstart", ["trainer.matmul_precision=medium", "trainer.accelerator=auto"])
+    assert "matmul_precision" not in cfg.trainer.kwargs()  # not a lightning.Trainer argument
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert not cfg.trainer.apply_matmul_precision() and calls == []  # CPU: left alone
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert cfg.trainer.apply_matmul_precision() and calls == ["medium"]
+    cfg.trainer.accelerator = "cpu"
+    assert not cfg.trainer.apply_matmul_precision() and calls == ["medium"]
