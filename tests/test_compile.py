@@ -1,5 +1,6 @@
 """``model.compile=true`` (issue 20): one graph per stage over a whole run through the CLI, no graph break
-in the network (``fullgraph=True``), and the compiled network is the same function.
+in the network (``torch._dynamo.explain``; none counted over a run), and the compiled network is the
+same function.
 
 The default run traces with the ``aot_eager`` backend: Dynamo's graphs, guards and recompiles and
 AOTAutograd's joint graph (the opaque operators' fake and autograd rules, nn/opaque.py) are all the
@@ -103,6 +104,7 @@ def test_whole_network_traces_without_a_break(arch, extra, monkeypatch):
 def test_compiled_network_is_the_same_function_bf16_and_fp32(arch, extra):
     """Compiled (inductor) against eager on the same weights: fp32 log p(x) and gradients agree to
     float rounding; under bf16 autocast both stay within 0.05 bits/dim of fp32."""
+    torch._dynamo.reset()  # the models of earlier tests share the network's code object (recompile_limit)
     kw = {"wavefront": True} if extra else {}
     if arch == "multiscale":
         kw.update(low_res=4, cond_maps=3)
@@ -122,3 +124,24 @@ def test_compiled_network_is_the_same_function_bf16_and_fp32(arch, extra):
     with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
         c = compiled.log_prob(x)
     assert (c - a).abs().max() / (eager.dims * math.log(2)) < 0.05
+
+
+@pytest.mark.slow
+def test_compile_speed_benchmark_quick(tmp_path):
+    """benchmarks/compile_speed.py --quick: both timed, kernels counted, the JSON written."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+    import compile_speed
+
+    n = torch.get_num_threads()
+    try:
+        rows = compile_speed.main(["--quick", "--archs", "pixelcnn", "--out", str(tmp_path / "c.json")])
+    finally:
+        torch.set_num_threads(n)
+        base.COMPILE_OPTIONS.pop("backend", None)
+    (row,) = rows
+    assert row["compile_first_step_s"] > 0 and row["eager_median"] > 0 and row["compiled_median"] > 0
+    assert row["eager_kernels_per_step"] > 0 and row["compiled_kernels_per_step"] > 0
+    assert json.loads((tmp_path / "c.json").read_text())["rows"][0]["arch"] == "pixelcnn"
