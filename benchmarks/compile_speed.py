@@ -31,6 +31,14 @@ from launches import calls_of  # noqa: E402
 from pixel_lightning.models import base  # noqa: E402
 
 
+def profile_kernels() -> None:
+    """Inductor's generated kernels record profiler events only when compiled with this flag set: set it
+    before the first compile, so that ``calls_of`` sees every compiled step's kernels."""
+    import torch._inductor.config as inductor
+
+    inductor.cpp.enable_kernel_profile = True
+
+
 def training_step(model, x):
     opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
 
@@ -94,6 +102,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     a = p.parse_args(argv)
     torch.set_num_threads(1 if a.quick else a.threads)
+    profile_kernels()
     if a.quick:
         base.COMPILE_OPTIONS["backend"] = "aot_eager"
     print(f"# machine: {machine()}", flush=True)
