@@ -26,17 +26,9 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 from common import ARCHS, build, images, machine, save_rows  # noqa: E402
-from launches import calls_of  # noqa: E402
+from launches import calls_of, profile_compiled_kernels  # noqa: E402
 
 from pixel_lightning.models import base  # noqa: E402
-
-
-def profile_kernels() -> None:
-    """Inductor's generated kernels record profiler events only when compiled with this flag set: set it
-    before the first compile, so that ``calls_of`` sees every compiled step's kernels."""
-    import torch._inductor.config as inductor
-
-    inductor.cpp.enable_kernel_profile = True
 
 
 def training_step(model, x):
@@ -102,7 +94,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     a = p.parse_args(argv)
     torch.set_num_threads(1 if a.quick else a.threads)
-    profile_kernels()
+    profile_compiled_kernels()  # before the first compile: calls_of sees inductor's kernels
     if a.quick:
         base.COMPILE_OPTIONS["backend"] = "aot_eager"
     print(f"# machine: {machine()}", flush=True)

@@ -10,8 +10,8 @@ under it) that does work: metadata-only operators (views, reshapes, ``empty``) a
 GPU each call is about one kernel launch, so at small batch, where a kernel's work is shorter than
 its launch, the step costs about calls x launch overhead; the FLOPs (``FlopCounterMode``) give the
 arithmetic term. ``--root`` counts another source tree (e.g. main at bc02ecb in a git worktree).
-``--overrides '{"compile": true}'`` counts a compiled step (issue 20): inductor's generated kernels plus
-the ATen operators the graph still calls (:func:`calls_of`).
+``--overrides '{"compile": true}'`` counts a compiled step (issue 20, :func:`count_compiled`): inductor's
+generated kernels plus the ATen operators the graph still calls.
 """
 
 from __future__ import annotations
@@ -42,13 +42,43 @@ METADATA = {
 }  # fmt: skip
 
 
+def count(arch: str, config: str, batch: int, threads: int, overrides: dict | None = None) -> dict:
+    """Calls and FLOPs of one training step (forward + backward) in this process. The calls do not
+    depend on the batch size (every loop runs over rows, layers or sub-pixels, never over images)."""
+    import torch
+    from common import build, flop_counter, images
+    from torch.profiler import ProfilerActivity, profile
+
+    torch.set_num_threads(threads)
+    model = build(arch, config, **(overrides or {}))
+    x = images(model, batch)
+    with flop_counter() as fc, profile(activities=[ProfilerActivity.CPU]) as prof:
+        (-model.log_prob(x).mean()).backward()
+    calls = collections.Counter()
+    for e in prof.events():
+        if not e.name.startswith("aten::") or e.name in METADATA:
+            continue
+        if any(c.name.startswith("aten::") for c in e.cpu_children):
+            continue  # a composite: its leaves are counted
+        calls[e.name] += 1
+    return {
+        "arch": arch,
+        "config": config,
+        "batch": batch,
+        "overrides": overrides or {},
+        "calls": sum(calls.values()),
+        "gflop_per_image": fc.get_total_flops() / 1e9 / batch,
+        "top": calls.most_common(12),
+    }
+
+
 def calls_of(fn) -> collections.Counter:
     """Kernels that ``fn()`` runs, by name: leaf ATen operators that do work (module docstring), plus,
-    for a compiled network, inductor's generated kernels (``graph_0_cpp_fused_*`` on the CPU, each one fused
-    loop nest: one launch on a GPU; they record events only if compiled after
-    ``torch._inductor.config.cpp.enable_kernel_profile = True``, which :func:`count` sets). Operators
-    the compiled graph calls (matmuls, the opaque LSTM operators' bodies) are ATen operators and counted
-    as such."""
+    for a compiled network, inductor's generated kernels (``graph_0_cpp_fused_*`` on the CPU, each one
+    fused loop nest: one launch on a GPU; they record events only if compiled after
+    ``torch._inductor.config.cpp.enable_kernel_profile = True``: :func:`profile_compiled_kernels`).
+    Operators the compiled graph calls (matmuls, the opaque LSTM operators' bodies) are ATen operators
+    and counted as such."""
     from torch.profiler import ProfilerActivity, profile
 
     with profile(activities=[ProfilerActivity.CPU]) as prof:
@@ -66,39 +96,33 @@ def calls_of(fn) -> collections.Counter:
     return calls
 
 
-def count(arch: str, config: str, batch: int, threads: int, overrides: dict | None = None) -> dict:
-    """Calls and FLOPs of one training step (forward + backward) in this process. The calls do not
-    depend on the batch size (every loop runs over rows, layers or sub-pixels, never over images).
-    With ``{"compile": true}`` the step is counted after a compiling warm-up step."""
+def profile_compiled_kernels() -> None:
+    """Make inductor's generated CPU kernels record profiler events: set before the first compile."""
+    import torch._inductor.config as inductor
+
+    inductor.cpp.enable_kernel_profile = True
+
+
+def count_compiled(arch: str, config: str, batch: int, threads: int, overrides: dict) -> dict:
+    """:func:`count` of a compiled model (``overrides["compile"]``): kernels of one training step's
+    forward and backward after a compiling warm-up step (no FLOPs: the same as eager)."""
     import torch
-    from common import build, flop_counter, images
+    from common import build, images
 
     torch.set_num_threads(threads)
-    model = build(arch, config, **(overrides or {}))
+    profile_compiled_kernels()
+    model = build(arch, config, **overrides)
     x = images(model, batch)
 
     def step():
         (-model.log_prob(x).mean()).backward()
 
-    if (overrides or {}).get("compile"):
-        import torch._inductor.config as inductor
-
-        inductor.cpp.enable_kernel_profile = True  # before compiling: see calls_of
-        step()  # compiles
-        fc = None
-        calls = calls_of(step)
-    else:
-        with flop_counter() as fc:
-            calls = calls_of(step)
+    step()  # compiles
+    calls = calls_of(step)
     return {
-        "arch": arch,
-        "config": config,
-        "batch": batch,
-        "overrides": overrides or {},
-        "calls": sum(calls.values()),
-        "gflop_per_image": fc.get_total_flops() / 1e9 / batch if fc is not None else None,
-        "top": calls.most_common(12),
-    }
+        "arch": arch, "config": config, "batch": batch, "overrides": overrides,
+        "calls": sum(calls.values()), "gflop_per_image": None, "top": calls.most_common(12),
+    }  # fmt: skip
 
 
 def main(argv=None) -> list[dict]:
@@ -118,8 +142,9 @@ def main(argv=None) -> list[dict]:
 
     if a.child or a.quick:
         use_tree(a.root)
+    counter = count_compiled if json.loads(a.overrides).get("compile") else count
     if a.child:
-        print(json.dumps(count(a.archs[0], a.configs[0], a.batch, a.threads, json.loads(a.overrides))))
+        print(json.dumps(counter(a.archs[0], a.configs[0], a.batch, a.threads, json.loads(a.overrides))))
         return []
     from common import machine, save_rows
 
@@ -128,7 +153,7 @@ def main(argv=None) -> list[dict]:
     for config in ["quick"] if a.quick else a.configs:
         for arch in a.archs:
             if a.quick:
-                row = count(arch, config, 2, 1, json.loads(a.overrides))
+                row = counter(arch, config, 2, 1, json.loads(a.overrides))
             else:  # a fresh process per row, importing the tree at --root
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", a.root]
                 cmd += ["--archs", arch, "--configs", config, "--batch", str(a.batch)]
