@@ -10,6 +10,8 @@ under it) that does work: metadata-only operators (views, reshapes, ``empty``) a
 GPU each call is about one kernel launch, so at small batch, where a kernel's work is shorter than
 its launch, the step costs about calls x launch overhead; the FLOPs (``FlopCounterMode``) give the
 arithmetic term. ``--root`` counts another source tree (e.g. main at bc02ecb in a git worktree).
+``--overrides '{"compile": true}'`` counts a compiled step (issue 20, :func:`count_compiled`): inductor's
+generated kernels plus the ATen operators the graph still calls.
 """
 
 from __future__ import annotations
@@ -78,6 +80,59 @@ def count(arch: str, config: str, batch: int, threads: int, overrides: dict | No
     }
 
 
+def calls_of(fn) -> collections.Counter:
+    """Kernels that ``fn()`` runs, by name: leaf ATen operators that do work (module docstring), plus,
+    for a compiled network, inductor's generated kernels (``graph_0_cpp_fused_*`` on the CPU, each one
+    fused loop nest: one launch on a GPU; they record events only if compiled after
+    ``torch._inductor.config.cpp.enable_kernel_profile = True``: :func:`profile_compiled_kernels`).
+    Operators the compiled graph calls (matmuls, the opaque LSTM operators' bodies) are ATen operators
+    and counted as such."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        fn()
+    calls = collections.Counter()
+    for e in prof.events():
+        if "cpp_fused" in e.name or e.name.startswith("triton_"):  # graph_0_cpp_fused_mul_..._0
+            calls["inductor_fused_kernel"] += 1
+            continue
+        if not e.name.startswith("aten::") or e.name in METADATA:
+            continue
+        if any(c.name.startswith("aten::") for c in e.cpu_children):
+            continue  # a composite: its leaves are counted
+        calls[e.name] += 1
+    return calls
+
+
+def profile_compiled_kernels() -> None:
+    """Make inductor's generated CPU kernels record profiler events: set before the first compile."""
+    import torch._inductor.config as inductor
+
+    inductor.cpp.enable_kernel_profile = True
+
+
+def count_compiled(arch: str, config: str, batch: int, threads: int, overrides: dict) -> dict:
+    """:func:`count` of a compiled model (``overrides["compile"]``): kernels of one training step's
+    forward and backward after a compiling warm-up step (no FLOPs: the same as eager)."""
+    import torch
+    from common import build, images
+
+    torch.set_num_threads(threads)
+    profile_compiled_kernels()
+    model = build(arch, config, **overrides)
+    x = images(model, batch)
+
+    def step():
+        (-model.log_prob(x).mean()).backward()
+
+    step()  # compiles
+    calls = calls_of(step)
+    return {
+        "arch": arch, "config": config, "batch": batch, "overrides": overrides,
+        "calls": sum(calls.values()), "gflop_per_image": None, "top": calls.most_common(12),
+    }  # fmt: skip
+
+
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny config, in-process")
@@ -95,8 +150,9 @@ def main(argv=None) -> list[dict]:
 
     if a.child or a.quick:
         use_tree(a.root)
+    counter = count_compiled if json.loads(a.overrides).get("compile") else count
     if a.child:
-        print(json.dumps(count(a.archs[0], a.configs[0], a.batch, a.threads, json.loads(a.overrides))))
+        print(json.dumps(counter(a.archs[0], a.configs[0], a.batch, a.threads, json.loads(a.overrides))))
         return []
     from common import machine, save_rows
 
@@ -105,7 +161,7 @@ def main(argv=None) -> list[dict]:
     for config in ["quick"] if a.quick else a.configs:
         for arch in a.archs:
             if a.quick:
-                row = count(arch, config, 2, 1, json.loads(a.overrides))
+                row = counter(arch, config, 2, 1, json.loads(a.overrides))
             else:  # a fresh process per row, importing the tree at --root
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", a.root]
                 cmd += ["--archs", arch, "--configs", config, "--batch", str(a.batch)]
@@ -115,7 +171,8 @@ def main(argv=None) -> list[dict]:
             row["tree"] = a.root
             rows.append(row)
             gf = row["gflop_per_image"]
-            print(f"{config:8s} {arch:16s} {row['calls']:7d} calls  {gf:8.3f} GFLOP/img", flush=True)
+            gf_text = f"{gf:8.3f} GFLOP/img" if gf is not None else "(compiled)"
+            print(f"{config:8s} {arch:16s} {row['calls']:7d} calls  {gf_text}", flush=True)
     save_rows(a.out, rows)
     return rows
 

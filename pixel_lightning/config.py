@@ -24,7 +24,7 @@ import re
 import typing
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -140,11 +140,35 @@ class TrainerConfig:
     log_every_n_steps: int = 50  # how often step metrics are written
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     enable_progress_bar: bool = True  # Lightning's progress bars (training, evaluation, sampling)
+    # fp32 matmuls on CUDA: highest (full fp32) | high (TF32 on Ampere and later) | medium (bf16 passes);
+    # set with torch.set_float32_matmul_precision on CUDA runs only (not a lightning.Trainer argument)
+    matmul_precision: str = "high"
     extra: dict[str, Any] = field(default_factory=dict)  # any other lightning.Trainer argument, by name
+
+    NOT_TRAINER_ARGS: ClassVar[tuple[str, ...]] = ("extra", "matmul_precision")
+    MATMUL_PRECISIONS: ClassVar[tuple[str, ...]] = ("highest", "high", "medium")
 
     def kwargs(self) -> dict[str, Any]:
         """Keyword arguments of ``lightning.Trainer``."""
-        return {**{f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}, **self.extra}
+        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_TRAINER_ARGS}
+        return {**own, **self.extra}
+
+    def check_matmul_precision(self) -> None:
+        if self.matmul_precision not in self.MATMUL_PRECISIONS:
+            raise ConfigError(
+                f"trainer.matmul_precision={self.matmul_precision!r} is unknown; choose one of "
+                f"{', '.join(self.MATMUL_PRECISIONS)} (high: TF32 matmuls on CUDA)"
+            )
+
+    def apply_matmul_precision(self) -> bool:
+        """``torch.set_float32_matmul_precision`` when this run's matmuls are CUDA's (where TF32 exists;
+        on the CPU "medium" would let oneDNN round fp32 matmuls to bf16). Returns whether it was set."""
+        import torch
+
+        if self.accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
+            return False
+        torch.set_float32_matmul_precision(self.matmul_precision)
+        return True
 
 
 TRAINER_OWNED = ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler")
@@ -244,6 +268,7 @@ class RunConfig:
         if self.data.name not in DATASETS:
             raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATASETS)}")
         self._check_positive()
+        self.trainer.check_matmul_precision()
         if self.logger.kind not in LOGGERS:
             raise ConfigError(f"logger={self.logger.kind!r} is unknown; choose one of {list(LOGGERS)}")
         dm = build_datamodule(self.data.name, **self.data.datamodule_kwargs(self.seed))  # owns shape, levels

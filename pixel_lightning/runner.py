@@ -432,6 +432,7 @@ def _run(
     start = time.perf_counter()
     if cfg.threads is not None:
         torch.set_num_threads(cfg.threads)
+    cfg.trainer.apply_matmul_precision()  # TF32 on CUDA (trainer.matmul_precision)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model_for(cfg)

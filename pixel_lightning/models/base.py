@@ -12,8 +12,10 @@ A subclass defines only ``make_layer`` (its body). Everything about probabilitie
 
 from __future__ import annotations
 
+import functools
 import math
 from abc import abstractmethod
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
 
@@ -29,6 +31,11 @@ from pixel_lightning.nn.stack import LayerStack
 from pixel_lightning.sampling import StepFn, sample_cached, sample_naive
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
+# torch.compile of the network (``compile=True``): static shapes, so a new batch size or mode (train,
+# evaluation, naive sampling) compiles once each and the LSTM recurrences can be opaque operators
+# (pixel_lightning/nn/opaque.py). The network is one graph (tests/test_compile.py); not fullgraph=True,
+# which would turn Dynamo's fallback to eager, after recompile_limit models in one process, into an error.
+COMPILE_OPTIONS: dict[str, Any] = {"dynamic": False}
 SCHEDULERS = ("none", "cosine")
 
 
@@ -101,6 +108,20 @@ class ModelConfig:
             bad(f"weight_decay must be >= 0, got {self.weight_decay}")
 
 
+def without_autocast(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A model method run with autocast off on the model's device: sampling. The samplers draw the same
+    images for the same generator, cached or not, only when both compute the same conditionals, and
+    reduced-precision rounding differs between the whole-map and the one-position paths; sampling is
+    inference on (n, h) vectors, bound by launches, so fp32 costs it little (nn/amp.py)."""
+
+    @functools.wraps(method)
+    def run(self: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        with torch.autocast(self.device.type, enabled=False):
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 def log_likelihood(logits: torch.Tensor, x: torch.Tensor, levels: int) -> torch.Tensor:
     """log p(x) in nats per image, (B,), from logits (B, K, C, H, W) and x int64 (B, C, H, W).
 
@@ -115,8 +136,11 @@ def log_likelihood(logits: torch.Tensor, x: torch.Tensor, levels: int) -> torch.
       log(1 - sigmoid(l)) = log sigmoid(-l) for x = 0. ``binary_cross_entropy_with_logits`` evaluates
       max(l, 0) - l*x + log1p(exp(-|l|)), finite for any l (no log(0) at saturated sigmoids).
     Per-sub-pixel terms are summed over C*H*W in float32 (<= 12,288 terms of size ~1: far inside
-    float32's range and precision for a mean over a batch).
+    float32's range and precision for a mean over a batch). Logits from a mixed-precision network
+    (bf16/fp16 under autocast) are cast to float32 first: the softmax, sigmoid and sum run in fp32 (or
+    fp64, for a float64 model).
     """
+    logits = logits.to(torch.promote_types(logits.dtype, torch.float32))  # a no-op for fp32 and fp64
     if levels == 2:
         ll = -F.binary_cross_entropy_with_logits(logits[:, 0], x.to(logits.dtype), reduction="none")
     else:
@@ -177,7 +201,7 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
             MaskedConv2d(config.head_channels, C * out_per_colour, 1, "B", C),  # colour-major blocks
         )
         if config.compile:
-            self.network = torch.compile(self.network)  # type: ignore[method-assign]
+            self.network = torch.compile(self.network, **COMPILE_OPTIONS)  # type: ignore[method-assign]
 
     # -- architecture hook ------------------------------------------------------------------
     @abstractmethod
@@ -306,6 +330,7 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
         return values.long().to(self.device), mask.to(self.device)
 
     @torch.no_grad()
+    @without_autocast
     def sample(
         self,
         n: int,

@@ -31,7 +31,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixel_lightning.metrics import BitsPerDim, NLLNats, bits_per_dim
-from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig, log_likelihood
+from pixel_lightning.models.base import (
+    AutoregressiveImageModel,
+    ModelConfig,
+    log_likelihood,
+    without_autocast,
+)
 from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM
 from pixel_lightning.models.pixelcnn import PixelCNN
 from pixel_lightning.models.row_lstm import RowLSTM
@@ -285,6 +290,7 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
             raise ValueError(f"low_res must hold one low-res image per sample: n={n}, got {low_res.shape[0]}")
 
     @torch.no_grad()
+    @without_autocast
     def sample(
         self,
         n: int,

@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixel_lightning.nn.amp import apply_autocast_free, autocast_free_backward
 from pixel_lightning.nn.lstm_cell import lstm_scan, lstm_update
 from pixel_lightning.nn.masked_conv import MaskedConv2d, position_major, require_cond
 from pixel_lightning.nn.masks import channel_groups
@@ -92,6 +93,7 @@ class SkewInputToState(torch.autograd.Function):
         return torch.bmm(K_ext, skew_steps(x).flatten(2))
 
     @staticmethod
+    @autocast_free_backward
     def backward(ctx, ds):
         x, K_ext = ctx.saved_tensors
         B, C, H, W = x.shape
@@ -198,14 +200,14 @@ class DiagonalBiLSTMLayer(nn.Module):
             K_is = torch.cat([K_is, self.cond.weight[:, :, 0, 0]], 1)
             b_is = b_is + self.cond.bias
         K_ext = torch.cat([K_is, b_is[:, None], self.K_ss.bias[:, None]], 1)  # (8h, C + 2)
-        s = SkewInputToState.apply(x, K_ext.view(2, 4 * hd, -1))  # (2, 4h, T*H*B)
+        s = apply_autocast_free(SkewInputToState, "autocast", x, K_ext.view(2, 4 * hd, -1))  # (2, 4h, T*H*B)
         s = s.view(2, 4 * hd, T, H, B).permute(2, 0, 1, 3, 4)  # (T, 2, 4h, H, B) view
         w = self.K_ss.weight.view(2, 4 * hd, hd, 2)  # per direction (4h, h, taps)
         K_ss = w.permute(0, 1, 3, 2).reshape(2, 4 * hd, 2 * hd)  # columns: [row r-1; row r]
         h0 = self.h0.view(2, hd, 1, 1).expand(2, hd, H, B)
         c0 = self.c0.view(2, hd, 1, 1).expand(2, hd, H, B)
         hs = lstm_scan(s, K_ss, h0, c0, (-1, 0))  # (T, 2, h, H, B)
-        return UnskewMerge.apply(hs, W)  # (B, h, H, W)
+        return apply_autocast_free(UnskewMerge, None, hs, W)  # (B, h, H, W)
 
     # -- cached sampling: one position at a time ---------------------------------------------
     def padding_states(self, H: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from pixel_lightning.nn.amp import apply_autocast_free, autocast_free_backward
+
 
 def lstm_update(gates: torch.Tensor, c_prev: torch.Tensor, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
     """One LSTM step from pre-activations ``gates`` = [o, f, i, g] stacked along ``dim`` (4h there).
@@ -85,7 +87,7 @@ def lstm_scan(
         backward's gradient of ``s`` is: Row LSTM keeps its maps channels-outermost
         (:func:`pixel_lightning.nn.row_lstm.to_chwb`), so neither needs a copy there.
     """
-    return LSTMScan.apply(s, K_ss, h0, c0, tuple(taps))
+    return apply_autocast_free(LSTMScan, "float32", s, K_ss, h0, c0, tuple(taps))  # fp32 recurrence
 
 
 def _tap_ranges(N: int, B: int, o: int) -> tuple[slice, slice]:
@@ -147,6 +149,7 @@ class LSTMScan(torch.autograd.Function):
         return hs.unflatten(3, (N, B))
 
     @staticmethod
+    @autocast_free_backward
     def backward(ctx, dhs):
         K_ss, h0, act, cs = ctx.saved_tensors
         T, G, d4, M = act.shape

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pixel_lightning.nn.amp import autocast_dtype
 from pixel_lightning.nn.masks import MaskType, causal_mask, channel_groups
 
 # A masked k x k convolution with at most this many input channels (the first layer, on images) runs as
@@ -200,7 +201,12 @@ def pointwise_sum(xs: list[torch.Tensor], ws: list[torch.Tensor], bias: torch.Te
 
     On dense maps of one layout (:func:`channel_layout`) the products accumulate into one output with
     ``addmm_``/``baddbmm_`` (the skip connections of Section 3.3: no per-term output map and no
-    additions between them); other inputs go through ``F.conv2d``."""
+    additions between them); other inputs go through ``F.conv2d``. Under autocast every term is cast to
+    its dtype first: in-place products take no mix of dtypes (nn/amp.py)."""
+    amp = autocast_dtype(xs[0])
+    if amp is not None:
+        xs, ws = [x.to(amp) for x in xs], [w.to(amp) for w in ws]
+        bias = None if bias is None else bias.to(amp)
     layout = channel_layout(xs[0])
     if layout is None or any(channel_layout(x) != layout for x in xs):
         terms = [F.conv2d(x, w[:, :, None, None]) for x, w in zip(xs, ws, strict=True)]
@@ -208,8 +214,8 @@ def pointwise_sum(xs: list[torch.Tensor], ws: list[torch.Tensor], bias: torch.Te
         return total if bias is None else total + bias.view(1, -1, 1, 1)
     outer, inner = layout
     x0 = xs[0]
-    n_out = math.prod(x0.shape[d] for d in outer)
-    n_in = math.prod(x0.shape[d] for d in inner)
+    n_out = math.prod([x0.shape[d] for d in outer])  # lists, not generators: torch.compile traces them
+    n_in = math.prod([x0.shape[d] for d in inner])
     perm = (*outer, 1, *inner)
     if not inner:  # (positions, in_k) matrices
         flats = [x.permute(*perm).reshape(n_out, x.shape[1]) for x in xs]  # views

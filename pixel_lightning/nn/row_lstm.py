@@ -19,6 +19,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from pixel_lightning.nn.amp import apply_autocast_free, autocast_free_backward
 from pixel_lightning.nn.lstm_cell import lstm_scan, lstm_update
 from pixel_lightning.nn.masked_conv import MaskedConv2d, position_major, require_cond
 from pixel_lightning.nn.masks import channel_groups
@@ -89,7 +90,9 @@ class RowLSTMLayer(nn.Module):
         hd = self.hidden
         K = self.K_is.weight * self.K_is.mask  # (4h, 2h, 1, 3); the tap j+1 is all zero (mask B)
         bias = self.K_is.bias + self.K_ss.bias  # (4h,)
-        s = RowInputToState.apply(to_chwb(x), K[:, :, 0, 1], K[:, :, 0, 0], bias, W, B)  # (4h, H*W*B)
+        s = apply_autocast_free(
+            RowInputToState, "autocast", to_chwb(x), K[:, :, 0, 1], K[:, :, 0, 0], bias, W, B
+        )  # (4h, H*W*B)
         if self.cond is not None:
             s = s + to_chwb(self.cond(require_cond(cond)))
         s = s.view(1, 4 * hd, H, W, B).permute(2, 0, 1, 3, 4)  # (H, 1, 4h, W, B) view: a step is a row
@@ -179,6 +182,7 @@ class RowInputToState(torch.autograd.Function):
         return s
 
     @staticmethod
+    @autocast_free_backward
     def backward(ctx, ds):
         x, K_c, K_l = ctx.saved_tensors
         H, B = ctx.shape

@@ -29,6 +29,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from pixel_lightning.nn.amp import apply_autocast_free, autocast_free_backward
 from pixel_lightning.nn.lstm_cell import lstm_factors
 from pixel_lightning.nn.masked_conv import pointwise_sum, require_cond
 from pixel_lightning.nn.row_lstm import RowLSTMLayer, from_chwb, to_chwb
@@ -79,9 +80,10 @@ def row_lstm_wavefront(stack: RowLSTMStack, x: torch.Tensor, cond: torch.Tensor 
     b_out = torch.stack([ly.out.bias for ly in layers])  # (L, 2h)
     h0 = torch.stack([ly.h0 for ly in layers])  # (L, h)
     c0 = torch.stack([ly.c0 for ly in layers])
-    ys, x_last = RowLSTMWavefront.apply(
-        x.permute(1, 2, 3, 0), W_c, W_l, W_r, bias, s_cond, W_out, b_out, h0, c0, stack.residual
-    )  # (L, H*W*B, 2h), (2h, H, W, B)
+    ys, x_last = apply_autocast_free(
+        RowLSTMWavefront, "float32",
+        x.permute(1, 2, 3, 0), W_c, W_l, W_r, bias, s_cond, W_out, b_out, h0, c0, stack.residual,
+    )  # (L, H*W*B, 2h), (2h, H, W, B); a recurrence: fp32 under autocast (nn/amp.py)  # fmt: skip
     if not stack.skip:
         return x_last.permute(3, 0, 1, 2).contiguous(memory_format=torch.channels_last)
     # sum_l S_l y_l: each y_l is an (H*W*B, 2h) matrix, i.e. a map with channels innermost in the
@@ -201,6 +203,7 @@ class RowLSTMWavefront(torch.autograd.Function):
         return ys.view(L, H * k.M, C2), x_last
 
     @staticmethod
+    @autocast_free_backward
     def backward(ctx, d_ys, d_x_last):
         W_c, W_l, W_r, W_out, inp, act, cs = ctx.saved_tensors
         H, W, B = ctx.shape
