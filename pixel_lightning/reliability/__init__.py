@@ -12,7 +12,6 @@ Wiring (what ``pixel_lightning.runner`` does)::
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -58,13 +57,10 @@ def prepare_resume(
     run_dir: str | Path, model: pl.LightningModule, report: Callable[[str], None] = print
 ) -> CheckpointInfo | None:
     """The checkpoint to resume from (None: start fresh). Raises CheckpointError when the newest valid one
-    is of another model (compared on the fields of the model's config class that shape its parameters), or
-    when checkpoints exist but none is usable."""
+    is of another model (:func:`check_compatible`), or when checkpoints exist but none is usable."""
     info = find_resume_checkpoint(checkpoint_dir(run_dir), report)
     if info is None:
         return None
-    config = model.config
-    shaping = [f.name for f in fields(config) if f.name not in type(config).RESUMABLE_CHANGES]
-    check_compatible(info, model.arch, {k: getattr(config, k) for k in shaping}, shaping)
+    check_compatible(info, model)
     report(f"[resume] resuming from {info.path} (step {info.step}, epoch {info.epoch})")
     return info

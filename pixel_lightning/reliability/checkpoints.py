@@ -15,7 +15,7 @@ import re
 import time
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -251,19 +251,19 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     )
 
 
-def check_compatible(info: CheckpointInfo, arch: str, config: Mapping[str, Any], fields: list[str]) -> None:
-    """Raise CheckpointError naming both models unless ``info`` can be resumed by ``arch``/``config``;
-    ``fields``: the config fields that shape the parameters or optimizer state (from the config class)."""
+def check_compatible(info: CheckpointInfo, model: pl.LightningModule) -> None:
+    """Raise CheckpointError naming both models unless ``model`` can resume ``info``: the same architecture
+    and the same fields of its config class that shape the parameters (all but RESUMABLE_CHANGES)."""
+    resumable = type(model.config).RESUMABLE_CHANGES
+    config = {f.name: getattr(model.config, f.name) for f in fields(model.config) if f.name not in resumable}
 
     def norm(value: Any) -> Any:
         return tuple(value) if isinstance(value, tuple | list) else value
 
-    differ = [
-        k for k in fields if k in config and k in info.config and norm(config[k]) != norm(info.config[k])
-    ]
-    if info.arch == arch and not differ:
+    differ = [k for k in config if k in info.config and norm(config[k]) != norm(info.config[k])]
+    if info.arch == model.arch and not differ:
         return
-    keys = differ if info.arch == arch else ["image_shape", "levels", "hidden", "layers"]
+    keys = differ if info.arch == model.arch else ["image_shape", "levels", "hidden", "layers"]
 
     def describe(a: str, c: Mapping[str, Any]) -> str:
         parts = [f"{k}={norm(c[k])}" for k in keys if k in c]
@@ -271,7 +271,7 @@ def check_compatible(info: CheckpointInfo, arch: str, config: Mapping[str, Any],
 
     raise CheckpointError(
         f"checkpoint {info.path} is of another model: it holds {describe(info.arch, info.config)}, "
-        f"this run builds {describe(arch, config)}",
+        f"this run builds {describe(model.arch, config)}",
         "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
     )
 
