@@ -1,11 +1,6 @@
-"""The metric history of a run, ``<run>/logs/metrics.csv``: one row per logged (step, metrics), continued
-across resumes so that it holds every logged (step, metric) exactly once after any interruption.
-
-:class:`HistoryLogger` is a Lightning ``Logger`` writing each row as it is logged (Lightning's CSVLogger
-deletes an existing file when it starts and rewrites it in place when a new key appears: a kill then lost
-the history). :class:`HistoryRows` stores in every checkpoint how many rows were logged when it was taken;
-a run resumed from that checkpoint keeps exactly those rows and logs the rest again.
-"""
+"""The metric history of a run, ``<run>/logs/metrics.csv``, continued across resumes so that it holds every
+logged (step, metric) exactly once after any interruption: a run resumed from a checkpoint keeps the rows
+logged before it (:class:`HistoryRows`) and logs the rest again."""
 
 from __future__ import annotations
 
@@ -25,7 +20,8 @@ from pixel_lightning.atomic import atomic_write
 
 class HistoryLogger(Logger):
     """``<save_dir>/logs/metrics.csv``: columns ``step`` and every logged key, sorted (CSVLogger's format);
-    one row per ``log_metrics`` call, appended as it is logged.
+    one row per ``log_metrics`` call, appended as it is logged (Lightning's CSVLogger deletes an existing
+    file when it starts and rewrites it in place when a new key appears: a kill then lost the history).
 
     ``keep``: the rows of an existing file kept (a half-written last line is dropped): those logged before
     the checkpoint a run resumes from (:class:`HistoryRows`); 0 for a fresh start; None keeps them all

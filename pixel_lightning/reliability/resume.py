@@ -1,9 +1,6 @@
-"""Exact mid-epoch resume: what Lightning does not save itself.
-
-Lightning restores the model, optimizers, schedulers, loop counters and the position of a training loader
-that has ``state_dict``/``load_state_dict`` (the data package's BatchLoader: its sampler's position). It
-does not save the random number generators (:class:`RNGState`) nor the accumulated states of the module's
-torchmetrics (:class:`MetricState`).
+"""Exact mid-epoch resume: what Lightning does not save itself. It restores the model, optimizers, loop
+counters and the position of a loader with ``state_dict``/``load_state_dict`` (the data package's
+BatchLoader), not the random generators (:class:`RNGState`) nor torchmetrics' states (:class:`MetricState`).
 """
 
 from __future__ import annotations
