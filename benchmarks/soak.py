@@ -28,6 +28,7 @@ sys.path.insert(0, str(ROOT / "tests"))
 from rel_tiny import TinyData, parse, seeded_model  # noqa: E402  the tests' tiny model and data
 
 from pixel_lightning import reliability  # noqa: E402
+from pixel_lightning.config import CheckpointConfig, GuardConfig  # noqa: E402
 
 
 def rss_mib() -> float:
@@ -73,14 +74,14 @@ def main() -> None:
         raise SystemExit(f"{out} exists: choose a new --out (the soak starts from scratch)")
     args = parse(["--out", str(out), "--steps", str(a.steps), "--every", str(a.every), "--keep", str(a.keep)])
     model, data = seeded_model(args), TinyData(seed=0, n_train=a.n_train)
-    config = reliability.CheckpointConfig(every_n_steps=a.every, keep_last_k=a.keep)
-    reliability.prepare_resume(out, model, data)
+    config = CheckpointConfig(every_n_steps=a.every, keep_last_k=a.keep)
+    reliability.prepare_resume(out, model)
     probe = Probe(out, a.every)
     trainer = L.Trainer(
         default_root_dir=out, max_steps=a.steps, accelerator="cpu", devices=1, logger=False,
         enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=[probe, *reliability.callbacks(out, config)],
-        plugins=reliability.plugins(),
+        num_sanity_val_steps=0, callbacks=[probe, *reliability.callbacks(out, config, GuardConfig())],
+        plugins=[reliability.AtomicCheckpointIO()],
     )  # fmt: skip
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=data)

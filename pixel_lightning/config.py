@@ -35,7 +35,6 @@ from pixel_lightning.models.base import ModelConfig
 from pixel_lightning.models.multiscale import MultiScaleConfig
 from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, recipe_path
 from pixel_lightning.recipebook import read_yaml as _read_yaml
-from pixel_lightning.reliability import CheckpointConfig, GuardConfig  # their owner
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 BUDGET = ("max_epochs", "max_steps", "max_time")  # trainer.*: how long a run trains (raised: it continues)
@@ -216,6 +215,25 @@ class PaperConfig:
     train: float | None = None  # the paper's training figure (in parentheses in its tables)
     unit: str = "bits/dim"  # bits/dim | nats
     where: str = ""  # table / section of the paper
+
+
+@dataclass
+class CheckpointConfig:
+    """Checkpoints in <out>/checkpoints/: the best by ``monitor``, last.ckpt and periodic ones; re-running
+    the same command resumes from the newest valid one (pixel_lightning.reliability, docs/reliability.md)."""
+
+    monitor: str = "val/nll_nats"  # metric that picks the best checkpoint (lower is better)
+    every_n_steps: int | None = None  # save every N optimizer steps (None: every_n_minutes)
+    every_n_minutes: float | None = 30.0  # save every N minutes of training (when every_n_steps is None)
+    keep_last_k: int = 3  # periodic checkpoints kept (older ones are deleted)
+    requeue: bool = True  # under SLURM, requeue the job on SIGTERM/SIGUSR1
+
+
+@dataclass
+class GuardConfig:
+    """The non-finite guard: a step with a NaN/inf loss or gradient is skipped (no weight changes)."""
+
+    max_skips: int = 5  # skipped steps allowed per run; the next non-finite step stops the run (exit 3)
 
 
 @dataclass

@@ -46,7 +46,14 @@ from pixel_lightning.callbacks import (
     draw_samples,
     log_image,
 )
-from pixel_lightning.config import BUDGET, ConfigError, RunConfig, identity_differences, load_config
+from pixel_lightning.config import (
+    BUDGET,
+    CheckpointConfig,
+    ConfigError,
+    RunConfig,
+    identity_differences,
+    load_config,
+)
 from pixel_lightning.data.base import is_user_data
 from pixel_lightning.errors import NonFiniteError, OtherRunError, cli_errors
 from pixel_lightning.recipebook import list_text, make_parser, paper_figure
@@ -287,7 +294,7 @@ def quiet_lightning(bars: bool = True) -> None:
 
         datasets.disable_progress_bars()
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
-    monitor = reliability.CheckpointConfig.monitor
+    monitor = CheckpointConfig.monitor
     warnings.filterwarnings("ignore", message=rf"`ModelCheckpoint\(monitor='{monitor}'\)` could not find")
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_no_litlogger_tip)  # once: a set
 
@@ -326,7 +333,7 @@ def build_trainer(
         default_root_dir=cfg.run_dir,
         logger=loggers if loggers is not None else build_loggers(cfg, history_rows),
         callbacks=[*build_callbacks(cfg), *extra_callbacks],
-        plugins=[*plugins, *reliability.plugins()],  # atomic, finite-only checkpoint writes
+        plugins=[*plugins, reliability.AtomicCheckpointIO()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
         **{**t.kwargs(), "enable_progress_bar": progress_bars(cfg)},
     )

@@ -26,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import pixel_lightning  # noqa: E402
 from pixel_lightning import reliability  # noqa: E402
+from pixel_lightning.config import CheckpointConfig, GuardConfig  # noqa: E402
 from pixel_lightning.data.base import (  # noqa: E402
     BatchLoader,
     ImageBatches,
@@ -137,8 +138,8 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     model = seeded_model(args)
     data = TinyData(seed=args.seed, num_workers=args.workers)
-    checkpoint = reliability.CheckpointConfig(every_n_steps=args.every, keep_last_k=args.keep)
-    guard = reliability.GuardConfig(max_skips=args.max_skips)
+    checkpoint = CheckpointConfig(every_n_steps=args.every, keep_last_k=args.keep)
+    guard = GuardConfig(max_skips=args.max_skips)
     resume = reliability.prepare_resume(out, model)
     nan_at = tuple(int(s) for s in args.nan_at.split(",") if s)
     trainer = L.Trainer(
@@ -158,7 +159,7 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
             StepPrinter(args.sleep, nan_at, args.noise),
             *reliability.callbacks(out, checkpoint, guard),
         ],
-        plugins=reliability.plugins(),
+        plugins=[reliability.AtomicCheckpointIO()],
     )
     trainer.fit(model, datamodule=data, ckpt_path=resume and str(resume.path))
     fitted = {

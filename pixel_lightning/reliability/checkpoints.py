@@ -2,10 +2,8 @@
 ModelCheckpoint, plus what Lightning lacks: finite-only atomic writes, save points it resumes exactly, a
 save at the run's last step, and validated resume discovery.
 
-Layout of a run directory's checkpoints::
-
-    <out>/checkpoints/step=000000200.ckpt   every N steps or T minutes, at epoch ends and at the last step;
-    <out>/checkpoints/step=000000300.ckpt   the newest ``keep_last_k`` kept (by the step in the name)
+    <out>/checkpoints/step=000000300.ckpt   every N steps or T minutes, at epoch ends and at the last step;
+                                            the newest ``keep_last_k`` kept (by the step in the name)
     <out>/checkpoints/last.ckpt             the newest of them: the resume point
     <out>/checkpoints/best-EEE-SSSSSSS.ckpt the best by ``monitor`` (save_top_k=1): the test uses it
 """
@@ -17,7 +15,7 @@ import re
 import time
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +37,11 @@ def step_name(step: int) -> str:
     return f"step={step:09d}.ckpt"
 
 
+def step_files(directory: Path) -> list[tuple[int, Path]]:
+    """The periodic checkpoints in ``directory`` with their steps, oldest first."""
+    return sorted((int(m.group(1)), p) for p in directory.glob("step=*.ckpt") if (m := STEP_RE.match(p.name)))
+
+
 def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
     """Names of the floating-point tensors in ``state`` with a NaN or an infinity."""
     return [
@@ -49,48 +52,38 @@ def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, refusing non-finite weights and fsyncing local files.
-
-    Lightning's own writer renames a temporary file too, but writes weights with NaNs without a word
-    (tests/test_reliability.py::test_checkpoint_io_refuses_non_finite_weights) and does not fsync
-    (test_interrupted_write_keeps_the_previous_file checks the rename).
-    """
+    """Lightning's checkpoint IO, refusing non-finite weights and fsyncing local files. Lightning's own
+    writes weights with NaNs without a word (tests/test_reliability.py::
+    test_checkpoint_io_refuses_non_finite_weights) and does not fsync."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
-        bad = non_finite_tensors(checkpoint.get("state_dict", {}))
-        if bad:
+        if bad := non_finite_tensors(checkpoint.get("state_dict", {})):
             raise NonFiniteError(
                 f"refusing to write checkpoint {path}: non-finite values in {', '.join(bad[:5])}",
                 "the weights diverged; resume from the last checkpoint with a lower learning rate",
             )
         if "://" in str(path):  # remote storage: Lightning's own (transactional) writer
-            super().save_checkpoint(checkpoint, path, storage_options)
-            return
+            return super().save_checkpoint(checkpoint, path, storage_options)
         atomic_write(Path(path), lambda f: torch.save(checkpoint, f))
-
-
-def validation_follows(trainer: pl.Trainer, batch_idx: int) -> bool:
-    """Does Lightning validate after this training batch? Its rule, from the Trainer's public settings. A
-    time-based ``val_check_interval`` cannot be foreseen: counted as no (docs/reliability.md, limits)."""
-    every = trainer.check_val_every_n_epoch
-    if not trainer.enable_validation or (every is not None and (trainer.current_epoch + 1) % every):
-        return False
-    if trainer.should_stop:
-        return True
-    if not isinstance(trainer.val_check_interval, int | float):
-        return False
-    if trainer.val_check_batch == float("inf"):
-        return trainer.is_last_batch
-    batch = trainer.fit_loop.total_batch_idx if every is None else batch_idx
-    return (batch + 1) % trainer.val_check_batch == 0
 
 
 def plain_batch_end(trainer: pl.Trainer, batch_idx: int) -> bool:
     """Is this training batch end a point Lightning resumes exactly from: an optimizer step, not the last
     batch of an epoch, no validation after it? (A run resumed from a save at the last batch skips that
-    epoch's end, one saved before a validation skips the validation: tests/test_journeys.py.)"""
-    stepped = (batch_idx + 1) % trainer.accumulate_grad_batches == 0
-    return stepped and not trainer.is_last_batch and not validation_follows(trainer, batch_idx)
+    epoch's end, one saved before a validation skips the validation: tests/test_journeys.py.) Whether
+    Lightning validates next is its rule, from the Trainer's public settings; a time-based
+    ``val_check_interval`` cannot be foreseen and counts as no (docs/reliability.md, limits)."""
+    if (batch_idx + 1) % trainer.accumulate_grad_batches or trainer.is_last_batch:
+        return False
+    every = trainer.check_val_every_n_epoch
+    if not trainer.enable_validation or (every is not None and (trainer.current_epoch + 1) % every):
+        return True
+    if trainer.should_stop:
+        return False
+    if not isinstance(trainer.val_check_interval, int | float) or trainer.val_check_batch == float("inf"):
+        return True  # (an infinite val_check_batch validates at the last batch only: excluded above)
+    batch = trainer.fit_loop.total_batch_idx if every is None else batch_idx
+    return (batch + 1) % trainer.val_check_batch != 0
 
 
 def write_step_row(trainer: pl.Trainer) -> None:
@@ -117,14 +110,12 @@ class PeriodicCheckpoint(Checkpoint):
     """``step=N.ckpt`` every ``every_n_steps`` steps (or every ``every_minutes``), at every epoch end and
     at the run's final step; the newest ``keep`` kept; ``last.ckpt`` the newest.
 
-    A save that is due is taken at the next point Lightning resumes exactly by itself: a plain batch end
-    (:func:`plain_batch_end`), so a save due at an epoch's last batch or before a validation is taken at
-    the next step (Lightning resumes a save at an epoch end or after a validation without replaying the
-    epoch-end metrics: tests/test_reliability.py::test_resume_is_exact). The final state is saved when
-    training ends (a larger budget continues from it: test_a_larger_budget_continues_mid_epoch_exactly).
-    Nothing here depends on the folder's absolute path, so a moved run folder keeps its bookkeeping
-    (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping). A ``Checkpoint``
-    subclass, so Lightning runs it after the callbacks that log.
+    A save that is due is taken at the next :func:`plain_batch_end` (Lightning resumes a save at an epoch
+    end or after a validation without replaying the epoch-end metrics: tests/test_reliability.py::
+    test_resume_is_exact). The final state is saved when training ends (a larger budget continues from
+    it: test_a_larger_budget_continues_mid_epoch_exactly). Nothing here depends on the folder's absolute
+    path (test_a_moved_run_folder_keeps_its_bookkeeping). A ``Checkpoint`` subclass, so Lightning runs it
+    after the callbacks that log.
     """
 
     def __init__(self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int):
@@ -148,21 +139,20 @@ class PeriodicCheckpoint(Checkpoint):
         step = trainer.global_step
         every = self.every_n_steps > 0 and step % self.every_n_steps == 0
         final = 0 <= trainer.max_steps <= step
-        self._due = self._due or every or final or trainer.is_last_batch or self._time_is_up(trainer)
+        self._due = self._due or every or final or trainer.is_last_batch
+        if not self._due and self.every_s is not None:  # rank 0 decides, for all ranks
+            time_is_up = time.monotonic() - self._timer >= self.every_s
+            self._due = bool(trainer.strategy.broadcast(time_is_up, src=0))
         if self._due and plain_batch_end(trainer, batch_idx):
             self.save_now(trainer, batch_end=True)
-
-    def _time_is_up(self, trainer: pl.Trainer) -> bool:
-        """``every_minutes`` passed since the last save (rank 0 decides, for all ranks)."""
-        if self.every_s is None:
-            return False
-        return bool(trainer.strategy.broadcast(time.monotonic() - self._timer >= self.every_s, src=0))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save_now(trainer)  # the final state: a larger budget continues from it
 
     def save_now(self, trainer: pl.Trainer, batch_end: bool = False) -> str:
-        """Save the current step (all ranks call) unless it is saved; return last.ckpt's path."""
+        """Save the current step (all ranks call) unless it is saved; return last.ckpt's path. Prunes the
+        step files before the newest ``keep`` (those after ``step``, left by a run resumed from an older
+        checkpoint, are overwritten as the run gets there)."""
         step = trainer.global_step
         if self._saved_step != step:
             if batch_end:
@@ -170,27 +160,18 @@ class PeriodicCheckpoint(Checkpoint):
             trainer.save_checkpoint(self.dirpath / step_name(step))
             trainer.save_checkpoint(self.dirpath / LAST)
             self._due, self._saved_step, self._timer = False, step, time.monotonic()
-            if trainer.is_global_zero:
-                self._prune(step)
+            older = [p for s, p in step_files(self.dirpath) if s <= step] if trainer.is_global_zero else []
+            for path in older[: max(0, len(older) - self.keep)]:
+                path.unlink(missing_ok=True)
         return str(self.dirpath / LAST)
-
-    def _prune(self, step: int) -> None:
-        """Delete the step files before the newest ``keep`` (those after ``step``, left by a run resumed
-        from an older checkpoint, are overwritten as the run gets there)."""
-        saved = sorted(
-            (int(m.group(1)), p) for p in self.dirpath.glob("step=*.ckpt") if (m := STEP_RE.match(p.name))
-        )
-        older = [p for s, p in saved if s <= step]
-        for path in older[: max(0, len(older) - self.keep)]:
-            path.unlink(missing_ok=True)
 
 
 class BestCheckpoint(ModelCheckpoint):
     """The best checkpoint by ``monitor`` (lower is better), one file: the test and the Hub use it.
 
     Lightning's ModelCheckpoint saves absolute paths in its state and, when the folder moved, drops all but
-    ``best_model_path``: the best comparison restarted and a second best-*.ckpt stayed. Paths in the
-    saved state that lie in the old folder are rebased onto this one
+    ``best_model_path``: the best comparison restarted and a second best-*.ckpt stayed. Paths in the saved
+    state that lie in the old folder are rebased onto this one
     (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping)."""
 
     def __init__(self, dirpath: Path, monitor: str) -> None:
@@ -211,11 +192,11 @@ class BestCheckpoint(ModelCheckpoint):
             def moved(path: Any) -> Any:
                 return str(Path(new) / Path(path).name) if path and Path(path).parent == Path(old) else path
 
+            keys = ("best_model_path", "kth_best_model_path", "last_model_path")
             state_dict = {
                 **state_dict,
                 "dirpath": new,
-                **{k: moved(state_dict.get(k)) for k in ("best_model_path", "kth_best_model_path")},
-                "last_model_path": moved(state_dict.get("last_model_path")),
+                **{k: moved(state_dict.get(k)) for k in keys},
                 "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
             }
         super().load_state_dict(state_dict)
@@ -237,98 +218,80 @@ class CheckpointInfo:
     metrics: dict[str, float] = field(default_factory=dict)  # trainer.callback_metrics when it was taken
 
 
-def _corrupt_fix(path: Path) -> str:
-    return (
-        f"delete {path} (an older checkpoint in the same folder is used), or start a new run with a new --out"
-    )
-
-
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     """Load and validate ``path``: readable, a pixel-lightning checkpoint, every weight finite."""
     path = Path(path)
+    fix = (
+        f"delete {path} (an older checkpoint in the same folder is used), or start a new run with a new --out"
+    )
     if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (truncated)", _corrupt_fix(path))
+        raise CheckpointError(f"checkpoint {path} is empty (truncated)", fix)
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=False)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
         reason = " ".join(str(e).split())[:160]
-        raise CheckpointError(
-            f"checkpoint {path} is corrupt or truncated ({reason})", _corrupt_fix(path)
-        ) from e
+        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason})", fix) from e
     meta = ckpt.get("pixel_lightning") if isinstance(ckpt, dict) else None
     if not isinstance(meta, dict) or "arch" not in meta or "state_dict" not in ckpt:
         raise CheckpointError(
             f"{path} is not a pixel-lightning checkpoint (no architecture recorded in it)",
             "point to a checkpoint written by pixel-lightning, or start a new run with a new --out",
         )
-    bad = non_finite_tensors(ckpt["state_dict"])
-    if bad:
-        raise CheckpointError(
-            f"checkpoint {path} has non-finite weights ({', '.join(bad[:3])})", _corrupt_fix(path)
-        )
+    if bad := non_finite_tensors(ckpt["state_dict"]):
+        raise CheckpointError(f"checkpoint {path} has non-finite weights ({', '.join(bad[:3])})", fix)
+    rows = ckpt.get("callbacks", {}).get(HistoryRows.KEY, {})
     return CheckpointInfo(
         path=path,
         step=int(ckpt.get("global_step", 0)),
         epoch=int(ckpt.get("epoch", 0)),
         arch=str(meta["arch"]),
         config=dict(meta.get("config", {})),
-        history_rows=ckpt.get("callbacks", {}).get(HistoryRows.KEY, {}).get("rows"),
-        metrics=dict(ckpt.get("callbacks", {}).get(HistoryRows.KEY, {}).get("metrics", {})),
+        history_rows=rows.get("rows"),
+        metrics=dict(rows.get("metrics", {})),
     )
 
 
-def check_compatible(info: CheckpointInfo, arch: str, config: Mapping[str, Any], fields: list[str]) -> None:
-    """Raise CheckpointError naming both models unless ``info`` can be resumed by ``arch``/``config``;
-    ``fields``: the config fields that shape the parameters or optimizer state (from the config class)."""
+def check_compatible(info: CheckpointInfo, model: pl.LightningModule) -> None:
+    """Raise CheckpointError naming both models unless ``model`` can resume ``info``: the same architecture
+    and the same fields of its config class that shape the parameters (all but RESUMABLE_CHANGES)."""
+    resumable = type(model.config).RESUMABLE_CHANGES
+    config = {f.name: getattr(model.config, f.name) for f in fields(model.config) if f.name not in resumable}
 
     def norm(value: Any) -> Any:
-        return list(value) if isinstance(value, tuple | list) else value
+        return tuple(value) if isinstance(value, tuple | list) else value
 
-    differ = [
-        k for k in fields if k in config and k in info.config and norm(config[k]) != norm(info.config[k])
-    ]
-    if info.arch != arch or differ:
-        keys = differ if info.arch == arch else ["image_shape", "levels", "hidden", "layers"]
+    differ = [k for k in config if k in info.config and norm(config[k]) != norm(info.config[k])]
+    if info.arch == model.arch and not differ:
+        return
+    keys = differ if info.arch == model.arch else ["image_shape", "levels", "hidden", "layers"]
 
-        def describe(a: str, c: Mapping[str, Any]) -> str:
-            parts = [f"{k}={tuple(c[k]) if isinstance(c[k], list) else c[k]}" for k in keys if k in c]
-            return f"{a} ({', '.join(parts)})" if parts else a
+    def describe(a: str, c: Mapping[str, Any]) -> str:
+        parts = [f"{k}={norm(c[k])}" for k in keys if k in c]
+        return f"{a} ({', '.join(parts)})" if parts else a
 
-        raise CheckpointError(
-            f"checkpoint {info.path} is of another model: it holds {describe(info.arch, info.config)}, "
-            f"this run builds {describe(arch, config)}",
-            "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
-        )
-
-
-def resume_candidates(directory: Path) -> list[Path]:
-    """Checkpoints a run can resume from, newest first: last.ckpt, then the step files by step."""
-    steps = sorted(
-        (p for p in directory.glob("step=*.ckpt") if STEP_RE.match(p.name)),
-        key=lambda p: int(STEP_RE.match(p.name).group(1)),
-        reverse=True,
+    raise CheckpointError(
+        f"checkpoint {info.path} is of another model: it holds {describe(info.arch, info.config)}, "
+        f"this run builds {describe(model.arch, config)}",
+        "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
     )
-    last = directory / LAST
-    return [last, *steps] if last.is_file() else steps
 
 
 def find_resume_checkpoint(
     directory: str | Path, report: Callable[[str], None] = print
 ) -> CheckpointInfo | None:
-    """The newest valid checkpoint in ``directory``, or None when it holds none.
-
-    Each unusable candidate (corrupt, truncated, non-finite) is reported with ``report`` and the next
-    older one tried (Lightning would fail on the newest: tests/test_reliability.py::
+    """The newest valid checkpoint in ``directory`` (last.ckpt, then the step files by step), or None when
+    it holds none. Each unusable candidate (corrupt, truncated, non-finite) is reported and the next older
+    one tried (Lightning would fail on the newest: tests/test_reliability.py::
     test_corrupt_newest_checkpoint_falls_back_to_previous). Raises CheckpointError when checkpoints exist
-    but none is usable.
-    """
+    but none is usable."""
     directory = Path(directory)
     if not directory.is_dir():
         return None
     for tmp in directory.glob(".*.tmp-*"):  # left by a killed writer (a live one writes only while we wait)
         tmp.unlink(missing_ok=True)
+    last = [directory / LAST] if (directory / LAST).is_file() else []
     problems: list[str] = []
-    for path in resume_candidates(directory):
+    for path in [*last, *(p for _, p in reversed(step_files(directory)))]:
         try:
             info = inspect_checkpoint(path)
         except CheckpointError as e:

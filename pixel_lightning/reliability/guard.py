@@ -1,18 +1,16 @@
 """Non-finite guard: catch a NaN/inf loss or gradient at the step it happens, skip it, stop if it recurs.
 
-At ``on_before_optimizer_step`` (after backward, before the optimizer moves anything) the guard checks
-the step's loss and every gradient. A non-finite one is reported with its step; its gradients are dropped
-(``grad = None``: torch optimizers then leave those parameters and their state untouched), so the step
-changes no weight. After ``max_skips`` skipped steps the next non-finite one stops the run with
-:class:`~pixel_lightning.errors.NonFiniteError`, naming the step. Weights therefore never become
-non-finite through a skipped step, and the checkpoint writers refuse non-finite weights anyway.
+At ``on_before_optimizer_step`` (after backward, before the optimizer moves anything) the guard checks the
+step's loss and every gradient. A non-finite one is reported with its step and its gradients are dropped
+(``grad = None``: torch optimizers then leave those parameters and their state untouched). After
+``max_skips`` skipped steps the next non-finite one stops the run with NonFiniteError, naming the step.
 
-Weights can diverge while staying finite (a learning rate far too high: ~1e10 weights, a loss that is huge,
-then NaN), and such checkpoints are written. So the guard also keeps ``sane_step``, the newest step whose
-loss (on the weights of that step's checkpoint) was finite and at most ``DIVERGED`` times the lowest of the
-run; when it stops the run, :func:`set_aside_diverged` moves the checkpoints after that step aside, and the
-documented recovery (a lower ``model.lr``, the same command) resumes from the last sane one, or starts over
-when none is left (tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint).
+Weights can diverge while staying finite (a learning rate far too high: ~1e10 weights, a huge loss, then
+NaN), and such checkpoints are written. So the guard keeps ``sane_step``, the newest step whose loss was
+finite and at most ``DIVERGED`` times the run's lowest; when it stops the run, :func:`set_aside_diverged`
+moves the later checkpoints aside, and the documented recovery (a lower ``model.lr``, the same command)
+resumes from the last sane one, or starts over when none is left
+(tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint).
 """
 
 from __future__ import annotations
@@ -28,14 +26,6 @@ from lightning.pytorch.callbacks import Callback
 from pixel_lightning.errors import NonFiniteError
 
 DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not the noise of one batch
-
-
-def grads_finite(params: list[torch.Tensor]) -> bool:
-    """True when every gradient in ``params`` is finite (one device sync for all of them)."""
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return True
-    return bool(torch.stack([g.isfinite().all() for g in grads]).all())
 
 
 class NonFiniteGuard(Callback):
@@ -68,12 +58,14 @@ class NonFiniteGuard(Callback):
         loss, self._loss = self._loss, None
         params = [p for group in optimizer.param_groups for p in group["params"]]
         loss_bad = loss is not None and not math.isfinite(loss)
-        if loss is not None and not loss_bad and loss <= DIVERGED * max(self.lowest, 0.0):
-            self.sane_step = trainer.global_step  # the weights of this step's checkpoint give a sane loss
         if loss is not None and not loss_bad:
+            if loss <= DIVERGED * max(self.lowest, 0.0):
+                self.sane_step = trainer.global_step  # the weights of this step's checkpoint give a sane loss
             self.lowest = min(self.lowest, loss)
-        if not loss_bad and grads_finite(params):
-            return
+        if not loss_bad:
+            grads = [p.grad.isfinite().all() for p in params if p.grad is not None]
+            if not grads or bool(torch.stack(grads).all()):  # one device sync for all gradients
+                return
         what = f"non-finite loss ({loss})" if loss_bad else "non-finite gradient"
         step = trainer.global_step
         for p in params:
@@ -95,29 +87,27 @@ class NonFiniteGuard(Callback):
         pl_module.log("guard/skipped_steps", float(len(self.skipped)), on_step=True, on_epoch=False)
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The global step a checkpoint file was saved at (None: unreadable)."""
-    try:
-        return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-    except Exception:  # a corrupt file is the resume's to report, not ours
-        return None
-
-
 def set_aside_diverged(directory: Path, sane_step: int) -> tuple[Path | None, int | None]:
     """Move the checkpoints in ``directory`` saved after ``sane_step`` into ``diverged-after-step-N/`` in
     its parent, the run directory (kept, not deleted), so a re-run resumes from the newest sane one.
     Returns the folder (None: nothing moved) and the step a re-run resumes from (None: it starts over)."""
-    steps = {p: checkpoint_step(p) for p in sorted(Path(directory).glob("*.ckpt"))}
-    later = [p for p, step in steps.items() if step is not None and step > sane_step]
-    kept = [step for p, step in steps.items() if step is not None and p not in later]
+
+    def saved_at(path: Path) -> int | None:
+        try:
+            return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
+        except Exception:  # a corrupt file is the resume's to report, not ours
+            return None
+
+    steps = {p: step for p in sorted(Path(directory).glob("*.ckpt")) if (step := saved_at(p)) is not None}
+    later = [p for p, step in steps.items() if step > sane_step]
+    resume_step = max((step for step in steps.values() if step <= sane_step), default=None)
     if not later:
-        return None, max(kept, default=None)
-    folder = Path(directory).parent / f"diverged-after-step-{sane_step}"
-    n = 1
+        return None, resume_step
+    folder, n = Path(directory).parent / f"diverged-after-step-{sane_step}", 1
     while folder.exists():
         n += 1
         folder = Path(directory).parent / f"diverged-after-step-{sane_step}-{n}"
     folder.mkdir()
     for path in later:
         path.rename(folder / path.name)
-    return folder, max(kept, default=None)
+    return folder, resume_step

@@ -1,11 +1,6 @@
-"""The metric history of a run, ``<run>/logs/metrics.csv``: one row per logged (step, metrics), continued
-across resumes so that it holds every logged (step, metric) exactly once after any interruption.
-
-:class:`HistoryLogger` is a Lightning ``Logger`` writing each row as it is logged (Lightning's CSVLogger
-deletes an existing file when it starts and rewrites it in place when a new key appears: a kill then lost
-the history). :class:`HistoryRows` stores in every checkpoint how many rows were logged when it was taken;
-a run resumed from that checkpoint keeps exactly those rows and logs the rest again.
-"""
+"""The metric history of a run, ``<run>/logs/metrics.csv``, continued across resumes so that it holds every
+logged (step, metric) exactly once after any interruption: a run resumed from a checkpoint keeps the rows
+logged before it (:class:`HistoryRows`) and logs the rest again."""
 
 from __future__ import annotations
 
@@ -23,13 +18,10 @@ from lightning.pytorch.utilities import rank_zero_only
 from pixel_lightning.atomic import atomic_write
 
 
-def _scalar(value: Any) -> Any:
-    return value.item() if isinstance(value, torch.Tensor) else value
-
-
 class HistoryLogger(Logger):
     """``<save_dir>/logs/metrics.csv``: columns ``step`` and every logged key, sorted (CSVLogger's format);
-    one row per ``log_metrics`` call, appended as it is logged.
+    one row per ``log_metrics`` call, appended as it is logged (Lightning's CSVLogger deletes an existing
+    file when it starts and rewrites it in place when a new key appears: a kill then lost the history).
 
     ``keep``: the rows of an existing file kept (a half-written last line is dropped): those logged before
     the checkpoint a run resumes from (:class:`HistoryRows`); 0 for a fresh start; None keeps them all
@@ -42,24 +34,13 @@ class HistoryLogger(Logger):
         self._save_dir = Path(save_dir)
         self.path = self._save_dir / "logs" / "metrics.csv"
         self.keep, self.rows = keep, 0
-        self._keys: list[str] | None = None
+        self._keys: list[str] | None = None  # None: the kept rows are not read yet
         self._last: str | None = None
 
-    @property
-    def name(self) -> str:
-        return "logs"
-
-    @property
-    def version(self) -> str:
-        return ""
-
-    @property
-    def save_dir(self) -> str:
-        return str(self._save_dir)
-
-    @property
-    def log_dir(self) -> str:
-        return str(self.path.parent)
+    name = property(lambda self: "logs")
+    version = property(lambda self: "")
+    save_dir = property(lambda self: str(self._save_dir))
+    log_dir = property(lambda self: str(self.path.parent))
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
@@ -67,18 +48,17 @@ class HistoryLogger(Logger):
 
     def kept_rows(self) -> list[dict[str, str]]:
         """The rows kept from before this run started (rank 0; read once, before the first new row)."""
-        if self._keys is None:
-            self._continue()
+        self._continue()
         return self._read()[: self.rows]
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
-        row = {**{k: _scalar(v) for k, v in metrics.items()}, "step": self.rows if step is None else step}
+        row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        row["step"] = self.rows if step is None else step
         if repr(row) == self._last:  # repr: a NaN (a step the guard skipped) equals itself
             return
         self._last = repr(row)
-        if self._keys is None:
-            self._continue()
+        self._continue()
         if set(row) - set(self._keys):  # a new column: the whole file again, replaced atomically
             self._keys = sorted(set(self._keys) | set(row))
             self._write([*self._read(), row])
@@ -94,10 +74,11 @@ class HistoryLogger(Logger):
         return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))  # no half-written line
 
     def _continue(self) -> None:
-        rows = self._read()
-        rows = rows if self.keep is None else rows[: self.keep]
-        self._keys = sorted(set().union(*rows)) if rows else []
-        self.rows = len(rows)
+        """Once: keep the first ``keep`` rows of an existing file."""
+        if self._keys is not None:
+            return
+        rows = self._read()[: self.keep]  # keep=None: all
+        self._keys, self.rows = sorted(set().union(*rows)) if rows else [], len(rows)
         if rows or self.path.is_file():
             self._write(rows)
 
@@ -117,22 +98,19 @@ class HistoryRows(Callback):
     figures from there (tests/test_journey_matrix.py, the ``test`` and ``sampling`` cases)."""
 
     KEY = "HistoryRows"
+    state_key = property(lambda self: self.KEY)
 
     def __init__(self) -> None:
-        self._logger: HistoryLogger | None = None
         self._trainer: pl.Trainer | None = None
 
-    @property
-    def state_key(self) -> str:
-        return self.KEY
-
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._logger = next((lg for lg in trainer.loggers if isinstance(lg, HistoryLogger)), None)
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"rows": self._logger.rows} if self._logger is not None else {}
-        if self._trainer is not None:
-            metrics = self._trainer.callback_metrics.items()
-            state["metrics"] = {k: float(v) for k, v in metrics if getattr(v, "numel", lambda: 1)() == 1}
+        if self._trainer is None:
+            return {}
+        logger = next((lg for lg in self._trainer.loggers if isinstance(lg, HistoryLogger)), None)
+        metrics = self._trainer.callback_metrics.items()
+        state: dict[str, Any] = {"rows": logger.rows} if logger is not None else {}
+        state["metrics"] = {k: float(v) for k, v in metrics if getattr(v, "numel", lambda: 1)() == 1}
         return state

@@ -29,10 +29,10 @@ def ensure_writable(run_dir: str | Path) -> Path:
         probe.unlink()
     except OSError as e:
         reason = e.strerror or type(e).__name__
+        if e.filename and str(e.filename) != str(run_dir):
+            reason += f": {e.filename}"
         raise RunDirError(
-            f"cannot write to the run directory {run_dir} ({reason}"
-            + (f": {e.filename}" if e.filename and str(e.filename) != str(run_dir) else "")
-            + ")",
+            f"cannot write to the run directory {run_dir} ({reason})",
             "choose another --out DIR that you can write to, or fix the folder's permissions",
         ) from e
     return run_dir
@@ -50,14 +50,6 @@ def _process_start(pid: int) -> str | None:
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
-        return None
-
-
-def _pid_namespace() -> str | None:
-    """Which pids this process sees: containers sharing a host name do not share pids."""
-    try:
-        return os.readlink("/proc/self/ns/pid")
-    except OSError:
         return None
 
 
@@ -94,41 +86,47 @@ def _read(path: Path) -> tuple[dict[str, Any], int] | None:
 class RunLock:
     """One writer per run directory: ``<out>/run.lock``, held while a run trains, tests or samples there.
 
-    A lock *file* created with ``O_CREAT | O_EXCL``, holding the holder's host, pid, process start time and
-    a token, its mtime the heartbeat (touched every ``HEARTBEAT_S`` by a daemon thread). Not ``fcntl`` or
-    ``flock``: on NFS these are advisory locks kept by a lock manager that is often off, emulated or lost
-    on a client reboot, and a lock held by a lost node is never released; an exclusive create is atomic
-    on NFSv3+ and on every local file system, and the heartbeat lets another host see a lost holder.
-
-    Stale (taken over, with a line saying so): on this host (and pid namespace), when the pid is dead or
-    reused (kill -9); on another host, when the heartbeat did not move for ``STALE_AFTER_S`` seconds
-    watched on this host's clock (no comparison of two hosts' clocks). A take-over is serialised by a
-    second exclusive file (``run.lock.break``), so two processes finding one stale lock cannot both take it.
+    A file created with ``O_CREAT | O_EXCL`` (atomic on NFSv3+ and every local file system; ``fcntl`` and
+    ``flock`` locks on NFS depend on a lock manager that is often off, and one held by a lost node is never
+    released), holding the holder's host, pid namespace, pid, process start time and a token; its mtime is
+    the heartbeat, touched every ``HEARTBEAT_S`` by a daemon thread. Stale (taken over, with a line saying
+    so): on this host and pid namespace, when the pid is dead or reused (kill -9); else when the heartbeat
+    did not move for ``STALE_AFTER_S`` seconds on this host's clock. A take-over is serialised by a second
+    exclusive file (``run.lock.break``), so two processes finding one stale lock cannot both take it.
     tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused.
     """
 
     def __init__(self, run_dir: str | Path, report: Callable[[str], None] = print) -> None:
         self.path, self.report = Path(run_dir) / LOCK, report
+        try:
+            pid_ns: str | None = os.readlink("/proc/self/ns/pid")  # containers sharing a host name
+        except OSError:
+            pid_ns = None
         self.me = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
             "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
             "proc_start": _process_start(os.getpid()),
-            "pid_ns": _pid_namespace(),
+            "pid_ns": pid_ns,
             "token": uuid.uuid4().hex,
         }
         self._stop = threading.Event()
 
     def __enter__(self) -> RunLock:
-        while not self._create():
+        while not self._create(self.path):
             held = _read(self.path)
             stale = None if held is None else self._stale(*held)  # None: released meanwhile, retry
             if stale is False:
-                raise self._refusal(held[0])
+                h = held[0]
+                raise RunLockedError(
+                    f"the run directory {self.path.parent} is in use by another process: {h.get('host')} "
+                    f"pid {h.get('pid')}, since {h.get('started')} (lock file {self.path})",
+                    "wait for that run to end (or stop it), or choose another --out; if that process is "
+                    f"surely gone (a lost node), delete {self.path}",
+                )
             if stale:
                 self._break(held)
-        thread = threading.Thread(target=self._beat, daemon=True, name="run-lock-heartbeat")
-        thread.start()
+        threading.Thread(target=self._beat, daemon=True, name="run-lock-heartbeat").start()
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -137,9 +135,9 @@ class RunLock:
         if held is not None and held[0].get("token") == self.me["token"]:
             self.path.unlink(missing_ok=True)
 
-    def _create(self, path: Path | None = None) -> bool:
+    def _create(self, path: Path) -> bool:
         try:
-            fd = os.open(path or self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
         with os.fdopen(fd, "w") as f:
@@ -188,11 +186,3 @@ class RunLock:
                 return  # taken over (this host was judged lost): never touch another's lock
             with contextlib.suppress(OSError):
                 os.utime(self.path)
-
-    def _refusal(self, holder: dict[str, Any]) -> RunLockedError:
-        return RunLockedError(
-            f"the run directory {self.path.parent} is in use by another process: {holder.get('host')} pid "
-            f"{holder.get('pid')}, since {holder.get('started')} (lock file {self.path})",
-            "wait for that run to end (or stop it), or choose another --out; if that process is surely "
-            f"gone (a lost node), delete {self.path}",
-        )
