@@ -32,7 +32,7 @@ from journey_faults import MOMENTS
 from test_recipes import wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
-EPOCH, EPOCHS = 8, 3  # training batches per epoch (per process), epochs
+EPOCH, EPOCHS = 8, 2  # training batches per epoch (per process), epochs
 ARGS = [
     "--recipe", "quickstart", "model.hidden=4", "model.layers=1", "model.head_channels=8",
     "data.batch_size=8", f"trainer.limit_train_batches={EPOCH}", "trainer.limit_val_batches=3",

@@ -219,6 +219,7 @@ def test_a_cut_wandb_record_file_reads_to_its_last_whole_record(reference, tmp_p
     assert 0 < len(wandb_records(cut)) < len(wandb_records(path))
 
 
+@pytest.mark.slow  # the journey matrix's W&B cases check the same in the default run
 def test_kill_9_loses_no_wandb_row(reference, tmp_path):
     """Killed at step 9, before W&B flushed its record file (it does every 15 s): the re-run completes the
     W&B run from the CSV log, so both hold every (step, metric) of the uninterrupted run exactly once."""

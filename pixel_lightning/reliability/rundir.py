@@ -164,8 +164,9 @@ class RunLock:
         """Remove the stale lock ``held``, unless another process is doing so or it changed meanwhile."""
         guard = self.path.with_name(LOCK + ".break")
         if not self._create(guard):
-            if time.time() - guard.stat().st_mtime > STALE_AFTER_S:  # a breaker killed mid-way
-                guard.unlink(missing_ok=True)
+            with contextlib.suppress(FileNotFoundError):  # the other breaker may have finished meanwhile
+                if time.time() - guard.stat().st_mtime > STALE_AFTER_S:  # a breaker killed mid-way
+                    guard.unlink(missing_ok=True)
             time.sleep(0.2)
             return
         try:
