@@ -26,21 +26,10 @@ sys.path.insert(0, str(HERE))
 
 import torch  # noqa: E402
 from common import ARCHS, build, images, machine, save_rows  # noqa: E402
+from compare import training_step  # noqa: E402  (the one training step the benchmarks time)
 from launches import calls_of, profile_compiled_kernels  # noqa: E402
 
 from pixel_lightning.models import base  # noqa: E402
-
-
-def training_step(model, x):
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
-
-    def step():
-        loss = -model.log_prob(x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
 
 
 def measure(arch: str, config: str, batch: int, steps: int) -> dict:

@@ -16,7 +16,6 @@ test processes (pytest-xdist workers) through a file lock.
 
 from __future__ import annotations
 
-import csv
 import itertools
 import json
 import os
@@ -29,6 +28,7 @@ import pytest
 import torch
 from filelock import FileLock
 from journey_faults import MOMENTS
+from test_journeys import history as csv_history  # every (step, metric, value) of metrics.csv
 from test_recipes import wandb_records
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -83,18 +83,6 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess:
 
 
 # ----------------------------------------------------------------------------- what a run leaves
-
-
-def csv_history(run_dir: Path) -> list[tuple[int, str, float]]:
-    """Every (step, metric, value) of logs/metrics.csv, sorted; timing columns left out."""
-    with (run_dir / "logs" / "metrics.csv").open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    return sorted(
-        (int(r["step"]), k, round(float(v), 5))
-        for r in rows
-        for k, v in r.items()
-        if v not in ("", None) and k not in ("step", *TIMING)
-    )
 
 
 def wandb_history(run_dir: Path) -> list[tuple[int, str, float]]:
