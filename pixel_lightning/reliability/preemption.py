@@ -20,7 +20,7 @@ from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
 from pixel_lightning.errors import Preempted
 from pixel_lightning.reliability.checkpoints import PeriodicCheckpoint, plain_batch_end
@@ -45,8 +45,12 @@ def requeue_slurm() -> bool:
     return done.returncode == 0
 
 
-class Preemption(Callback):
-    """Checkpoint and stop on SIGTERM/SIGUSR1/SIGINT; requeue under SLURM (``requeue=True``)."""
+class Preemption(Checkpoint):
+    """Checkpoint and stop on SIGTERM/SIGUSR1/SIGINT; requeue under SLURM (``requeue=True``).
+
+    A ``Checkpoint`` so that Lightning runs its hooks after every other callback's, as it does for
+    checkpoint callbacks: a weight-averaging callback (EMA) has then updated its average for the step
+    being saved (tests/test_journey_matrix.py, the ``sigterm-*-ema-1`` cases)."""
 
     def __init__(self, checkpoint: PeriodicCheckpoint, requeue: bool = True) -> None:
         self.checkpoint, self.requeue = checkpoint, requeue
