@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -244,6 +245,15 @@ def _as_is(batch: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray
     return batch
 
 
+def ignore_stop_signals(worker_id: int) -> None:
+    """In a loader worker: SIGTERM, SIGUSR1 and SIGINT are the main process's to act on. A scheduler (and
+    a Ctrl-C) signals every process of the job; a worker killed by it fails the main process's next
+    fetch before the preemption checkpoint is written (tests/test_journey_matrix.py, the 2-worker DDP
+    sigterm cases). The workers still end with the main process (torch watches their parent)."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT):
+        signal.signal(sig, signal.SIG_IGN)
+
+
 class BatchLoader(DataLoader):
     """A DataLoader over :class:`ImageBatches` that turns its numpy batches into tensors (no copy).
 
@@ -268,6 +278,7 @@ class BatchLoader(DataLoader):
             num_workers=num_workers,
             persistent_workers=num_workers > 0,
             generator=torch.Generator().manual_seed(sampler.seed),
+            worker_init_fn=ignore_stop_signals,
         )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
