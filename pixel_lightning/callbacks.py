@@ -86,7 +86,7 @@ class GradNorm(L.Callback):
     Lightning writes to the loggers (computing it is a pass over every parameter). Lightning's own rule
     decides, so the values land on the same rows before and after a resume (a rule on ``global_step``
     lost the first value after a resume: tests/test_journeys.py checks the whole history). It is asked
-    through ``trainer._logger_connector``, the package's one private Lightning name (justified at
+    through ``trainer._logger_connector``, one of the package's two private Lightning names (justified at
     ``reliability.checkpoints.write_step_row``; Lightning has no public ``should_update_logs``)."""
 
     def on_before_optimizer_step(

@@ -368,7 +368,7 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
 
     def identity(config: dict[str, Any]) -> dict[str, Any]:
         keep = lambda k: not any(k == x or k.startswith(x + ".") for x in NOT_IDENTITY)  # noqa: E731
-        return {k: v for k, v in _leaves(config) if keep(k)}
+        return {k: v for k, v in leaves(config) if keep(k)}
 
     def text(value: Any) -> str:  # as written in a recipe or on the command line: false, null, [1, 28, 28]
         return yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()
@@ -437,10 +437,11 @@ def _shorthands(layer: dict[str, Any]) -> dict[str, Any]:
     return layer
 
 
-def _leaves(layer: dict[str, Any], prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+def leaves(layer: dict[str, Any], prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+    """(dotted key, value) of every leaf of a nested config dict (an empty dict is a leaf)."""
     for key, value in layer.items():
         if isinstance(value, dict) and value:
-            yield from _leaves(value, f"{prefix}{key}.")
+            yield from leaves(value, f"{prefix}{key}.")
         else:
             yield f"{prefix}{key}", value
 
@@ -467,7 +468,7 @@ def _config_error(
         return ConfigError(f"unknown key {e.full_key!r} {source}; valid keys: {', '.join(names)}")
     key = getattr(e, "full_key", None) or ""
     if not key:  # OmegaConf names no key for a section given a value or a bad list item: find it
-        key = next((k for k, v in _leaves(layer) if _rejects(cfg, k, v)), "")
+        key = next((k for k, v in leaves(layer) if _rejects(cfg, k, v)), "")
     key = re.sub(r"\[\d+\]$", "", key)  # a list item: name the list
     hint = _declared_type(key) if key else None
     if dataclasses.is_dataclass(hint):

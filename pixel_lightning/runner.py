@@ -52,6 +52,7 @@ from pixel_lightning.config import (
     ConfigError,
     RunConfig,
     identity_differences,
+    leaves,
     load_config,
 )
 from pixel_lightning.data.base import is_user_data
@@ -178,15 +179,9 @@ class RunWandbLogger(WandbLogger):
 
 
 def flat_config(cfg: RunConfig) -> dict[str, Any]:
-    """The run config as one level of dotted keys (``model.hidden``, ``data.source``, ...)."""
-
-    def flat(d: dict[str, Any], prefix: str) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for k, v in d.items():
-            out.update(flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
-        return out
-
-    return flat(cfg.to_dict(), "")
+    """The run config as one level of dotted keys (``model.hidden``, ``data.source``, ...); an empty
+    section has no key (W&B's config holds no dict)."""
+    return {k: v for k, v in leaves(cfg.to_dict()) if v != {}}
 
 
 def wandb_group(cfg: RunConfig) -> str | None:

@@ -90,8 +90,8 @@ def write_step_row(trainer: pl.Trainer) -> None:
     """Write this step's row of logged metrics to the CSV history now, before a batch-end checkpoint.
 
     Lightning logs it after ``on_train_batch_end`` and a run resumed from that checkpoint does not log it
-    again, so a kill between the two lost it. Lightning has no public way to get the row: this is the one
-    private Lightning name of the package, ``trainer._logger_connector``
+    again, so a kill between the two lost it. Lightning has no public way to get the row: hence one of the
+    package's two private Lightning names, ``trainer._logger_connector``
     (tests/test_reliability.py::test_a_kill_right_after_a_batch_end_checkpoint_keeps_the_step_row).
     The CSV history drops the repeat; the W&B run gets the row from Lightning (or from the CSV on resume).
     """
