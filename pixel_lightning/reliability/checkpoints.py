@@ -2,8 +2,9 @@
 ModelCheckpoint, plus what Lightning lacks: finite-only atomic writes, save points it resumes exactly, a
 save at the run's last step, and validated resume discovery.
 
-    <out>/checkpoints/step=000000300.ckpt   every N steps or T minutes, at epoch ends and at the last step;
-                                            the newest ``keep_last_k`` kept (by the step in the name)
+    <out>/checkpoints/step=000000300.ckpt   every N steps or T minutes and once per epoch, each at the next
+                                            plain batch end, and at the last step; the newest
+                                            ``keep_last_k`` kept (by the step in the name)
     <out>/checkpoints/last.ckpt             the newest of them: the resume point
     <out>/checkpoints/best-EEE-SSSSSSS.ckpt the best by ``monitor`` (save_top_k=1): the test uses it
 """
