@@ -97,11 +97,7 @@ class Preemption(PeriodicCheckpoint):
         path = self.save_now(trainer, batch_end)
         requeue = self.requeue and received != signal.SIGINT  # Ctrl-C is the user's, not the scheduler's
         requeued = bool(requeue and trainer.is_global_zero and requeue_slurm())
-        self._restore()
         raise Preempted(received, trainer.global_step, path, requeued)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException) -> None:
-        self._restore()
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._restore()
+        self._restore()  # Preempted included: Lightning calls this for every exception of fit
