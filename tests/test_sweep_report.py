@@ -275,7 +275,7 @@ def test_long_queue_runs_three_seeds_at_the_issues_budget_and_keeps_records(tmp_
 
     ablation = queue(tmp_path, "ablation_long", "0")
     assert ablation.returncode == 0, ablation.stderr
-    (sweep,) = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "sweep.py" in c]
+    (sweep,) = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "tools.sweep" in c]
     assert "trainer.max_steps=1000" in sweep and "--seeds 0" in sweep
     assert queue(tmp_path, "natural_long", "1").returncode == 0
     natural = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "skimage_patches" in c]
