@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
@@ -48,8 +49,10 @@ class Preemption(PeriodicCheckpoint):
     every other callback's: a weight average (EMA) is saved as of that step
     (tests/test_journey_matrix.py, the ``sigterm-*-ema-1`` cases)."""
 
-    def __init__(self, *args: Any, requeue: bool = True, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(
+        self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int, requeue: bool
+    ) -> None:
+        super().__init__(dirpath, every_n_steps, every_minutes, keep)
         self.requeue = requeue
         self.received: int | None = None
         self._previous: dict[int, Any] = {}

@@ -5,13 +5,13 @@ states."""
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import move_data_to_device
 from torchmetrics import Metric
 
 
@@ -101,14 +101,10 @@ class MetricState(PerRankState):
     def mine(self) -> dict[str, Any] | None:
         if self._trainer is None or self._trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return None  # the epoch is complete: a resumed run starts the next one with fresh metrics
-        return {name: _map(m.metric_state, lambda t: t.detach().cpu()) for name, m in self._metrics().items()}
+        return {name: move_data_to_device(m.metric_state, "cpu") for name, m in self._metrics().items()}
 
     def restore(self, mine: dict[str, Any]) -> None:
         for name, metric in self._metrics().items():
             if name in mine:
                 metric.reset()
-                metric.load_state_dict(_map(mine[name], lambda t, device=metric.device: t.to(device)))
-
-
-def _map(states: dict[str, Any], fn: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
-    return {k: [fn(t) for t in v] if isinstance(v, list) else fn(v) for k, v in states.items()}
+                metric.load_state_dict(move_data_to_device(mine[name], metric.device))
