@@ -145,10 +145,11 @@ def correctness(device: str) -> list[dict]:
         )
         print(f"  {'ok  ' if ok else 'FAIL'} {name:<16} {arch:<16} {detail}", flush=True)
 
-    archs = sorted(pixel_lightning.ARCHITECTURES)
-    for arch in archs:
+    from pixel_lightning.models import registry
+
+    for arch in registry.names():
         record("normalization", arch, lambda a=arch: check_normalization(a, device))
-        if arch != "multiscale":  # its order is low-res positions first: tests/test_multiscale.py
+        if registry.get(arch).is_base:  # multi-scale: low-res positions first (tests/test_multiscale.py)
             record("causality", arch, lambda a=arch: check_causality(a, device))
         record("cached_sampling", arch, lambda a=arch: check_cached_sampling(a, device))
         record("bf16_vs_fp32", arch, lambda a=arch: check_bf16(a, device))

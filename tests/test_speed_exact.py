@@ -183,7 +183,7 @@ def test_layer_stack_equals_its_definition(arch, residual, skip, colours, cond):
     x = torch.randn(2, 12, 5, 4, generator=g, dtype=torch.float64)
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     c = torch.randn(2, cond, 5, 4, generator=g, dtype=torch.float64) if cond else None
-    stack = m.stack
+    stack = m.net.stack
     fast, ref = stack(x, c), stack.forward_reference(x, c)
     assert (fast - ref).abs().max() < 1e-10
     w = torch.randn(fast.shape, generator=g, dtype=torch.float64)

@@ -1,20 +1,20 @@
 """AutoregressiveImageModel: the loss base shared by every architecture (paper Sections 2 and 5.1).
 
     x (int64, B x C x H x W, values in [0, levels))
-      -> scale to [-1, 1]
+      -> scale to [-1, 1]                                              (PixelNetwork: the network)
       -> first layer: 7x7 conv, mask A, C -> 2h maps                  (paper Table 1)
       -> body: L layers of the architecture, residual/skip wiring by LayerStack
       -> head: ReLU, 1x1 conv mask B (2h -> head_channels), ReLU, 1x1 conv mask B -> logits
       -> log p(x) = sum over sub-pixels of log p(x_{i,c} | x_{<i}, x_{i,<c})   (paper Equations 1-2)
 
-A subclass defines only ``make_layer`` (its body). Everything about probabilities lives here.
+An architecture defines only its network's ``make_layer`` (its body) and registers its LightningModule
+(models/registry.py). Everything about probabilities lives here.
 """
 
 from __future__ import annotations
 
 import functools
 import math
-from abc import abstractmethod
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, ClassVar
@@ -26,6 +26,7 @@ from torch import nn
 
 from pixel_lightning.hub import HubMixin
 from pixel_lightning.metrics import BitsPerDim, NLLNats, bits_per_dim
+from pixel_lightning.models import registry
 from pixel_lightning.nn.masked_conv import MaskedConv2d
 from pixel_lightning.nn.stack import LayerStack
 from pixel_lightning.sampling import StepFn, sample_cached, sample_naive
@@ -151,49 +152,50 @@ def log_likelihood(logits: torch.Tensor, x: torch.Tensor, levels: int) -> torch.
     return ll.flatten(1).sum(dim=1)
 
 
-class AutoregressiveImageModel(L.LightningModule, HubMixin):
-    """Exact-likelihood image model p(x) = prod_i p(x_i | x_<i) with R -> G -> B order inside a pixel.
+def check_images(x: torch.Tensor, shape: tuple[int, int, int], levels: int) -> None:
+    """Raise ValueError naming the problem if ``x`` is not an integer (B, *shape) batch with values in
+    [0, levels)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise ValueError(
+            f"images must be an integer tensor (int64) of values in [0, {levels}), got dtype "
+            f"{x.dtype}; convert with x.round().long() if they are whole numbers"
+        )
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"images must have shape (B, {', '.join(map(str, shape))}) for this model, got {tuple(x.shape)}"
+        )
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= levels):
+        raise ValueError(
+            f"pixel values must lie in [0, {levels}) for levels={levels}, got range "
+            f"[{int(x.min())}, {int(x.max())}]"
+            + ("; binarize 8-bit images first (e.g. x > 127)" if levels == 2 else "")
+        )
 
-    Subclasses set ``arch`` and implement :meth:`make_layer`. ``save_pretrained``, ``push_to_hub`` and
-    ``from_pretrained`` come from :class:`pixel_lightning.hub.HubMixin`.
+
+class PixelNetwork(nn.Module):
+    """The network of one architecture (paper Figure 2, Table 1): no loss, no optimizer, no metrics.
+
+        xf (B, C, H, W), scaled to [-1, 1]
+          -> first: k x k conv, mask A, C -> 2h                          (B, 2h, H, W)
+          -> stack: the body's L layers with residual/skip wiring         (B, 2h, H, W)
+          -> head: ReLU, 1x1 mask B, ReLU, 1x1 mask B                     (B, C*K, H, W)
+          -> logits                                                       (B, K, C, H, W)
+
+    An architecture subclasses it and defines :meth:`make_layer` (and :meth:`make_stack` when its layers
+    run differently, same function). Its LightningModule owns one (``model.net``); the multi-scale model
+    owns two of its base architecture. ``config.compile`` compiles the forward (``COMPILE_OPTIONS``).
     """
 
-    arch: ClassVar[str] = ""
-    config_class: ClassVar[type[ModelConfig]] = ModelConfig
-
-    @classmethod
-    def config_fields(cls) -> list[str]:
-        """Names a recipe (``model.*``) or :func:`pixel_lightning.build_model` may set."""
-        return [f.name for f in fields(cls.config_class)]
-
-    def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
+    def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        if config is None:
-            config = self.config_class(**kwargs)
-        elif kwargs:
-            raise TypeError("pass either a ModelConfig or keyword arguments, not both")
         self.config = config
-        self.save_hyperparameters(asdict(config))
-        self.build(config)
-        # separate metric objects per stage, so train, val and test states never mix
-        self.train_metrics = self.make_metrics()
-        self.val_metrics = self.make_metrics()
-        self.test_metrics = self.make_metrics()
-
-    def make_metrics(self) -> nn.ModuleDict:
-        return nn.ModuleDict({"nll_nats": NLLNats(), "bits_per_dim": BitsPerDim(self.dims)})
-
-    def build(self, config: ModelConfig) -> None:
-        """The network: 7x7 mask A, the body's layers with residual/skip wiring, the output head; then
-        ``torch.compile`` of it when ``config.compile``. A model made of other models (multi-scale)
-        overrides this and passes the speed switches on to its parts."""
         C, _, _ = config.image_shape
         h2 = 2 * config.hidden
         out_per_colour = 1 if config.levels == 2 else config.levels
         self.first = MaskedConv2d(C, h2, config.first_kernel, "A", C)  # (B, C, H, W) -> (B, 2h, H, W)
-        self.stack = self.make_stack(
-            [self.make_layer(k) for k in range(config.layers)], h2, C, config.residual, config.skip
-        )
+        self.stack = self.make_stack([self.make_layer(config, k) for k in range(config.layers)], config)
         self.head = nn.Sequential(
             nn.ReLU(),
             MaskedConv2d(h2, config.head_channels, 1, "B", C),
@@ -201,20 +203,16 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
             MaskedConv2d(config.head_channels, C * out_per_colour, 1, "B", C),  # colour-major blocks
         )
         if config.compile:
-            self.network = torch.compile(self.network, **COMPILE_OPTIONS)  # type: ignore[method-assign]
+            self.forward = torch.compile(self.forward, **COMPILE_OPTIONS)  # type: ignore[method-assign]
 
-    # -- architecture hook ------------------------------------------------------------------
-    @abstractmethod
-    def make_layer(self, index: int) -> nn.Module:
+    def make_layer(self, config: ModelConfig, index: int) -> nn.Module:
         """Layer ``index`` of the body: (B, 2h, H, W), cond -> residual branch (B, 2h, H, W)."""
+        raise NotImplementedError(f"{type(self).__name__} must define make_layer (its body's layers)")
 
-    def make_stack(
-        self, layers: list[nn.Module], width: int, colours: int, residual: bool, skip: bool
-    ) -> LayerStack:
+    def make_stack(self, layers: list[nn.Module], config: ModelConfig) -> LayerStack:
         """The body's residual/skip wiring (a subclass may run its layers differently, same function)."""
-        return LayerStack(layers, width, colours, residual, skip)
+        return LayerStack(layers, 2 * config.hidden, config.image_shape[0], config.residual, config.skip)
 
-    # -- shapes -----------------------------------------------------------------------------
     @property
     def image_shape(self) -> tuple[int, int, int]:
         return self.config.image_shape
@@ -223,17 +221,11 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
     def levels(self) -> int:
         return self.config.levels
 
-    @property
-    def dims(self) -> int:
-        C, H, W = self.config.image_shape
-        return C * H * W
-
-    # -- network ----------------------------------------------------------------------------
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """int values in [0, levels) -> floats in [-1, 1]."""
         return x.to(self.first.weight.dtype) * (2.0 / (self.levels - 1)) - 1.0
 
-    def network(self, xf: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, xf: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled images (B, C, H, W) -> logits (B, K, C, H, W), K = levels (softmax) or 1 (sigmoid)."""
         h = self.first(xf)  # (B, 2h, H, W)
         # every later convolution keeps this layout (the first layer's patch matmul gives channels-last)
@@ -247,42 +239,6 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
             return out.unsqueeze(1)  # (B, 1, C, H, W)
         return out.view(B, C, self.levels, H, W).transpose(1, 2)  # (B, levels, C, H, W)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
-        """Logits (B, K, C, H, W) for integer images x (B, C, H, W)."""
-        return self.network(self.scale(x), cond)
-
-    # -- likelihood -------------------------------------------------------------------------
-    def check_images(self, x: torch.Tensor) -> None:
-        """Raise ValueError naming the problem if ``x`` is not an integer (B, C, H, W) batch of
-        this model's shape with values in [0, levels)."""
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
-        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-            raise ValueError(
-                f"images must be an integer tensor (int64) of values in [0, {self.levels}), got dtype "
-                f"{x.dtype}; convert with x.round().long() if they are whole numbers"
-            )
-        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
-            raise ValueError(
-                f"images must have shape (B, {', '.join(map(str, self.image_shape))}) for this model, "
-                f"got {tuple(x.shape)}"
-            )
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.levels):
-            raise ValueError(
-                f"pixel values must lie in [0, {self.levels}) for levels={self.levels}, got range "
-                f"[{int(x.min())}, {int(x.max())}]"
-                + ("; binarize 8-bit images first (e.g. x > 127)" if self.levels == 2 else "")
-            )
-
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
-        """log p(x) in nats (natural log), float (B,), for int64 images x (B, C, H, W)."""
-        self.check_images(x)
-        if len(x) == 0:  # no images: no log-likelihoods (the network does not take an empty batch)
-            return torch.zeros(0, dtype=next(self.parameters()).dtype, device=self.device)
-        x = x.long().to(self.device)
-        return log_likelihood(self(x), x, self.levels)
-
-    # -- sampling ---------------------------------------------------------------------------
     def incremental(self, n: int, cond: torch.Tensor | None = None) -> StepFn:
         """A cached one-position network for sampling ``n`` images: ``step(x, i, j)`` returns the logits
         (n, K, C) of pixel (i, j) for the int64 images x (n, C, H, W), reading x only at (i, j) and
@@ -305,6 +261,124 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
 
         return step
 
+    def draw(
+        self,
+        n: int,
+        generator: torch.Generator | None = None,
+        cache: bool = True,
+        progress: bool = False,
+        known: tuple[torch.Tensor, torch.Tensor] | None = None,
+        cond: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``n`` images int64 (n, C, H, W) from this network, arguments as for
+        :meth:`AutoregressiveImageModel.sample` (which checks them): cached or naive sampler."""
+        device = self.first.weight.device
+        if cache:
+            return sample_cached(
+                lambda: self.incremental(n, cond), n, self.image_shape, self.levels, generator, device,
+                known=known, progress=progress,
+            )  # fmt: skip
+        return sample_naive(
+            lambda x: self(self.scale(x), cond), n, self.image_shape, self.levels, generator, device,
+            known=known, progress=progress,
+        )  # fmt: skip
+
+
+# parameter names of a single-scale model before its network was a module of its own (``first.weight``,
+# now ``net.first.weight``): checkpoints and save_pretrained folders written then still load
+LEGACY_NETWORK_KEYS = ("first.", "stack.", "head.")
+
+
+def migrate_legacy_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: ``<prefix>first.weight`` -> ``<prefix>net.first.weight`` (and so on
+    for the stack and the head), in the dict ``load_state_dict`` works on (a copy of the caller's)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if key[len(prefix) :].startswith(LEGACY_NETWORK_KEYS):
+            state_dict[f"{prefix}net.{key[len(prefix) :]}"] = state_dict.pop(key)
+
+
+class AutoregressiveImageModel(L.LightningModule, HubMixin):
+    """Exact-likelihood image model p(x) = prod_i p(x_i | x_<i) with R -> G -> B order inside a pixel:
+    the loss, metrics, optimizer and sampling of every architecture, around its network ``self.net``.
+
+    An architecture sets ``network_class`` (its :class:`PixelNetwork`) and registers the class
+    (:func:`pixel_lightning.models.registry.register`, which sets ``arch``). ``save_pretrained``,
+    ``push_to_hub`` and ``from_pretrained`` come from :class:`pixel_lightning.hub.HubMixin`.
+    """
+
+    arch: ClassVar[str] = ""  # set by the registry
+    config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    network_class: ClassVar[type[PixelNetwork] | None] = None
+
+    @classmethod
+    def config_fields(cls) -> list[str]:
+        """Names a recipe (``model.*``) or :func:`pixel_lightning.build_model` may set."""
+        return [f.name for f in fields(cls.config_class)]
+
+    def __init__(self, config: ModelConfig | None = None, **kwargs: Any) -> None:
+        super().__init__()
+        if config is None:
+            config = self.config_class(**kwargs)
+        elif kwargs:
+            raise TypeError("pass either a ModelConfig or keyword arguments, not both")
+        self.config = config
+        self.save_hyperparameters(asdict(config))
+        self.build(config)
+        # separate metric objects per stage, so train, val and test states never mix
+        self.train_metrics = self.make_metrics()
+        self.val_metrics = self.make_metrics()
+        self.test_metrics = self.make_metrics()
+        self.register_load_state_dict_pre_hook(migrate_legacy_keys)
+
+    def make_metrics(self) -> nn.ModuleDict:
+        return nn.ModuleDict({"nll_nats": NLLNats(), "bits_per_dim": BitsPerDim(self.dims)})
+
+    def build(self, config: ModelConfig) -> None:
+        """The network (a model made of several networks, multi-scale, overrides this)."""
+        self.net = self.network_class(config)
+
+    # -- shapes -----------------------------------------------------------------------------
+    @property
+    def image_shape(self) -> tuple[int, int, int]:
+        return self.config.image_shape
+
+    @property
+    def levels(self) -> int:
+        return self.config.levels
+
+    @property
+    def dims(self) -> int:
+        C, H, W = self.config.image_shape
+        return C * H * W
+
+    # -- network ----------------------------------------------------------------------------
+    def scale(self, x: torch.Tensor) -> torch.Tensor:
+        """int values in [0, levels) -> floats in [-1, 1]."""
+        return self.net.scale(x)
+
+    def network(self, xf: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Scaled images (B, C, H, W) -> logits (B, K, C, H, W), K = levels (softmax) or 1 (sigmoid)."""
+        return self.net(xf, cond)
+
+    def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (B, K, C, H, W) for integer images x (B, C, H, W)."""
+        return self.network(self.scale(x), cond)
+
+    # -- likelihood -------------------------------------------------------------------------
+    def check_images(self, x: torch.Tensor) -> None:
+        """Raise ValueError naming the problem if ``x`` is not an integer (B, C, H, W) batch of
+        this model's shape with values in [0, levels)."""
+        check_images(x, self.image_shape, self.levels)
+
+    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x) in nats (natural log), float (B,), for int64 images x (B, C, H, W)."""
+        self.check_images(x)
+        if len(x) == 0:  # no images: no log-likelihoods (the network does not take an empty batch)
+            return torch.zeros(0, dtype=next(self.parameters()).dtype, device=self.device)
+        x = x.long().to(self.device)
+        return log_likelihood(self(x), x, self.levels)
+
+    # -- sampling ---------------------------------------------------------------------------
     def check_known(
         self, known: tuple[torch.Tensor, torch.Tensor] | None, n: int
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -360,19 +434,11 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
             raise ValueError(f"n must be >= 1, got {n}")
         known = self.check_known(known, n)
         if cond is not None:
-            cond = cond.to(device=self.device, dtype=self.first.weight.dtype)
+            cond = cond.to(device=self.device, dtype=self.net.first.weight.dtype)
         was_training = self.training
         self.eval()
         try:
-            if cache:
-                return sample_cached(
-                    lambda: self.incremental(n, cond), n, self.image_shape, self.levels, generator,
-                    self.device, known=known, progress=progress,
-                )  # fmt: skip
-            return sample_naive(
-                lambda x: self.forward(x, cond), n, self.image_shape, self.levels, generator,
-                self.device, known=known, progress=progress,
-            )  # fmt: skip
+            return self.net.draw(n, generator, cache, progress, known, cond)
         finally:
             self.train(was_training)
 
@@ -442,7 +508,8 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["pixel_lightning"] = {"arch": self.arch, "config": asdict(self.config)}
+        module = registry.get(self.arch).module  # imported again before "arch" is looked up (hub.py)
+        checkpoint["pixel_lightning"] = {"arch": self.arch, "module": module, "config": asdict(self.config)}
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())
