@@ -46,6 +46,7 @@ NOT_IDENTITY = (
     "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
     "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
     "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
+    "imports",  # where the architectures come from (model.arch and its fields are the identity)
     *(f"model.{k}" for k in ModelConfig.RESUMABLE_CHANGES),  # deliberate changes (lr: a guard's recovery)
 )  # fmt: skip
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
@@ -372,7 +373,7 @@ class RunConfig:
 def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key=A there, key=B here`` for each identity setting (not in NOT_IDENTITY) that differs between two
     configs in ``RunConfig.to_dict`` form (``saved``: a run's config.yaml)."""
-    saved = {k: v for k, v in saved.items() if k not in SAVED_ONLY}
+    saved = {k: v for k, v in drop_retired(saved).items() if k not in SAVED_ONLY}
 
     def identity(config: dict[str, Any]) -> dict[str, Any]:
         keep = lambda k: not any(k == x or k.startswith(x + ".") for x in NOT_IDENTITY)  # noqa: E731
@@ -509,6 +510,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
 SAVED_ONLY = ("data_resolved",)  # keys a run's saved config.yaml adds (what the data turned out to be)
 
 
+def drop_retired(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.yaml without the keys earlier versions wrote that no longer exist: ``model.extra``
+    (read by no architecture; removed in issue 21), so older runs still resume and load."""
+    if not isinstance(config.get("model"), dict):
+        return config
+    return {**config, "model": {k: v for k, v in config["model"].items() if k != "extra"}}
+
+
 def load_config(
     recipe: str | None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -533,7 +542,7 @@ def load_config(
             raise ConfigError(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
-        data = read_yaml(path)
+        data = drop_retired(read_yaml(path))
         for key in SAVED_ONLY:
             data.pop(key, None)
         name = recipe or data.get("recipe") or ""

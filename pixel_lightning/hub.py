@@ -47,7 +47,7 @@ class HubMixin(
     """``save_pretrained`` / ``push_to_hub`` / ``from_pretrained`` for every pixel-lightning model.
 
     ``run_info`` (a dict, may be empty) describes the run that trained the model: ``recipe``, ``dataset``,
-    ``variant``, test metrics, the paper's figure, the command. :func:`load_model` fills it from the run
+    ``variant``, test metrics, the paper's figure. :func:`load_model` fills it from the run
     directory of a checkpoint; it is written into ``config.json`` and the model card."""
 
     run_info: dict[str, Any] = {}
@@ -265,7 +265,7 @@ def run_info(
         return {}
     metrics = read_config_json(metrics_file)
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    keep = ("recipe", "dataset", "variant", "params", "paper", "command")
+    keep = ("recipe", "dataset", "variant", "params", "paper")
     info = {k: metrics[k] for k in keep if metrics.get(k) is not None}
     tested = metrics.get("test_checkpoint")
     if ckpt_path is None or (tested and Path(tested).name == ckpt_path.name):
@@ -429,9 +429,7 @@ def results_lines(run: dict[str, Any]) -> list[str]:
     if run.get("global_step") is not None:
         epochs = f" ({run['epochs']} epochs)" if run.get("epochs") is not None else ""
         lines.append(f"- trained for {run['global_step']} steps{epochs}")
-    if run.get("command"):
-        lines.append(f"- trained by: `{run['command']}`")
-    elif run.get("recipe"):
+    if run.get("recipe"):
         lines.append(
             f"- recipe: `{run['recipe']}`, trained by `python recipes/run.py --recipe {run['recipe']}` "
             "with the overrides recorded in that run's config.yaml"

@@ -250,3 +250,23 @@ assert torch.equal(m.log_prob(x), n.log_prob(x)), "round trip changed the model"
     )
     assert gone.returncode == 2, gone.stderr[-3000:]
     assert "'toy_arch'" in gone.stderr and "PYTHONPATH" in gone.stderr and "Traceback" not in gone.stderr
+
+
+# -- dead code removed, records written before still read ---------------------------------------------
+def test_a_run_config_written_before_model_extra_was_removed_still_resumes_and_loads(tmp_path):
+    """ea0e511's config.yaml holds ``model.extra: {}`` (read by no architecture, now gone) and no
+    ``imports``: the same run is still the same run, and ``--config`` of it still loads."""
+    import yaml
+
+    from pixel_lightning.config import identity_differences, load_config
+
+    current = load_config("quickstart", ["model.hidden=4"])
+    assert not hasattr(current.model, "extra") and current.imports == []
+    old = current.to_dict()
+    old["model"]["extra"] = {}
+    del old["imports"]
+    assert identity_differences(old, current.to_dict()) == []
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(old, sort_keys=False))
+    assert load_config(None, config_path=tmp_path / "config.yaml").model.hidden == 4
+    old["model"]["hidden"] = 5  # the control: a real difference is still one
+    assert identity_differences(old, current.to_dict()) == ["model.hidden=5 there, model.hidden=4 here"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import lightning as L
@@ -62,7 +62,6 @@ class ModelConfig:
     lr: float = 1e-3  # learning rate (the paper's were tuned by hand and not published)
     weight_decay: float = 0.0
     scheduler: str = "none"  # one of SCHEDULERS; cosine decays to 0 over the run's total steps
-    extra: dict[str, Any] = field(default_factory=dict)  # architecture-specific options
     # speed only (same function): NHWC feature maps (faster PixelCNN training on CPU; the Row LSTM
     # body keeps its own channels-outermost layout either way) and torch.compile of the network
     # (measured slower on CPU: off by default); figures in benchmarks/README.md

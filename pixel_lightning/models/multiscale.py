@@ -45,7 +45,7 @@ from pixel_lightning.models.base import (
 class MultiScaleConfig(ModelConfig):
     """ModelConfig of the full-resolution (conditional) model, plus the multi-scale fields.
 
-    hidden, layers, residual, skip, head_channels, first_kernel and extra apply to both networks unless
+    hidden, layers, residual, skip, head_channels and first_kernel apply to both networks unless
     ``low_hidden`` / ``low_layers`` say otherwise. ``cond_channels`` is not used: set ``cond_maps``.
     """
 
@@ -116,7 +116,7 @@ class MultiScaleConfig(ModelConfig):
         """Fields both models take from this config (the optimizer fields stay with the outer model)."""
         keys = ("levels", "residual", "skip", "head_channels", "first_kernel")
         keys += ("channels_last", "compile", "wavefront")  # speed switches: same function, each part
-        return {k: getattr(self, k) for k in keys} | {"extra": dict(self.extra)}
+        return {k: getattr(self, k) for k in keys}
 
 
 def upsampling_stages(factor: int) -> list[tuple[int, int, int]]:
