@@ -145,7 +145,8 @@ TOY = '''
 import torch.nn.functional as F
 from torch import nn
 
-from pixel_lightning.models.base import AutoregressiveImageModel, PixelNetwork
+from pixel_lightning.models.base import AutoregressiveImageModel
+from pixel_lightning.models.network import PixelNetwork
 from pixel_lightning.models.registry import register
 from pixel_lightning.nn.masked_conv import MaskedConv2d
 
@@ -188,6 +189,15 @@ def test_checkpoint_of_a_module_that_cannot_be_imported_names_it_and_the_fix():
     with pytest.raises(CheckpointError, match=r"defined in the module 'no_such_toy_arch_module'.*PYTHONPATH"):
         build_from_config(config, "x.ckpt")
     assert "toy_gone" not in registry.names()
+
+
+def test_an_import_that_fails_is_a_config_error_naming_the_module():
+    from pixel_lightning.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match=r"imports: cannot import 'no_such_toy_arch_module'.*PYTHONPATH"):
+        load_config("quickstart", ["imports=[no_such_toy_arch_module]", "model.arch=toy"])
+    with pytest.raises(ConfigError, match=r"model.arch='toy' is unknown; choose one of \['diagonal_bilstm'"):
+        load_config("quickstart", ["model.arch=toy"])  # without the import: not registered
 
 
 @pytest.mark.slow

@@ -1,15 +1,15 @@
 """Multi-Scale PixelRNN (paper Section 3.5), exactly normalized.
 
-An unconditional model of the base architecture generates an s x s image subsampled from the n x n
-image; a conditional model of the same architecture generates the n x n image given it:
+An unconditional network of the base architecture generates an s x s image subsampled from the n x n
+image; a conditional network of the same architecture generates the n x n image given it:
 
     x (B, C, n, n) ----------------------------------------------+
       |                                                          |
       +-> x_low = x[:, :, ::f, ::f]   (B, C, s, s), f = n / s    |     top-left pixel of each f x f block
-      |     |-> low model (unconditional, base arch)  -> logits at the s*s low positions
+      |     |-> low network (unconditional, base arch)  -> logits at the s*s low positions
       |     +-> conditioning net: 3x3 conv, transposed convs up by f, 3x3 conv -> cond (B, c, n, n)
       |                                                          |
-      +-> full model (base arch, cond_channels = c): every layer adds a 1x1 unmasked conv of cond to its
+      +-> full network (base arch, cond_channels = c): every layer adds a 1x1 unmasked conv of cond to its
           input-to-state map (PixelCNN: to the block's masked conv output)  -> logits at the other pixels
 
     log p(x) = log p(x_low) + log p(x_rest | x_low)

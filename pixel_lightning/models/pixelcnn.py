@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig, PixelNetwork
+from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig
+from pixel_lightning.models.network import PixelNetwork
 from pixel_lightning.models.registry import register
 from pixel_lightning.nn.masked_conv import MaskedConv2d, position_major, require_cond
 

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from torch import nn
 
-from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig, PixelNetwork
+from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig
+from pixel_lightning.models.network import PixelNetwork
 from pixel_lightning.models.registry import register
 from pixel_lightning.nn.row_lstm import RowLSTMLayer
 from pixel_lightning.nn.wavefront import RowLSTMStack
