@@ -15,6 +15,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pixel_lightning.runfolder import RunFolder
+
 STEP_KEY = "trainer/global_step"  # Lightning's WandbLogger logs the step under this key
 
 Row = tuple[int, frozenset[str]]  # (step, the metric names of one logged row)
@@ -65,7 +67,7 @@ def row_id(step: int, metrics: Mapping[str, Any]) -> Row:
 def recorded(run_dir: Path, run_id: str) -> Counter[Row]:
     """The rows (step, metric names) that the record files of W&B run ``run_id`` in ``run_dir`` hold."""
     rows: Counter[Row] = Counter()
-    for path in sorted((run_dir / "wandb").glob(f"*run-*-{run_id}/run-{run_id}.wandb")):
+    for path in sorted(RunFolder(run_dir).wandb_dir.glob(f"*run-*-{run_id}/run-{run_id}.wandb")):
         rows.update(row_id(r[STEP_KEY], r) for r in history_rows(wandb_records(path)) if STEP_KEY in r)
     return rows
 
