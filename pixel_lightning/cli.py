@@ -27,7 +27,7 @@ import numpy as np
 
 from pixel_lightning.errors import InputError
 from pixel_lightning.images import check, read_images, read_mask
-from pixel_lightning.runfolder import RunFolder
+from pixel_lightning.runfolder import RunFolder, figure_text, unit
 
 SUBCOMMANDS = ("fit", "test", "sample", "complete", "evaluate")
 
@@ -169,13 +169,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         atomic_write(Path(args.out), text)
     else:
         sys.stdout.write(text)
-    unit = {k: result[k] for k in (f"{args.split}/nll_nats", f"{args.split}/bits_per_dim") if k in result}
-    print(
-        f"{args.split}: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in unit.items())
-        + (f"; wrote {args.out}" if args.out else ""),
-        file=sys.stderr,
-    )
+    figure = figure_text(result, unit(cfg.data.name, cfg.paper.unit), args.split) or "n/a"
+    print(f"{args.split}: {figure}" + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 
 

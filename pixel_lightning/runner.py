@@ -129,7 +129,8 @@ class RunWandbLogger(WandbLogger):
     def __init__(self, *args: Any, history: reliability.HistoryLogger | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._summaries_defined = False
-        self._history, self._run_dir, self._run_id = history, Path(kwargs["save_dir"]), kwargs.get("id")
+        self._history, self._run_id = history, kwargs.get("id")
+        self._wandb_dir = RunFolder(kwargs["save_dir"]).wandb_dir  # where wandb.init(dir=save_dir) writes
         self._recorded: Counter[wandb_record.Row] = Counter()
         # Lightning passes wandb.init(anonymous=None), which wandb 0.31 answers with "The anonymous setting
         # has no effect" on every run; no public way to leave it out (private _wandb_init, forced by
@@ -142,7 +143,7 @@ class RunWandbLogger(WandbLogger):
             return super().experiment
         self._summaries_defined = True
         if rank_zero_only.rank == 0 and self._history is not None and self._run_id:
-            self._recorded = wandb_record.recorded(self._run_dir, self._run_id)  # before this run's file
+            self._recorded = wandb_record.recorded(self._wandb_dir, self._run_id)  # before this run's file
         run = super().experiment  # a no-op stand-in on ranks > 0
         for key in MIN_SUMMARY:
             run.define_metric(key, summary="min")
