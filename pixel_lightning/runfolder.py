@@ -148,8 +148,7 @@ class RunFolder:
 
     @classmethod
     def of_checkpoint(cls, path: str | Path) -> RunFolder | None:
-        """The run a checkpoint file belongs to (``<run>/checkpoints/x.ckpt`` -> ``<run>``), or None for a
-        file elsewhere."""
+        """The run of a checkpoint file ``<run>/checkpoints/x.ckpt``; None for a file elsewhere."""
         path = Path(path).resolve()
         return cls(path.parent.parent) if path.parent.name == "checkpoints" else None
 
@@ -187,8 +186,7 @@ class RunFolder:
         return self._read(self.config_file, yaml.safe_load) or {}
 
     def read_metrics(self) -> dict[str, Any] | None:
-        """metrics.json (METRICS_KEYS and figures), None before the run finished; RunDirError when it is
-        damaged."""
+        """metrics.json (METRICS_KEYS and figures); None before the run finished; RunDirError: damaged."""
         return self._read(self.metrics_file, json.loads)
 
     def read_history(self) -> list[dict[str, str]]:
@@ -235,10 +233,6 @@ class RunFolder:
 
     # ------------------------------------------------------------------------- one run per folder
 
-    def has_state(self) -> bool:
-        """A result or a checkpoint to resume: something another run must not be mixed into."""
-        return self.metrics_file.is_file() or any(self.checkpoints.glob("*.ckpt"))
-
     def finished(self, cfg: RunConfig) -> dict[str, Any] | None:
         """metrics.json when the run finished with the same budget, else None (a larger budget continues;
         a damaged metrics.json is written again at the end). That it is this run is checked before, by
@@ -255,7 +249,8 @@ class RunFolder:
         that run left a result or a checkpoint to resume: nothing here is changed. A folder with no
         checkpoint and no result (a start that failed before its first checkpoint) holds nothing to mix up.
         tests/test_run_folder.py::test_another_run_into_the_same_folder_is_refused."""
-        if not self.has_state() or not self.config_file.is_file():
+        has_state = self.metrics_file.is_file() or any(self.checkpoints.glob("*.ckpt"))  # a result, a resume
+        if not has_state or not self.config_file.is_file():
             return
         differ = identity_differences(self.read_config(), cfg.to_dict(), cfg.model.RESUMABLE_CHANGES)
         if differ:
