@@ -35,7 +35,7 @@ from pixel_lightning.models.base import ModelConfig
 from pixel_lightning.models.multiscale import MultiScaleConfig
 from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, recipe_path
 from pixel_lightning.recipebook import read_yaml as _read_yaml
-from pixel_lightning.runfolder import SAVED_ONLY, leaves
+from pixel_lightning.runfolder import SAVED_ONLY, drop_retired, leaves
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
@@ -56,7 +56,7 @@ class ModelSection(MultiScaleConfig):
     MultiScaleConfig, models/multiscale.py: the multi-scale keys, for model.arch=multiscale only), plus
     the architecture. ``image_shape`` and ``levels`` default to the DataModule's."""
 
-    arch: str = "pixelcnn"  # a key of pixel_lightning.ARCHITECTURES
+    arch: str = "pixelcnn"  # a registered architecture (pixel_lightning/models/registry.py)
     image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: the dataset's
     levels: int | None = None  # values per sub-pixel; None: the dataset's (2 for MNIST, 256 otherwise)
 
@@ -245,6 +245,8 @@ class RunConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
     # extra Lightning callbacks: [{class_path: lightning.pytorch.callbacks.EMAWeightAveraging, init_args: {}}]
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    # modules imported before model.arch is checked: a user's architectures register there (plugins)
+    imports: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -270,8 +272,14 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Fill the dataset's shape and levels into the model, then check every impossible value."""
-        from pixel_lightning import ARCHITECTURES
         from pixel_lightning.data import DATASETS, build_datamodule
+        from pixel_lightning.models import registry
+
+        for module in self.imports:
+            try:
+                registry.import_module(module)
+            except ImportError as e:
+                raise ConfigError(f"imports: {e}", "install it, or put its folder on PYTHONPATH") from e
 
         if self.data.name not in DATASETS:
             raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATASETS)}")
@@ -289,8 +297,8 @@ class RunConfig:
                 f"model.image_shape={list(m.image_shape)}, model.levels={m.levels} do not match data.name="
                 f"{self.data.name} ({list(shape)}, {levels} levels); drop them to use the dataset's"
             )
-        if m.arch not in ARCHITECTURES and m.arch != "multiscale":
-            raise ConfigError(f"model.arch={m.arch!r} is unknown; choose one of {sorted(ARCHITECTURES)}")
+        if m.arch not in registry.names():
+            raise ConfigError(f"model.arch={m.arch!r} is unknown; choose one of {registry.names()}")
         if m.arch != "multiscale":
             given = m.given_multiscale_keys()
             if given:
@@ -482,7 +490,7 @@ def load_config(
             raise ConfigError(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
-        data = read_yaml(path)
+        data = drop_retired(read_yaml(path))
         for key in SAVED_ONLY:
             data.pop(key, None)
         name = recipe or data.get("recipe") or ""

@@ -32,6 +32,15 @@ if TYPE_CHECKING:
 BUDGET = ("max_epochs", "max_steps", "max_time")  # trainer.*: how long a run trains (raised: it continues)
 SAVED_ONLY = ("data_resolved",)  # keys config.yaml adds to the run's config (what the data turned out to be)
 
+
+def drop_retired(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.yaml without the keys earlier versions wrote that no longer exist: ``model.extra``
+    (read by no architecture; removed in issue 21), so older runs still resume and load."""
+    if not isinstance(config.get("model"), dict):
+        return config
+    return {**config, "model": {k: v for k, v in config["model"].items() if k != "extra"}}
+
+
 # What a run folder's run may change from one start to the next, besides the model's RESUMABLE_CHANGES (lr:
 # a guard's recovery); every other setting is the run's identity, and another identity into the same --out
 # is refused (RunFolder.check_same_run, docs/reliability.md).
@@ -40,6 +49,7 @@ NOT_IDENTITY = (
     "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
     "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
     "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
+    "imports",  # where the architectures come from (model.arch and its fields are the identity)
 )  # fmt: skip
 
 # ----------------------------------------------------------------------------- metrics.json and its unit
@@ -105,7 +115,7 @@ def identity_differences(
     ignore = (*NOT_IDENTITY, *(f"model.{k}" for k in resumable))
 
     def identity(config: Mapping[str, Any]) -> dict[str, Any]:
-        config = {k: v for k, v in config.items() if k not in SAVED_ONLY}
+        config = {k: v for k, v in drop_retired(dict(config)).items() if k not in SAVED_ONLY}
         keep = lambda k: not any(k == x or k.startswith(x + ".") for x in ignore)  # noqa: E731
         return {k: v for k, v in leaves(config) if keep(k)}
 
