@@ -9,12 +9,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import grad_norm, rank_zero_only
 
-from pixel_lightning.atomic import atomic_write
+from pixel_lightning.runfolder import RunFolder
 from pixel_lightning.visual import readable_grid, save_grid
 
 
@@ -96,7 +95,7 @@ class RunRecord(L.Callback):
     ImageNet variants give incomparable bits/dim; ``data.source``, replacing ``auto``; split sizes)."""
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
-        self.run_dir, self.config = Path(run_dir), config
+        self.folder, self.config = RunFolder(run_dir), config
 
     @rank_zero_only
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
@@ -107,7 +106,7 @@ class RunRecord(L.Callback):
             for logger in trainer.loggers:
                 if isinstance(logger, WandbLogger):
                     logger.experiment.config.update(resolved, allow_val_change=True)
-        atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        self.folder.write_config(self.config)
 
 
 class ValidationLine(L.Callback):

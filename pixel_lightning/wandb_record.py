@@ -60,9 +60,9 @@ def row_id(step: int, metrics: Mapping[str, Any]) -> Row:
     return int(step), frozenset(k for k in metrics if k not in (STEP_KEY, "step") and not k.startswith("_"))
 
 
-def recorded(run_dir: Path, run_id: str) -> Counter[Row]:
-    """The rows (step, metric names) that the record files of W&B run ``run_id`` in ``run_dir`` hold."""
-    paths = sorted((run_dir / "wandb").glob(f"*run-*-{run_id}/run-{run_id}.wandb"))
+def recorded(wandb_dir: Path, run_id: str) -> Counter[Row]:
+    """The rows (step, metric names) that the record files of W&B run ``run_id`` in ``wandb_dir`` hold."""
+    paths = sorted(wandb_dir.glob(f"*run-*-{run_id}/run-{run_id}.wandb"))
     rows = [r for path in paths for r in history_rows(wandb_records(path))]
     return Counter(row_id(r[STEP_KEY], r) for r in rows if STEP_KEY in r)
 

@@ -24,6 +24,7 @@ from pixel_lightning.reliability.history import HistoryLogger
 from pixel_lightning.reliability.preemption import Preemption
 from pixel_lightning.reliability.resume import MetricState, RNGState
 from pixel_lightning.reliability.rundir import RunLock, ensure_writable
+from pixel_lightning.runfolder import RunFolder
 
 if TYPE_CHECKING:
     from pixel_lightning.config import CheckpointConfig, GuardConfig
@@ -31,13 +32,9 @@ if TYPE_CHECKING:
 __all__ = ["LAST", "AtomicCheckpointIO", "HistoryLogger", "RunLock", "ensure_writable", "set_aside_diverged"]
 
 
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
 def callbacks(run_dir: str | Path, checkpoint: CheckpointConfig, guard: GuardConfig) -> list[Callback]:
     """RNG and metric states, the non-finite guard, the best checkpoint, periodic ones and preemption."""
-    c, folder = checkpoint, checkpoint_dir(run_dir)
+    c, folder = checkpoint, RunFolder(run_dir).checkpoints
     best = BestCheckpoint(folder, c.monitor)
     periodic = Preemption(folder, c.every_n_steps, c.every_n_minutes, c.keep_last_k, requeue=c.requeue)
     return [RNGState(), MetricState(), NonFiniteGuard(guard.max_skips), best, periodic]
@@ -48,7 +45,7 @@ def prepare_resume(
 ) -> CheckpointInfo | None:
     """The checkpoint to resume from (None: start fresh). Raises CheckpointError when the newest valid one
     is of another model (:func:`check_compatible`), or when checkpoints exist but none is usable."""
-    info = find_resume_checkpoint(checkpoint_dir(run_dir), report)
+    info = find_resume_checkpoint(RunFolder(run_dir).checkpoints, report)
     if info is None:
         return None
     check_compatible(info, model)
