@@ -19,6 +19,7 @@ options, so keeping today's syntax would have needed a translation layer of our 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import typing
@@ -31,8 +32,6 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
-from pixel_lightning.models.base import ModelConfig
-from pixel_lightning.models.multiscale import MultiScaleConfig
 from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, recipe_path
 from pixel_lightning.recipebook import read_yaml as _read_yaml
 
@@ -41,12 +40,12 @@ BUDGET = ("max_epochs", "max_steps", "max_time")  # trainer.*: how long a run tr
 
 # What a run directory's run may change from one start to the next; every other setting is the run's
 # identity, and another identity into the same --out is refused (runner.check_same_run, docs/reliability.md).
+# So are model.<ModelConfig.RESUMABLE_CHANGES>: deliberate changes (lr: a guard's recovery).
 NOT_IDENTITY = (
     "out", *(f"trainer.{k}" for k in BUDGET),  # where it is written, how long it trains
     "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
     "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
     "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
-    *(f"model.{k}" for k in ModelConfig.RESUMABLE_CHANGES),  # deliberate changes (lr: a guard's recovery)
 )  # fmt: skip
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
 
@@ -54,35 +53,49 @@ __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load
 # ----------------------------------------------------------------------------- the sections
 
 
-# keys only the multi-scale architecture takes: declared once, in its config class
-MULTISCALE_KEYS = tuple(
-    f.name for f in fields(MultiScaleConfig) if f.name not in {g.name for g in fields(ModelConfig)}
-)
+class ModelSection:
+    """The ``model`` section: the fields of the chosen architecture's own config class (its owner, which
+    checks them: ModelConfig in pixel_lightning/models/base.py and its subclasses), plus ``arch``;
+    ``image_shape`` and ``levels`` default to the dataset's. Made per config class by :func:`model_section`
+    (the fields are the architecture's: a key of another one is an unknown key here)."""
 
+    config_class: ClassVar[type]
 
-@dataclass
-class ModelSection(MultiScaleConfig):
-    """The model's fields, declared by their owners (ModelConfig, pixel_lightning/models/base.py, and
-    MultiScaleConfig, models/multiscale.py: the multi-scale keys, for model.arch=multiscale only), plus
-    the architecture. ``image_shape`` and ``levels`` default to the DataModule's."""
-
-    arch: str = "pixelcnn"  # a key of pixel_lightning.ARCHITECTURES
-    image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: the dataset's
-    levels: int | None = None  # values per sub-pixel; None: the dataset's (2 for MNIST, 256 otherwise)
-
-    def __post_init__(self) -> None:  # checked in RunConfig.validate, once the dataset is known
+    def __post_init__(self) -> None:  # the owner checks them in RunConfig.validate, once the data is known
         pass
-
-    def given_multiscale_keys(self) -> list[str]:
-        defaults = {f.name: f.default for f in fields(MultiScaleConfig)}
-        return [k for k in MULTISCALE_KEYS if getattr(self, k) != defaults[k]]
 
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``pixel_lightning.build_model(self.arch, **kwargs)``."""
-        keys = [f.name for f in fields(ModelConfig)] + (
-            list(MULTISCALE_KEYS) if self.arch == "multiscale" else []
-        )
-        return {k: getattr(self, k) for k in keys}
+        return {f.name: getattr(self, f.name) for f in fields(self.config_class)}
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the class is made at run time: pickle it by its config class
+        return (_new_section, (self.config_class,), self.__dict__)
+
+
+@functools.cache
+def model_section(config_class: type) -> type[ModelSection]:
+    """The ``model`` section's dataclass for an architecture's config class."""
+    extra = [
+        ("arch", str, "pixelcnn"),  # the architecture: a registered name (pixel_lightning.ARCHITECTURES)
+        ("image_shape", tuple[int, int, int] | None, None),  # (C, H, W); None: the dataset's
+        ("levels", int | None, None),  # values per sub-pixel; None: the dataset's (2 for MNIST, else 256)
+    ]
+    return dataclasses.make_dataclass(
+        "ModelSection", extra, bases=(ModelSection, config_class), namespace={"config_class": config_class}
+    )
+
+
+def _new_section(config_class: type) -> ModelSection:
+    return model_section(config_class).__new__(model_section(config_class))
+
+
+def config_class(arch: str) -> type:
+    """The config class of architecture ``arch`` (ConfigError naming the registered ones)."""
+    from pixel_lightning import ARCHITECTURES
+
+    if arch not in ARCHITECTURES:
+        raise ConfigError(f"model.arch={arch!r} is unknown; choose one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch].config_class
 
 
 @dataclass
@@ -246,7 +259,7 @@ class RunConfig:
     seed: int = 0  # seeds the model init, data order and everything else
     threads: int | None = None  # torch CPU threads per process; None: torch's default (1: busy CPUs)
     out: str | None = None  # run directory; None: runs/<recipe>
-    model: ModelSection = field(default_factory=ModelSection)
+    model: Any = None  # a model_section(...) of the chosen architecture's config class (load_config)
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -270,28 +283,31 @@ class RunConfig:
         d = asdict(self)
         if d["model"]["image_shape"] is not None:
             d["model"]["image_shape"] = list(d["model"]["image_shape"])
-        if self.model.arch != "multiscale":
-            for key in MULTISCALE_KEYS:
-                d["model"].pop(key)
         return d
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def validate(self) -> RunConfig:
-        """Fill the dataset's shape and levels into the model, then check every impossible value."""
-        from pixel_lightning import ARCHITECTURES
-        from pixel_lightning.data import DATASETS, build_datamodule
+        """Check every value, each by its owner (the data's class, the architecture's config class, the
+        guard; the rest here), and fill the dataset's shape and levels into the model. Builds nothing:
+        the DataModule class states its shape and levels."""
+        from pixel_lightning.data import DATAMODULES, DataError
+        from pixel_lightning.reliability.guard import NonFiniteGuard
 
-        if self.data.name not in DATASETS:
-            raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATASETS)}")
+        data = DATAMODULES.get(self.data.name)
+        if data is None:
+            raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATAMODULES)}")
+        try:
+            data.check_args(prefix="data.", **self.data.datamodule_kwargs(self.seed))
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+        NonFiniteGuard.check(self.guard.max_skips)
         self._check_positive()
         self.trainer.check_matmul_precision()
         if self.logger.kind not in LOGGERS:
             raise ConfigError(f"logger={self.logger.kind!r} is unknown; choose one of {list(LOGGERS)}")
-        dm = build_datamodule(self.data.name, **self.data.datamodule_kwargs(self.seed))  # owns shape, levels
-        shape, levels = tuple(dm.image_shape), dm.levels
-        m = self.model
+        shape, levels, m = data.image_shape, data.levels, self.model
         m.image_shape = tuple(m.image_shape) if m.image_shape is not None else shape
         m.levels = m.levels if m.levels is not None else levels
         if (tuple(m.image_shape), m.levels) != (shape, levels):
@@ -299,24 +315,14 @@ class RunConfig:
                 f"model.image_shape={list(m.image_shape)}, model.levels={m.levels} do not match data.name="
                 f"{self.data.name} ({list(shape)}, {levels} levels); drop them to use the dataset's"
             )
-        if m.arch not in ARCHITECTURES and m.arch != "multiscale":
-            raise ConfigError(f"model.arch={m.arch!r} is unknown; choose one of {sorted(ARCHITECTURES)}")
-        if m.arch != "multiscale":
-            given = m.given_multiscale_keys()
-            if given:
-                raise ConfigError(f"model.{given[0]} is for model.arch=multiscale only; remove it")
         try:
-            cls = MultiScaleConfig if m.arch == "multiscale" else ModelConfig  # the owner checks its fields
-            resolved = cls(**{f.name: getattr(m, f.name) for f in fields(cls)})
-            m.head_channels = resolved.head_channels  # None -> the paper's 32 (binary) or 1024
+            m.head_channels = m.config_class(**m.build_kwargs()).head_channels  # None -> the paper's
         except ValueError as e:
             raise ConfigError(f"{e}; fix it under model.* in the recipe or with model.<key>=<value>") from e
         return self
 
     def _check_positive(self) -> None:
         rules = [
-            ("data.batch_size", self.data.batch_size, 1),
-            ("data.num_workers", self.data.num_workers, 0),
             ("trainer.num_nodes", self.trainer.num_nodes, 1),
             ("trainer.accumulate_grad_batches", self.trainer.accumulate_grad_batches, 1),
             ("trainer.log_every_n_steps", self.trainer.log_every_n_steps, 1),
@@ -324,12 +330,9 @@ class RunConfig:
             ("sample.n", self.sample.n, 0),
             ("threads", self.threads if self.threads is not None else 1, 1),
             ("checkpoint.keep_last_k", self.checkpoint.keep_last_k, 1),
-            ("guard.max_skips", self.guard.max_skips, 0),
         ]
         if isinstance(self.trainer.devices, int):
             rules.append(("trainer.devices", self.trainer.devices, 1))
-        if self.data.val_size is not None:
-            rules.append(("data.val_size", self.data.val_size, 0))
         if self.checkpoint.every_n_steps is not None:
             rules.append(("checkpoint.every_n_steps", self.checkpoint.every_n_steps, 1))
         if self.trainer.gradient_clip_val is not None:
@@ -364,10 +367,13 @@ class RunConfig:
 def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key=A there, key=B here`` for each identity setting (not in NOT_IDENTITY) that differs between two
     configs in ``RunConfig.to_dict`` form (``saved``: a run's config.yaml)."""
+    from pixel_lightning.models.base import ModelConfig
+
     saved = {k: v for k, v in saved.items() if k not in SAVED_ONLY}
+    not_identity = (*NOT_IDENTITY, *(f"model.{k}" for k in ModelConfig.RESUMABLE_CHANGES))
 
     def identity(config: dict[str, Any]) -> dict[str, Any]:
-        keep = lambda k: not any(k == x or k.startswith(x + ".") for x in NOT_IDENTITY)  # noqa: E731
+        keep = lambda k: not any(k == x or k.startswith(x + ".") for x in not_identity)  # noqa: E731
         return {k: v for k, v in leaves(config) if keep(k)}
 
     def text(value: Any) -> str:  # as written in a recipe or on the command line: false, null, [1, 28, 28]
@@ -385,12 +391,13 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
 # ----------------------------------------------------------------------------- layers (OmegaConf)
 
 
-def _declared_type(key: str) -> Any:
-    """The annotation of dotted ``key`` in RunConfig (list indices ignored), or None for an unknown key."""
+def _declared_type(key: str, model: type | None = None) -> Any:
+    """The annotation of dotted ``key`` in RunConfig (list indices ignored), or None for an unknown key;
+    ``model``: the model section's class (None: the model's keys are unknown)."""
     hint: Any = RunConfig
     for part in re.sub(r"\[\d+\]", "", key).split("."):
         if dataclasses.is_dataclass(hint):
-            hint = typing.get_type_hints(hint).get(part)
+            hint = model if (hint, part) == (RunConfig, "model") else typing.get_type_hints(hint).get(part)
     return hint
 
 
@@ -461,8 +468,11 @@ def _config_error(
     e: OmegaConfBaseException, cfg: DictConfig, layer: dict[str, Any], source: str
 ) -> ConfigError:
     """OmegaConf's error as one paragraph: the key, what is valid there, and the fix."""
+    model = OmegaConf.get_type(cfg, "model")
     if isinstance(e, ConfigKeyError) and dataclasses.is_dataclass(e.object_type):
         names = [f.name for f in fields(e.object_type)]
+        if e.object_type is model and (owners := _architectures_with(e.key)):
+            return ConfigError(f"model.{e.key} is for model.arch={' or '.join(owners)} only; remove it")
         if e.object_type is TrainerConfig:
             names = [n for n in names if n != "extra"] + ["any other lightning.Trainer argument"]
         return ConfigError(f"unknown key {e.full_key!r} {source}; valid keys: {', '.join(names)}")
@@ -470,7 +480,7 @@ def _config_error(
     if not key:  # OmegaConf names no key for a section given a value or a bad list item: find it
         key = next((k for k, v in leaves(layer) if _rejects(cfg, k, v)), "")
     key = re.sub(r"\[\d+\]$", "", key)  # a list item: name the list
-    hint = _declared_type(key) if key else None
+    hint = _declared_type(key, model) if key else None
     if dataclasses.is_dataclass(hint):
         return ConfigError(f"{key} is a section: set its keys, e.g. {key}.<key>=<value>")
     if isinstance(e, ValidationError) and key:
@@ -480,6 +490,13 @@ def _config_error(
             f"fix it {source}: {key}=<{expected}>"
         )
     return ConfigError(f"{str(e).splitlines()[0]} ({source}); fix {key or 'the config'}")
+
+
+def _architectures_with(key: Any) -> list[str]:
+    """The architectures whose config class declares ``key``."""
+    from pixel_lightning import ARCHITECTURES
+
+    return sorted(n for n, a in ARCHITECTURES.items() if key in {f.name for f in fields(a.config_class)})
 
 
 def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
@@ -531,7 +548,10 @@ def load_config(
         name = recipe or data.get("recipe") or ""
         layers.append((data, f"in --config {path}"))
     layers.append((overrides_layer(overrides), "on the command line"))
+    models = [d["model"] for d, _ in layers if isinstance(d.get("model"), dict)]
+    arch = next((m["arch"] for m in reversed(models) if "arch" in m), "pixelcnn")  # the last one given
     cfg = OmegaConf.structured(RunConfig)
+    cfg.model = OmegaConf.structured(model_section(config_class(arch)))
     for data, source in layers:
         data.pop("recipe", None)
         cfg = _merge(cfg, data, source)

@@ -104,3 +104,18 @@ def test_a_saved_config_loads_back_to_the_same_config(tmp_path):
     (tmp_path / "config.yaml").write_text(cfg.to_yaml())
     again = load_config(None, config_path=tmp_path / "config.yaml")
     assert again.to_dict() == cfg.to_dict() and isinstance(again, RunConfig)
+
+
+def test_the_data_shape_comes_from_the_datamodule_class_not_an_instance(monkeypatch):
+    """The config reads shape and levels as class-level facts and checks the data's arguments with the
+    class's own check: it builds no DataModule (the runner builds the one a run uses)."""
+    from pixel_lightning.data import ImageDataModule
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("load_config built a DataModule")
+
+    monkeypatch.setattr(ImageDataModule, "__init__", refuse)
+    cfg = load_config("quickstart", ["data.name=imagenet64", "data.source=auto", "paper.unit=bits/dim"])
+    assert (cfg.model.image_shape, cfg.model.levels, cfg.model.head_channels) == ((3, 64, 64), 256, 1024)
+    with pytest.raises(ConfigError, match=r"unknown data.source 'tfrecord' for imagenet64"):
+        load_config("quickstart", ["data.name=imagenet64", "data.source=tfrecord"])

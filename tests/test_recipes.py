@@ -82,7 +82,7 @@ def test_dry_run_prints_the_papers_hyperparameters(recipe, capsys):
         (["nope.x=1"], "unknown key 'nope'"),
         (["model.skip=maybe"], "wrong type: expected bool"),
         (["trainer.max_steps=1.5"], "wrong type"),
-        (["data.batch_size=0"], "batch_size=0 is impossible"),
+        (["data.batch_size=0"], "data.batch_size must be an integer >= 1, got 0"),  # the DataModule checks
         (["model.lr=-0.1"], "lr must be > 0"),
         (["model.arch=transformer"], "unknown; choose one of"),
         (["model.low_res=8"], "multiscale only"),
