@@ -3,7 +3,7 @@
     cfg (pixel_lightning.config.RunConfig)
       -> build_datamodule(cfg)   -> build_model_for(cfg)
       -> build_loggers(cfg)      -> build_callbacks(cfg)
-      -> build_trainer(cfg, extra_callbacks, plugins)        the ONE place a Trainer is made
+      -> build_trainer(cfg, extra_callbacks, plugins) -> make_trainer: the ONE place a Trainer is made
       -> trainer.fit(ckpt_path=...) -> trainer.test(best checkpoint) -> final sample grid
       -> <run_dir>/config.yaml, metrics.json, checkpoints/, samples/, logs/metrics.csv, wandb/
 
@@ -50,6 +50,7 @@ from pixel_lightning.config import (
     BUDGET,
     CheckpointConfig,
     ConfigError,
+    GuardConfig,
     RunConfig,
     identity_differences,
     leaves,
@@ -245,28 +246,22 @@ def print_rank0(text: str) -> None:
 # ----------------------------------------------------------------------------- callbacks and Trainer
 
 
-def build_callbacks(cfg: RunConfig) -> list[Callback]:
-    callbacks: list[Callback] = [
+def build_callbacks(cfg: RunConfig) -> tuple[list[Callback], list[Callback]]:
+    """The run's own callbacks: those before the reliability ones (:func:`make_trainer` adds them; the
+    guard sees the gradients after GradNorm has logged them) and those after."""
+    before: list[Callback] = [
         RunRecord(cfg.run_dir, cfg.to_dict()),
         Throughput(),
         GradNorm(),
         LearningRateMonitor(logging_interval="step"),
-        *reliability.callbacks(cfg.run_dir, cfg.checkpoint, cfg.guard),  # checkpoints, resume, guard
     ]
-    callbacks += [instantiate(spec, "callbacks") for spec in cfg.callbacks]  # extra ones from the config
+    after = [instantiate(spec, "callbacks") for spec in cfg.callbacks]  # extra ones from the config
     if not progress_bars(cfg):
-        callbacks.append(ValidationLine())
+        after.append(ValidationLine())
     if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
-        callbacks.append(
-            SampleGrid(
-                cfg.run_dir / "samples",
-                cfg.sample.every_n_epochs,
-                cfg.sample.n,
-                cfg.sample.seed,
-                progress=progress_bars(cfg),
-            )
-        )
-    return callbacks
+        s = cfg.sample
+        after.append(SampleGrid(cfg.run_dir / "samples", s.every_n_epochs, s.n, s.seed, progress_bars(cfg)))
+    return before, after
 
 
 def progress_bars(cfg: RunConfig) -> bool:
@@ -313,24 +308,58 @@ def instantiate(spec: dict[str, Any], key: str) -> Any:
         raise ConfigError(f"{key}: {path}(**init_args) failed: {e}; fix init_args") from e
 
 
+def make_trainer(
+    trainer: dict[str, Any],
+    run_dir: str | Path | None = None,
+    checkpoint: CheckpointConfig | None = None,
+    guard: GuardConfig | None = None,
+    callbacks: Sequence[Callback] = (),
+    later_callbacks: Sequence[Callback] = (),
+    loggers: list[Logger] | Logger | bool = False,
+    plugins: Sequence[Any] = (),
+) -> L.Trainer:
+    """The one place a Trainer is made: fit (:func:`build_trainer`), ``pixel-lightning test``, the
+    reliability tests' tiny runs (tests/rel_tiny.py) and the soak benchmark. ``trainer``: lightning.Trainer
+    arguments.
+
+    Training (a ``run_dir``): ``callbacks``, then the reliability ones (checkpoints by ``checkpoint``,
+    resume state, the non-finite guard by ``guard``, preemption), then ``later_callbacks``; atomic,
+    finite-only checkpoint writes; the DataModules shard by rank themselves. Evaluation only (no
+    ``run_dir``): one device, no logger, no checkpoints.
+    """
+    quiet_lightning(trainer.get("enable_progress_bar", True))
+    if run_dir is None:
+        off = {"devices": 1, "logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+        return L.Trainer(**{**trainer, **off}, callbacks=[*callbacks, *later_callbacks])
+    wiring = reliability.callbacks(run_dir, checkpoint or CheckpointConfig(), guard or GuardConfig())
+    return L.Trainer(
+        default_root_dir=run_dir,
+        logger=loggers,
+        callbacks=[*callbacks, *wiring, *later_callbacks],
+        plugins=[*plugins, reliability.AtomicCheckpointIO()],  # atomic, finite-only checkpoint writes
+        use_distributed_sampler=False,  # the DataModules shard by rank themselves
+        **trainer,
+    )
+
+
 def build_trainer(
     cfg: RunConfig,
     extra_callbacks: Sequence[Callback] = (),
     plugins: Sequence[Any] = (),
-    loggers: list[Logger] | None = None,
     history_rows: int | None = 0,
 ) -> L.Trainer:
-    """The one place a Trainer is made: the config's trainer section + the run's loggers and callbacks
-    + ``extra_callbacks`` / ``plugins`` (resume, preemption and guards hook in here)."""
-    t = cfg.trainer
-    quiet_lightning(progress_bars(cfg))
-    return L.Trainer(
-        default_root_dir=cfg.run_dir,
-        logger=loggers if loggers is not None else build_loggers(cfg, history_rows),
-        callbacks=[*build_callbacks(cfg), *extra_callbacks],
-        plugins=[*plugins, reliability.AtomicCheckpointIO()],  # atomic, finite-only checkpoint writes
-        use_distributed_sampler=False,  # the DataModules shard by rank themselves
-        **{**t.kwargs(), "enable_progress_bar": progress_bars(cfg)},
+    """fit's Trainer: the config's trainer section, the run's loggers and callbacks, and ``extra_callbacks``
+    / ``plugins`` (a caller's hooks, e.g. the journey tests' faults)."""
+    before, after = build_callbacks(cfg)
+    return make_trainer(
+        {**cfg.trainer.kwargs(), "enable_progress_bar": progress_bars(cfg)},
+        cfg.run_dir,
+        cfg.checkpoint,
+        cfg.guard,
+        before,
+        [*after, *extra_callbacks],
+        build_loggers(cfg, history_rows),
+        plugins,
     )
 
 
