@@ -152,16 +152,10 @@ def cmd_test(args: argparse.Namespace) -> int:
             f"{cfg.data.name} is {tuple(dm.image_shape)} with {dm.levels}",
             "pass --config naming the data the model was trained on",
         )
-    t = cfg.trainer
-    trainer = make_trainer(  # evaluation only: one device, no logger, no checkpoints
-        {
-            "accelerator": t.accelerator,
-            "precision": t.precision,
-            "limit_val_batches": t.limit_val_batches,  # the run's own evaluation budget
-            "limit_test_batches": tested_batches(args) or t.limit_test_batches,  # what its figure covers
-            "enable_progress_bar": progress_bars(cfg),  # on a terminal only: no carriage returns in a log
-        }
-    )
+    t = cfg.trainer  # evaluation only (one device, no logger, no checkpoints), bars on a terminal only
+    tested = tested_batches(args) or t.limit_test_batches  # the batches the run's test figure covers
+    kwargs = dict(accelerator=t.accelerator, precision=t.precision, enable_progress_bar=progress_bars(cfg))
+    trainer = make_trainer({**kwargs, "limit_val_batches": t.limit_val_batches, "limit_test_batches": tested})
     evaluate = trainer.test if args.split == "test" else trainer.validate
     (metrics,) = evaluate(model, datamodule=dm, verbose=False)
     result = {

@@ -54,10 +54,8 @@ __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load
 
 
 class ModelSection:
-    """The ``model`` section: the fields of the chosen architecture's own config class (its owner, which
-    checks them: ModelConfig in pixel_lightning/models/base.py and its subclasses), plus ``arch``;
-    ``image_shape`` and ``levels`` default to the dataset's. Made per config class by :func:`model_section`
-    (the fields are the architecture's: a key of another one is an unknown key here)."""
+    """The ``model`` section (:func:`model_section`): the fields of the architecture's own config class,
+    which checks them (ModelConfig, pixel_lightning/models/base.py, or a subclass), plus ``arch``."""
 
     config_class: ClassVar[type]
 
@@ -114,18 +112,8 @@ class DataConfig:
     cache_dir: str | None = None  # where the Arrow conversion goes; None: <data_dir>/arrow
 
     def datamodule_kwargs(self, seed: int) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "data_dir": self.data_dir,
-            "source": self.source,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "seed": seed,
-            "strict": self.strict,
-        }
-        for key in ("val_size", "binarization", "hub_id", "cache_dir"):
-            if getattr(self, key) is not None:
-                kwargs[key] = getattr(self, key)
-        return kwargs
+        """The DataModule's arguments: every field but the name; one left None takes its default."""
+        return {k: v for k, v in asdict(self).items() if k != "name" and v is not None} | {"seed": seed}
 
 
 @dataclass

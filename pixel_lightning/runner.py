@@ -2,8 +2,8 @@
 
     cfg (pixel_lightning.config.RunConfig)
       -> build_datamodule(cfg)   -> build_model_for(cfg)
-      -> build_loggers(cfg)      -> build_callbacks(cfg)
-      -> build_trainer(cfg, extra_callbacks, plugins) -> make_trainer: the ONE place a Trainer is made
+      -> build_trainer(cfg, extra_callbacks, plugins): loggers, callbacks
+      -> make_trainer(...)       the ONE place a Trainer is made (also for test, the tests, the soak)
       -> trainer.fit(ckpt_path=...) -> trainer.test(best checkpoint) -> final sample grid
       -> <run_dir>/config.yaml, metrics.json, checkpoints/, samples/, logs/metrics.csv, wandb/
 
@@ -246,24 +246,6 @@ def print_rank0(text: str) -> None:
 # ----------------------------------------------------------------------------- callbacks and Trainer
 
 
-def build_callbacks(cfg: RunConfig) -> tuple[list[Callback], list[Callback]]:
-    """The run's own callbacks: those before the reliability ones (:func:`make_trainer` adds them; the
-    guard sees the gradients after GradNorm has logged them) and those after."""
-    before: list[Callback] = [
-        RunRecord(cfg.run_dir, cfg.to_dict()),
-        Throughput(),
-        GradNorm(),
-        LearningRateMonitor(logging_interval="step"),
-    ]
-    after = [instantiate(spec, "callbacks") for spec in cfg.callbacks]  # extra ones from the config
-    if not progress_bars(cfg):
-        after.append(ValidationLine())
-    if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
-        s = cfg.sample
-        after.append(SampleGrid(cfg.run_dir / "samples", s.every_n_epochs, s.n, s.seed, progress_bars(cfg)))
-    return before, after
-
-
 def progress_bars(cfg: RunConfig) -> bool:
     """Lightning's bars only on a terminal: in a log file (SLURM) one line per validation instead."""
     return cfg.trainer.enable_progress_bar and sys.stdout.isatty()
@@ -318,15 +300,11 @@ def make_trainer(
     loggers: list[Logger] | Logger | bool = False,
     plugins: Sequence[Any] = (),
 ) -> L.Trainer:
-    """The one place a Trainer is made: fit (:func:`build_trainer`), ``pixel-lightning test``, the
-    reliability tests' tiny runs (tests/rel_tiny.py) and the soak benchmark. ``trainer``: lightning.Trainer
-    arguments.
-
-    Training (a ``run_dir``): ``callbacks``, then the reliability ones (checkpoints by ``checkpoint``,
-    resume state, the non-finite guard by ``guard``, preemption), then ``later_callbacks``; atomic,
-    finite-only checkpoint writes; the DataModules shard by rank themselves. Evaluation only (no
-    ``run_dir``): one device, no logger, no checkpoints.
-    """
+    """The one place a Trainer is made (fit, ``pixel-lightning test``, tests/rel_tiny.py, the soak benchmark)
+    from lightning.Trainer arguments ``trainer``. With a ``run_dir``, fit's wiring: ``callbacks``, the
+    reliability ones (checkpoints, resume state, the non-finite guard, preemption: ``checkpoint``, ``guard``),
+    ``later_callbacks``; atomic, finite-only checkpoint writes; the DataModules shard by rank themselves.
+    Without: evaluation only (one device, no logger, no checkpoints)."""
     quiet_lightning(trainer.get("enable_progress_bar", True))
     if run_dir is None:
         off = {"devices": 1, "logger": False, "enable_checkpointing": False, "enable_model_summary": False}
@@ -348,19 +326,20 @@ def build_trainer(
     plugins: Sequence[Any] = (),
     history_rows: int | None = 0,
 ) -> L.Trainer:
-    """fit's Trainer: the config's trainer section, the run's loggers and callbacks, and ``extra_callbacks``
-    / ``plugins`` (a caller's hooks, e.g. the journey tests' faults)."""
-    before, after = build_callbacks(cfg)
-    return make_trainer(
-        {**cfg.trainer.kwargs(), "enable_progress_bar": progress_bars(cfg)},
-        cfg.run_dir,
-        cfg.checkpoint,
-        cfg.guard,
-        before,
-        [*after, *extra_callbacks],
-        build_loggers(cfg, history_rows),
-        plugins,
-    )
+    """fit's Trainer (:func:`make_trainer`): the config's trainer section, the run's loggers, its callbacks
+    around the reliability ones (the guard sees the gradients after GradNorm has logged them), and
+    ``extra_callbacks`` / ``plugins`` (a caller's hooks, e.g. the journey tests' faults)."""
+    s, bars = cfg.sample, progress_bars(cfg)
+    first = [RunRecord(cfg.run_dir, cfg.to_dict()), Throughput(), GradNorm(), LearningRateMonitor("step")]
+    later = [instantiate(spec, "callbacks") for spec in cfg.callbacks]  # extra ones from the config
+    if not bars:
+        later.append(ValidationLine())
+    if s.n > 0 and s.every_n_epochs > 0:
+        later.append(SampleGrid(cfg.run_dir / "samples", s.every_n_epochs, s.n, s.seed, bars))
+    trainer = {**cfg.trainer.kwargs(), "enable_progress_bar": bars}
+    later += extra_callbacks
+    loggers = build_loggers(cfg, history_rows)
+    return make_trainer(trainer, cfg.run_dir, cfg.checkpoint, cfg.guard, first, later, loggers, plugins)
 
 
 # ----------------------------------------------------------------------------- the run
