@@ -3,12 +3,12 @@ every docs page is linked from a README under 10,000 bytes, and every relative l
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import re
 import shlex
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +16,6 @@ import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -85,7 +84,7 @@ def _run_py(args: list[str]) -> None:
 
 def _sweep_py(args: list[str]) -> None:
     """No dry-run of its own: the grid loads and every run of it dry-runs."""
-    import sweep
+    from pixel_lightning.tools import sweep
 
     opts = sweep_parser().parse_args(args)
     grid = sweep.load_grid(opts.sweep)
@@ -109,7 +108,7 @@ def sweep_parser():
 
 def _report_py(args: list[str], tmp_path: Path) -> None:
     """Runs for real on stand-in run directories (a metrics.json each) at the documented paths."""
-    import report
+    from pixel_lightning.tools import report
 
     flags = ("--out", "--title", "--project")
     dirs = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in flags)]
@@ -126,9 +125,7 @@ def _parses(script: str) -> Callable[[list[str]], None]:
     the documented arguments parse with the script's own parser."""
 
     def check(args: list[str]) -> None:
-        sys.path.insert(0, str(ROOT / "recipes"))
-        module = __import__(Path(script).stem)
-        module.make_parser().parse_args(args)
+        importlib.import_module(script).make_parser().parse_args(args)
 
     return check
 
@@ -203,9 +200,10 @@ def dispatch(command: str) -> tuple[Callable[..., None], list[str]]:
             return _pip, args[2:]
         if args[:2] == ["-m", "pytest"]:
             return _this_suite, args[2:]
-        script, args = args[0], args[1:]
-        handlers = {"recipes/run.py": _run_py, "recipes/sweep.py": _sweep_py, "recipes/report.py": _report_py}
-        handlers |= {s: _parses(s) for s in ("recipes/results_figures.py", "recipes/results_paper_scale.py")}
+        script, args = (args[1], args[2:]) if args[0] == "-m" else (args[0], args[1:])
+        handlers = {"recipes/run.py": _run_py, "pixel_lightning.tools.sweep": _sweep_py}
+        handlers |= {"pixel_lightning.tools.report": _report_py}
+        handlers |= {s: _parses(s) for s in ("scripts.results_figures", "scripts.paper_scale")}
         assert script in handlers, f"no check for documented script {script}: add one to tests/test_readme.py"
         return handlers[script], args
     handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning, "bash": _bash}
