@@ -87,7 +87,7 @@ def _new_section(config_class: type) -> ModelSection:
     return model_section(config_class).__new__(model_section(config_class))
 
 
-def config_class(arch: str) -> type:
+def model_config_class(arch: str) -> type:
     """The config class of architecture ``arch`` (ConfigError naming the registered ones)."""
     from pixel_lightning import ARCHITECTURES
 
@@ -247,7 +247,8 @@ class RunConfig:
     seed: int = 0  # seeds the model init, data order and everything else
     threads: int | None = None  # torch CPU threads per process; None: torch's default (1: busy CPUs)
     out: str | None = None  # run directory; None: runs/<recipe>
-    model: Any = None  # a model_section(...) of the chosen architecture's config class (load_config)
+    # model_section(<config class of model.arch>); load_config picks the class from the layers' model.arch
+    model: Any = field(default_factory=lambda: model_section(model_config_class("pixelcnn"))())
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -539,7 +540,7 @@ def load_config(
     models = [d["model"] for d, _ in layers if isinstance(d.get("model"), dict)]
     arch = next((m["arch"] for m in reversed(models) if "arch" in m), "pixelcnn")  # the last one given
     cfg = OmegaConf.structured(RunConfig)
-    cfg.model = OmegaConf.structured(model_section(config_class(arch)))
+    cfg.model = OmegaConf.structured(model_section(model_config_class(arch)))
     for data, source in layers:
         data.pop("recipe", None)
         cfg = _merge(cfg, data, source)

@@ -119,3 +119,16 @@ def test_the_data_shape_comes_from_the_datamodule_class_not_an_instance(monkeypa
     assert (cfg.model.image_shape, cfg.model.levels, cfg.model.head_channels) == ((3, 64, 64), 256, 1024)
     with pytest.raises(ConfigError, match=r"unknown data.source 'tfrecord' for imagenet64"):
         load_config("quickstart", ["data.name=imagenet64", "data.source=tfrecord"])
+
+
+def test_the_model_section_is_the_architectures_config_class_and_pickles():
+    """The section takes the chosen architecture's keys only (another one's is named as such), and a
+    config survives pickling (its section class is made at run time)."""
+    import pickle
+
+    cfg = load_config("quickstart", ["model.arch=multiscale", "model.low_res=7"])
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again.to_dict() == cfg.to_dict() and again.model.build_kwargs()["low_res"] == 7
+    assert "low_res" not in load_config("quickstart").to_dict()["model"]
+    with pytest.raises(ConfigError, match="model.low_res is for model.arch=multiscale only; remove it"):
+        load_config("quickstart", ["model.low_res=7"])
