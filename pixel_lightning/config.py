@@ -46,6 +46,7 @@ NOT_IDENTITY = (
     "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
     "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
     "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
+    "imports",  # where the architectures come from (model.arch and its fields are the identity)
 )  # fmt: skip
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
 
@@ -74,7 +75,7 @@ class ModelSection:
 def model_section(config_class: type) -> type[ModelSection]:
     """The ``model`` section's dataclass for an architecture's config class."""
     extra = [
-        ("arch", str, "pixelcnn"),  # the architecture: a registered name (pixel_lightning.ARCHITECTURES)
+        ("arch", str, "pixelcnn"),  # a registered architecture (pixel_lightning/models/registry.py)
         ("image_shape", tuple[int, int, int] | None, None),  # (C, H, W); None: the dataset's
         ("levels", int | None, None),  # values per sub-pixel; None: the dataset's (2 for MNIST, else 256)
     ]
@@ -87,13 +88,19 @@ def _new_section(config_class: type) -> ModelSection:
     return model_section(config_class).__new__(model_section(config_class))
 
 
-def model_config_class(arch: str) -> type:
-    """The config class of architecture ``arch`` (ConfigError naming the registered ones)."""
-    from pixel_lightning import ARCHITECTURES
+def model_config_class(arch: str, imports: list[str] | tuple[str, ...] = ()) -> type:
+    """The config class of architecture ``arch``, once the modules ``imports`` (where a user's architectures
+    register) are imported; ConfigError naming a module that does not import, or the registered names."""
+    from pixel_lightning.models import registry
 
-    if arch not in ARCHITECTURES:
-        raise ConfigError(f"model.arch={arch!r} is unknown; choose one of {sorted(ARCHITECTURES)}")
-    return ARCHITECTURES[arch].config_class
+    for module in imports:
+        try:
+            registry.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"imports: {e}", "install it, or put its folder on PYTHONPATH") from e
+    if arch not in registry.names():
+        raise ConfigError(f"model.arch={arch!r} is unknown; choose one of {registry.names()}")
+    return registry.get(arch).config_class
 
 
 @dataclass
@@ -257,6 +264,8 @@ class RunConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
     # extra Lightning callbacks: [{class_path: lightning.pytorch.callbacks.EMAWeightAveraging, init_args: {}}]
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    # modules imported before model.arch is checked: a user's architectures register there (plugins)
+    imports: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -358,7 +367,7 @@ def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list
     configs in ``RunConfig.to_dict`` form (``saved``: a run's config.yaml)."""
     from pixel_lightning.models.base import ModelConfig
 
-    saved = {k: v for k, v in saved.items() if k not in SAVED_ONLY}
+    saved = {k: v for k, v in drop_retired(saved).items() if k not in SAVED_ONLY}
     not_identity = (*NOT_IDENTITY, *(f"model.{k}" for k in ModelConfig.RESUMABLE_CHANGES))
 
     def identity(config: dict[str, Any]) -> dict[str, Any]:
@@ -483,9 +492,10 @@ def _config_error(
 
 def _architectures_with(key: Any) -> list[str]:
     """The architectures whose config class declares ``key``."""
-    from pixel_lightning import ARCHITECTURES
+    from pixel_lightning.models import registry
 
-    return sorted(n for n, a in ARCHITECTURES.items() if key in {f.name for f in fields(a.config_class)})
+    archs = registry.architectures()
+    return sorted(n for n, a in archs.items() if key in {f.name for f in fields(a.config_class)})
 
 
 def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
@@ -505,6 +515,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
 
 
 SAVED_ONLY = ("data_resolved",)  # keys a run's saved config.yaml adds (what the data turned out to be)
+
+
+def drop_retired(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.yaml without the keys earlier versions wrote that no longer exist: ``model.extra``
+    (read by no architecture; removed in issue 21), so older runs still resume and load."""
+    if not isinstance(config.get("model"), dict):
+        return config
+    return {**config, "model": {k: v for k, v in config["model"].items() if k != "extra"}}
 
 
 def load_config(
@@ -531,7 +549,7 @@ def load_config(
             raise ConfigError(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
-        data = read_yaml(path)
+        data = drop_retired(read_yaml(path))
         for key in SAVED_ONLY:
             data.pop(key, None)
         name = recipe or data.get("recipe") or ""
@@ -539,8 +557,9 @@ def load_config(
     layers.append((overrides_layer(overrides), "on the command line"))
     models = [d["model"] for d, _ in layers if isinstance(d.get("model"), dict)]
     arch = next((m["arch"] for m in reversed(models) if "arch" in m), "pixelcnn")  # the last one given
+    imports = next((d["imports"] for d, _ in reversed(layers) if isinstance(d.get("imports"), list)), [])
     cfg = OmegaConf.structured(RunConfig)
-    cfg.model = OmegaConf.structured(model_section(model_config_class(arch)))
+    cfg.model = OmegaConf.structured(model_section(model_config_class(arch, imports)))
     for data, source in layers:
         data.pop("recipe", None)
         cfg = _merge(cfg, data, source)
