@@ -290,13 +290,11 @@ class RunConfig:
         """Check every value, each by its owner (the data's class, the architecture's config class, the
         guard; the rest here), and fill the dataset's shape and levels into the model. Builds nothing:
         the DataModule class states its shape and levels."""
-        from pixel_lightning.data import DATAMODULES, DataError
+        from pixel_lightning.data import DataError, datamodule_class
         from pixel_lightning.reliability.guard import NonFiniteGuard
 
-        data = DATAMODULES.get(self.data.name)
-        if data is None:
-            raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATAMODULES)}")
         try:
+            data = datamodule_class(self.data.name, prefix="data.name=")
             data.check_args(prefix="data.", **self.data.datamodule_kwargs(self.seed))
         except DataError as e:
             raise ConfigError(str(e)) from None

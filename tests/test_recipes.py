@@ -87,7 +87,7 @@ def test_dry_run_prints_the_papers_hyperparameters(recipe, capsys):
         (["model.arch=transformer"], "unknown; choose one of"),
         (["model.low_res=8"], "multiscale only"),
         (["logger=mlflow"], "logger='mlflow' is unknown"),
-        (["data.name=svhn"], "data.name='svhn' is unknown"),
+        (["data.name=svhn"], "unknown dataset data.name='svhn'"),
         (["trainer.limit_val_batches=2.5"], "impossible"),
         (["model.image_shape=[3,32,32]"], "do not match data.name=mnist"),
     ],

@@ -26,11 +26,17 @@ DATAMODULES: dict[str, type[ImageDataModule]] = {
 DATASETS = tuple(DATAMODULES)
 
 
+def datamodule_class(name: str, prefix: str = "") -> type[ImageDataModule]:
+    """The DataModule class of data set ``name`` (one of ``DATASETS``); ``prefix``: how the caller names
+    the setting in the error (the run config: ``data.name=``)."""
+    if name not in DATAMODULES:
+        raise DataError(f"unknown dataset {prefix}{name!r}: choose one of {list(DATASETS)}")
+    return DATAMODULES[name]
+
+
 def build_datamodule(name: str, **kwargs) -> ImageDataModule:
     """The DataModule for ``name`` (one of ``DATASETS``), constructed with ``kwargs``."""
-    if name not in DATAMODULES:
-        raise DataError(f"unknown dataset {name!r}: choose one of {list(DATASETS)}")
-    return DATAMODULES[name](**kwargs)
+    return datamodule_class(name)(**kwargs)
 
 
 __all__ = [
@@ -46,4 +52,5 @@ __all__ = [
     "ImageNetDataModule",
     "PhotoPatchesDataModule",
     "build_datamodule",
+    "datamodule_class",
 ]
