@@ -32,8 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
-from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, recipe_path
-from pixel_lightning.recipebook import read_yaml as _read_yaml
+from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, read_yaml, recipe_path
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
 BUDGET = ("max_epochs", "max_steps", "max_time")  # trainer.*: how long a run trains (raised: it continues)
@@ -318,23 +317,21 @@ class RunConfig:
         return self
 
     def _check_positive(self) -> None:
-        rules = [
-            ("trainer.num_nodes", self.trainer.num_nodes, 1),
-            ("trainer.accumulate_grad_batches", self.trainer.accumulate_grad_batches, 1),
-            ("trainer.log_every_n_steps", self.trainer.log_every_n_steps, 1),
+        t, c = self.trainer, self.checkpoint
+        rules = [  # (key, value: None is unset, lowest allowed)
+            ("trainer.num_nodes", t.num_nodes, 1),
+            ("trainer.accumulate_grad_batches", t.accumulate_grad_batches, 1),
+            ("trainer.log_every_n_steps", t.log_every_n_steps, 1),
+            ("trainer.devices", t.devices if isinstance(t.devices, int) else None, 1),
+            ("trainer.gradient_clip_val", t.gradient_clip_val, 0),
             ("sample.every_n_epochs", self.sample.every_n_epochs, 0),
             ("sample.n", self.sample.n, 0),
-            ("threads", self.threads if self.threads is not None else 1, 1),
-            ("checkpoint.keep_last_k", self.checkpoint.keep_last_k, 1),
+            ("threads", self.threads, 1),
+            ("checkpoint.keep_last_k", c.keep_last_k, 1),
+            ("checkpoint.every_n_steps", c.every_n_steps, 1),
         ]
-        if isinstance(self.trainer.devices, int):
-            rules.append(("trainer.devices", self.trainer.devices, 1))
-        if self.checkpoint.every_n_steps is not None:
-            rules.append(("checkpoint.every_n_steps", self.checkpoint.every_n_steps, 1))
-        if self.trainer.gradient_clip_val is not None:
-            rules.append(("trainer.gradient_clip_val", self.trainer.gradient_clip_val, 0))
         for key, value, low in rules:
-            if value < low:
+            if value is not None and value < low:
                 raise ConfigError(f"{key}={value} is impossible: it must be >= {low}")
         if self.trainer.max_epochs < -1 or self.trainer.max_steps < -1:
             raise ConfigError("trainer.max_epochs and trainer.max_steps must be >= 1, or -1 for no limit")
@@ -508,10 +505,6 @@ def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
 # ----------------------------------------------------------------------------- recipes
 
 
-def read_yaml(path: Path) -> dict[str, Any]:
-    return _read_yaml(path, ConfigError)
-
-
 SAVED_ONLY = ("data_resolved",)  # keys a run's saved config.yaml adds (what the data turned out to be)
 
 
@@ -539,7 +532,7 @@ def load_config(
                 f"unknown recipe {recipe!r}; valid recipes: {', '.join(list_recipes(recipes_dir))} "
                 "(python recipes/run.py --list describes them)"
             )
-        layers.append((read_yaml(path), f"in {path}"))
+        layers.append((read_yaml(path, ConfigError), f"in {path}"))
     name = recipe or ""
     if config_path is not None:
         path = Path(config_path)
@@ -547,7 +540,7 @@ def load_config(
             raise ConfigError(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
-        data = drop_retired(read_yaml(path))
+        data = drop_retired(read_yaml(path, ConfigError))
         for key in SAVED_ONLY:
             data.pop(key, None)
         name = recipe or data.get("recipe") or ""
