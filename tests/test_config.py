@@ -132,3 +132,45 @@ def test_the_model_section_is_the_architectures_config_class_and_pickles():
     assert "low_res" not in load_config("quickstart").to_dict()["model"]
     with pytest.raises(ConfigError, match="model.low_res is for model.arch=multiscale only; remove it"):
         load_config("quickstart", ["model.low_res=7"])
+
+
+PLUGIN = """
+from dataclasses import dataclass
+
+from pixel_lightning.models.base import ModelConfig
+from pixel_lightning.models.pixelcnn import PixelCNN
+from pixel_lightning.models.registry import register
+
+
+@dataclass
+class WideConfig(ModelConfig):
+    widen: int = 1  # a field of this architecture only
+
+
+@register("wide_toy", title="Wide toy")
+class WideToy(PixelCNN):
+    config_class = WideConfig
+"""
+
+
+def test_a_plugin_architectures_own_fields_are_model_keys(tmp_path, monkeypatch):
+    """The model section is the chosen architecture's config class: a plugin's own field is a model.* key
+    (checked by type), and only for that architecture."""
+    import sys
+
+    from pixel_lightning.models import registry
+
+    registry.architectures()  # the built-in ones first, then a copy the plugin registers into
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    (tmp_path / "wide_toy_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        cfg = load_config("quickstart", ["imports=[wide_toy_plugin]", "model.arch=wide_toy", "model.widen=3"])
+        assert cfg.model.widen == 3 and cfg.model.build_kwargs()["widen"] == 3
+        assert cfg.to_dict()["model"]["widen"] == 3
+        with pytest.raises(ConfigError, match=r"model.widen='x' .*expected int"):
+            load_config("quickstart", ["imports=[wide_toy_plugin]", "model.arch=wide_toy", "model.widen=x"])
+        with pytest.raises(ConfigError, match=r"model.widen is for model.arch=wide_toy only"):
+            load_config("quickstart", ["imports=[wide_toy_plugin]", "model.widen=3"])
+    finally:
+        sys.modules.pop("wide_toy_plugin", None)
