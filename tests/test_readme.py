@@ -83,27 +83,16 @@ def _run_py(args: list[str]) -> None:
 
 
 def _sweep_py(args: list[str]) -> None:
-    """No dry-run of its own: the grid loads and every run of it dry-runs."""
+    """No dry-run of its own: its runs load, and the runs of one seed dry-run (the others differ in the seed
+    alone)."""
     from pixel_lightning.tools import sweep
 
-    opts = sweep_parser().parse_args(args)
-    grid = sweep.load_grid(opts.sweep)
-    assert grid
-    for combo in grid:
-        _run_py(["--recipe", opts.recipe, *opts.overrides, *combo])
-
-
-def sweep_parser():
-    import argparse
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--sweep", required=True)
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--out")
-    p.add_argument("--seeds")
-    p.add_argument("--in-process", action="store_true")
-    p.add_argument("overrides", nargs="*")
-    return p
+    opts = sweep.parser().parse_args(args)
+    runs = sweep.plan(opts.sweep, opts.recipe, opts.seeds, opts.overrides)
+    assert runs
+    seed = next((o for o in runs[0].overrides if o.startswith("seed=")), None)
+    for run in [r for r in runs if seed is None or seed in r.overrides]:
+        _run_py(["--recipe", run.recipe, *run.overrides])
 
 
 def _report_py(args: list[str], tmp_path: Path) -> None:
@@ -117,7 +106,7 @@ def _report_py(args: list[str], tmp_path: Path) -> None:
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
         (tmp_path / d / "metrics.json").write_text(json.dumps({"arch": "pixelcnn", "dataset": "mnist"}))
     os.chdir(tmp_path)
-    assert report.main([inside.get(a, a) for a in args]) == 0
+    assert report.main(report.parser().parse_args([inside.get(a, a) for a in args])) == 0
 
 
 def _parses(script: str) -> Callable[[list[str]], None]:

@@ -1,9 +1,9 @@
 """Compare runs like the paper's tables: markdown tables (per model over seeds, per run) and learning curves.
 
-    python -m pixel_lightning.tools.report RUN_DIR_OR_SWEEP_DIR... [--out DIR] [--title TEXT]
+    pixel-lightning report RUN_DIR_OR_SWEEP_DIR... [--out DIR] [--title TEXT] [--by KEY]
 
 Reads each run directory's ``metrics.json``, ``config.yaml`` and ``logs/metrics.csv`` (written by every
-``recipes/run.py`` run, whatever the logger). Writes into ``--out``:
+``pixel-lightning fit`` run, whatever the logger). Writes into ``--out``:
 
 - ``report.md``: one row per model (runs that differ only in ``seed`` are one model): test and train NLL as
   mean +- sample standard deviation and min..max over the seeds, steps, training seconds, training images/s,
@@ -513,8 +513,7 @@ SECONDS_NOTE = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", help="run directories, or sweep directories holding runs")
     p.add_argument("--out", help="where report.md and curves.png go (default: the only dir given, else .)")
     p.add_argument("--title", default="pixel-lightning report", help="heading of report.md and the figure")
@@ -527,7 +526,20 @@ def main(argv: list[str] | None = None) -> int:
         help="a setting meant to differ between runs (e.g. model.lr, trainer.max_steps, world_size): "
         "each value gets its own row instead of the runs being refused as a mixed group",
     )
-    args = p.parse_args(argv)
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="pixel-lightning report",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_arguments(p)
+    return p
+
+
+def main(args: argparse.Namespace) -> int:
     paths = find_runs(args.dirs)
     if not paths:
         print(f"error: no run directories (with metrics.json) under {', '.join(args.dirs)}", file=sys.stderr)
@@ -559,4 +571,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(parser().parse_args()))
