@@ -36,9 +36,10 @@ from typing import Any
 import yaml
 
 from pixel_lightning.errors import InputError, cli_errors
+from pixel_lightning.runfolder import RunFolder
+from pixel_lightning.tools import report
 
 SWEEPS = Path(__file__).resolve().parents[1] / "recipes" / "sweeps"
-RECORD = ("config.yaml", "metrics.json", "logs/metrics.csv")  # what docs/results/runs/ keeps of a run
 
 
 @dataclass(frozen=True)
@@ -48,11 +49,6 @@ class Run:
     folder: str
     recipe: str
     overrides: list[str]
-
-
-def yaml_text(value: object) -> str:
-    """A value as the YAML text an override takes (``False`` -> ``false``)."""
-    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def merge_overrides(*lists: list[str]) -> list[str]:
@@ -87,7 +83,7 @@ def load_grid(name: str) -> list[list[str]]:
     """Every combination of the sweep's parameters, as lists of ``key=value`` overrides, in grid order."""
     params = load_sweep(name).get("parameters") or {}
     axes = [
-        [f"{key}={yaml_text(v)}" for v in (spec["values"] if "values" in spec else [spec["value"]])]
+        [f"{key}={report.yaml_text(v)}" for v in (spec["values"] if "values" in spec else [spec["value"]])]
         for key, spec in params.items()
     ]
     return [list(combo) for combo in itertools.product(*axes)]
@@ -150,13 +146,14 @@ def fit(argv: list[str], log: Path | None) -> int:
         return e.code if isinstance(e.code, int) else 1
 
 
-def copy_record(run_dir: Path, records: Path) -> Path:
-    """A finished run's record (:data:`RECORD`) into ``records/<run>/``; checkpoints and samples stay."""
-    dst = records / run_dir.name
-    for name in RECORD:
-        (dst / name).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(run_dir / name, dst / name)
-    return dst
+def copy_record(run: RunFolder, records: Path) -> Path:
+    """A finished run's record (config.yaml, metrics.json, logs/metrics.csv: what docs/results/runs/ keeps)
+    into ``records/<run>/``; checkpoints, samples and W&B files stay."""
+    dst = RunFolder(records / run.path.name)
+    for name in ("config_file", "metrics_file", "history_file"):
+        getattr(dst, name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(getattr(run, name), getattr(dst, name))
+    return dst.path
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -192,26 +189,24 @@ def main(args: argparse.Namespace) -> int:
     out.mkdir(parents=True, exist_ok=True)
     failed = []
     for k, run in enumerate(runs, 1):
-        run_dir, tag = out / run.folder, f"[sweep {args.sweep} {k}/{len(runs)}] {run.folder}"
+        folder, tag = RunFolder(out / run.folder), f"[sweep {args.sweep} {k}/{len(runs)}] {run.folder}"
         if args.only and run.folder not in args.only:
             continue
-        if not (run_dir / "metrics.json").is_file() and not args.records_only:
-            argv = ["--recipe", run.recipe, "--out", str(run_dir), *run.overrides]
+        if not folder.metrics_file.is_file() and not args.records_only:
+            argv = ["--recipe", run.recipe, "--out", str(folder.path), *run.overrides]
             print(f"{tag}: {' '.join(argv)}", flush=True)
             log = None if args.in_process else out / f"{run.folder}.log"
             if fit(argv, log) != 0:
                 failed.append(run.folder)
                 print(f"{tag}: FAILED" + (f" (see {log})" if log else ""), file=sys.stderr, flush=True)
         elif not args.records_only:
-            print(f"{tag}: finished already ({run_dir})")
-        if args.records and (run_dir / "metrics.json").is_file():
-            print(f"{tag}: record in {copy_record(run_dir, Path(args.records))}")
+            print(f"{tag}: finished already ({folder.path})")
+        if args.records and folder.metrics_file.is_file():
+            print(f"{tag}: record in {copy_record(folder, Path(args.records))}")
     if failed:
         print(f"[sweep {args.sweep}] failed runs: {', '.join(failed)}", file=sys.stderr)
     if args.records_only:
         return 0
-    from pixel_lightning.tools import report
-
     swept = sorted({o.partition("=")[0] for o in load_grid(args.sweep)[0]})  # each grid point: its own row
     report_args = report.parser().parse_args([str(out), "--out", str(out), *(f"--by={k}" for k in swept)])
     return 1 if report.main(report_args) or failed else 0
