@@ -7,8 +7,7 @@ A batch is ``pixel_lightning/recipes/sweeps/<NAME>.yaml``:
 - ``parameters``: a grid (``values`` lists and fixed ``value``s) over one recipe (``recipe`` or
   ``--recipe``), the same file ``wandb sweep`` reads; its runs are ``<out>/<key=value,...>/`` and are grouped
   in W&B as ``<NAME>-<recipe>`` (an explicit ``logger.group=`` override wins);
-- ``runs``: named runs, each ``{recipe: R, overrides: [...]}``, in ``<out>/<name>-s<seed>/`` (both may be
-  given: every named run over the grid);
+- or ``runs``: named runs, each ``{recipe: R, overrides: [...]}``, in ``<out>/<name>-s<seed>/``;
 - ``overrides``: ``key=value`` settings of every run; ``seeds``: run everything once per seed (seed 0 of
   every run first, so a batch cut short has one seed of each); ``extends``: batches whose keys this one
   starts from (their overrides merged by key, this file's last).
@@ -29,6 +28,7 @@ import itertools
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +43,7 @@ SWEEPS = Path(__file__).resolve().parents[1] / "recipes" / "sweeps"
 
 
 @dataclass(frozen=True)
-class Run:
+class SweepRun:
     """One run of a sweep: its folder's name under the sweep's ``--out``, recipe and overrides."""
 
     folder: str
@@ -67,21 +67,21 @@ def load_sweep(name: str) -> dict[str, Any]:
         raise InputError(f"unknown sweep {name!r}; valid sweeps: {valid}")
     spec = yaml.safe_load(path.read_text()) or {}
     bases = spec.pop("extends", None) or []
-    merged: dict[str, Any] = {}
-    for base in [bases] if isinstance(bases, str) else bases:
-        loaded = load_sweep(base)
+    merged: dict[str, Any] = {"overrides": []}
+    for layer in [*(load_sweep(b) for b in ([bases] if isinstance(bases, str) else bases)), spec]:
         merged.update(
-            {**loaded, "overrides": merge_overrides(merged.get("overrides", []), loaded["overrides"])}
+            {**layer, "overrides": merge_overrides(merged["overrides"], layer.get("overrides", []))}
         )
-    merged.update(
-        {**spec, "overrides": merge_overrides(merged.get("overrides", []), spec.get("overrides", []))}
-    )
     return merged
 
 
 def load_grid(name: str) -> list[list[str]]:
     """Every combination of the sweep's parameters, as lists of ``key=value`` overrides, in grid order."""
-    params = load_sweep(name).get("parameters") or {}
+    return grid_of(load_sweep(name))
+
+
+def grid_of(spec: dict[str, Any]) -> list[list[str]]:
+    params = spec.get("parameters") or {}
     axes = [
         [f"{key}={report.yaml_text(v)}" for v in (spec["values"] if "values" in spec else [spec["value"]])]
         for key, spec in params.items()
@@ -94,10 +94,12 @@ def run_name(overrides: list[str]) -> str:
     return ",".join(o.split(".")[-1] for o in overrides)
 
 
-def plan(name: str, recipe: str | None, seeds: list[int] | None, overrides: list[str] = ()) -> list[Run]:
+def plan(
+    name: str, recipe: str | None, seeds: list[int] | None, overrides: Sequence[str] = ()
+) -> list[SweepRun]:
     """Every run of the sweep, in running order: seed by seed, then named run or grid point. ``recipe``,
     ``seeds`` and ``overrides`` (the command line's) replace or add to the file's."""
-    spec, grid = load_sweep(name), load_grid(name)
+    spec = load_sweep(name)
     named, recipe = spec.get("runs") or {}, recipe or spec.get("recipe")
     if named and spec.get("parameters"):
         raise InputError(f"sweep {name!r} has both runs and parameters: give one of them")
@@ -113,11 +115,11 @@ def plan(name: str, recipe: str | None, seeds: list[int] | None, overrides: list
         if named:
             for key, entry in named.items():
                 settings = merge_overrides(spec["overrides"], entry.get("overrides", []), seeded, overrides)
-                runs.append(Run(key + ("" if seed is None else f"-s{seed}"), entry["recipe"], settings))
+                runs.append(SweepRun(key + ("" if seed is None else f"-s{seed}"), entry["recipe"], settings))
         else:
-            for combo in grid:
+            for combo in grid_of(spec):
                 settings = merge_overrides(group, spec["overrides"], overrides, combo, seeded)
-                runs.append(Run(run_name(combo + seeded), recipe, settings))
+                runs.append(SweepRun(run_name(combo + seeded), recipe, settings))
     return runs
 
 
