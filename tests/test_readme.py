@@ -85,9 +85,10 @@ def _run_py(args: list[str]) -> None:
 def _sweep_py(args: list[str]) -> None:
     """No dry-run of its own: its runs load, and the runs of one seed dry-run (the others differ in the seed
     alone)."""
+    from pixel_lightning import tools
     from pixel_lightning.tools import sweep
 
-    opts = sweep.parser().parse_args(args)
+    opts = tools.parser("sweep").parse_args(args)
     runs = sweep.plan(opts.sweep, opts.recipe, opts.seeds, opts.overrides)
     assert runs
     seed = next((o for o in runs[0].overrides if o.startswith("seed=")), None)
@@ -97,6 +98,7 @@ def _sweep_py(args: list[str]) -> None:
 
 def _report_py(args: list[str], tmp_path: Path) -> None:
     """Runs for real on stand-in run directories (a metrics.json each) at the documented paths."""
+    from pixel_lightning import tools
     from pixel_lightning.tools import report
 
     flags = ("--out", "--title", "--project")
@@ -106,7 +108,7 @@ def _report_py(args: list[str], tmp_path: Path) -> None:
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
         (tmp_path / d / "metrics.json").write_text(json.dumps({"arch": "pixelcnn", "dataset": "mnist"}))
     os.chdir(tmp_path)
-    assert report.main(report.parser().parse_args([inside.get(a, a) for a in args])) == 0
+    assert report.main(tools.parser("report").parse_args([inside.get(a, a) for a in args])) == 0
 
 
 def _parses(script: str) -> Callable[[list[str]], None]:

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from exp_helpers import TINY
 
+from pixel_lightning import tools
 from pixel_lightning.errors import InputError
 from pixel_lightning.tools import report, sweep
 
@@ -21,12 +22,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def run_sweep(*argv: str) -> int:
     """``pixel-lightning sweep ARGV`` in this process."""
-    return sweep.main(sweep.parser().parse_args(argv))
+    return sweep.main(tools.parser("sweep").parse_args(argv))
 
 
 def run_report(*argv: str) -> int:
     """``pixel-lightning report ARGV`` in this process."""
-    return report.main(report.parser().parse_args(argv))
+    return report.main(tools.parser("report").parse_args(argv))
 
 
 def test_sweep_file_is_a_wandb_grid_over_residual_and_skip():

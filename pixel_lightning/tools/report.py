@@ -516,16 +516,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pixel-lightning report",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
-    return p
-
-
 def main(args: argparse.Namespace) -> int:
     runs = load_runs(args.dirs)
     if not runs:
@@ -557,6 +547,8 @@ def main(args: argparse.Namespace) -> int:
 
 
 if __name__ == "__main__":
-    arguments = parser().parse_args()
+    from pixel_lightning.tools import parser
+
+    arguments = parser("report").parse_args()
     with cli_errors(debug=arguments.debug):  # a damaged metrics.json or config.yaml: exit 2, naming it
         sys.exit(main(arguments))

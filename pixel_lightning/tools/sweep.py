@@ -35,6 +35,7 @@ from typing import Any
 
 import yaml
 
+from pixel_lightning import tools
 from pixel_lightning.errors import InputError, cli_errors
 from pixel_lightning.runfolder import RunFolder
 from pixel_lightning.tools import report
@@ -210,21 +211,13 @@ def main(args: argparse.Namespace) -> int:
     if args.records_only:
         return 0
     swept = sorted({o.partition("=")[0] for o in load_grid(args.sweep)[0]})  # each grid point: its own row
-    report_args = report.parser().parse_args([str(out), "--out", str(out), *(f"--by={k}" for k in swept)])
+    report_args = tools.parser("report").parse_args(
+        [str(out), "--out", str(out), *(f"--by={k}" for k in swept)]
+    )
     return 1 if report.main(report_args) or failed else 0
 
 
-def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="pixel-lightning sweep",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    add_arguments(p)
-    return p
-
-
 if __name__ == "__main__":
-    arguments = parser().parse_args()
+    arguments = tools.parser("sweep").parse_args()
     with cli_errors(debug=arguments.debug):
         sys.exit(main(arguments))
