@@ -12,35 +12,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pixel_lightning.models import (
-    AutoregressiveImageModel,
-    DiagonalBiLSTM,
-    ModelConfig,
-    PixelCNN,
-    RowLSTM,
-)
-from pixel_lightning.models.multiscale import MultiScalePixelRNN
+from pixel_lightning.models import AutoregressiveImageModel, ModelConfig, registry
+from pixel_lightning.models.registry import build_model
 
 __version__ = "0.1.0"
 
-ARCHITECTURES: dict[str, type[AutoregressiveImageModel]] = {
-    "pixelcnn": PixelCNN,
-    "row_lstm": RowLSTM,
-    "diagonal_bilstm": DiagonalBiLSTM,
-    "multiscale": MultiScalePixelRNN,
-}
-
-
-def build_model(name: str, **kwargs: Any) -> AutoregressiveImageModel:
-    """Build architecture ``name`` (a key of ARCHITECTURES) from ModelConfig fields as keywords."""
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
-    unknown = set(kwargs) - set(ARCHITECTURES[name].config_fields())
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {sorted(unknown)} for {name!r}; valid: {ARCHITECTURES[name].config_fields()}"
-        )
-    return ARCHITECTURES[name](**kwargs)
+# name -> LightningModule class, read-only and live: the registry's (pixel_lightning/models/registry.py)
+ARCHITECTURES = registry.ModelClasses()
 
 
 def load_model(source: str | Path, map_location: str = "cpu", **hub_kwargs: Any) -> AutoregressiveImageModel:
