@@ -8,7 +8,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -121,15 +120,6 @@ def _parses(script: str) -> Callable[[list[str]], None]:
     return check
 
 
-def _bash(args: list[str]) -> None:
-    """``bash recipes/results_queue.sh EXPERIMENT SEED...``: the script parses, knows the experiment, seeds
-    are integers (running it is the hours of training RESULTS.md reports)."""
-    assert args[0] == "recipes/results_queue.sh", args
-    assert subprocess.run(["bash", "-n", str(ROOT / args[0])]).returncode == 0
-    assert re.search(rf"^\s+{re.escape(args[1])}\)", (ROOT / args[0]).read_text(), re.M), args[1]
-    assert all(a.isdigit() for a in args[2:]), args
-
-
 def _wandb(args: list[str]) -> None:
     """``wandb sweep FILE``: the file's program exists and its command dry-runs. ``wandb agent`` needs a
     live W&B sweep id, so only its form is checked."""
@@ -197,7 +187,7 @@ def dispatch(command: str) -> tuple[Callable[..., None], list[str]]:
         handlers |= {s: _parses(s) for s in ("scripts.results_figures", "scripts.paper_scale")}
         assert script in handlers, f"no check for documented script {script}: add one to tests/test_readme.py"
         return handlers[script], args
-    handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning, "bash": _bash}
+    handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning}
     assert prog in handlers, f"no check for documented command {prog}: add one to tests/test_readme.py"
     return handlers[prog], args
 

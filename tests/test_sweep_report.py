@@ -273,8 +273,8 @@ def fake_fit(calls: list[list[str]]):
 
 
 def test_long_sweeps_run_three_seeds_at_the_issues_budget_and_keep_records(tmp_path, monkeypatch):
-    """Issue 22's runs, as results_queue.sh ran them (same run folders, same settings: a queue started by
-    the script continues under the sweep)."""
+    """Issue 22's runs as the shell queue these sweeps replace ran them: the same run folders and settings
+    (checked against it once, for all 60 runs), so runs the queue started continue under the sweep."""
     calls: list[list[str]] = []
     monkeypatch.setattr(sweep, "fit", fake_fit(calls))
     monkeypatch.setattr(report, "main", lambda args: 0)
