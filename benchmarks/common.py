@@ -119,6 +119,15 @@ def paired(new: list[float], old: list[float]) -> dict[str, float]:
     }
 
 
+def paired_text(row: dict) -> str:
+    """:func:`paired`'s figures on one line: ``ratio 1.02 (pairs: median 1.01, quartiles 0.98-1.05, ...)``."""
+    return (
+        f"ratio {row['ratio_of_medians']:.2f} (pairs: median {row['pair_ratio_median']:.2f}, quartiles"
+        f" {row['pair_ratio_q1']:.2f}-{row['pair_ratio_q3']:.2f}, range {row['pair_ratio_min']:.2f}-"
+        f"{row['pair_ratio_max']:.2f})"
+    )
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
     """fp32 rate of a large (n x n) @ (n x n) matmul in this process, GFLOP/s (median). TF32 is off on
     CUDA (torch's default for matmuls), so this is the true fp32 rate, like the models'."""

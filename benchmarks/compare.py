@@ -117,7 +117,7 @@ def main(argv=None) -> list[dict]:
         return []
     if not a.old:
         p.error("--old is required: the root of the old tree (git worktree add --detach /tmp/old bc02ecb)")
-    from benchmarks.common import machine, paired, save_rows
+    from benchmarks.common import machine, paired, paired_text, save_rows
 
     print(f"# machine: {machine()}", flush=True)
     rows = []
@@ -141,9 +141,7 @@ def main(argv=None) -> list[dict]:
             rows.append(row)
             print(
                 f"{config:8s} {arch:16s} old {row['old_median']:7.1f}  new {row['new_median']:7.1f} img/s"
-                f"  ratio {row['ratio_of_medians']:.2f} (pairs: median {row['pair_ratio_median']:.2f},"
-                f" quartiles {row['pair_ratio_q1']:.2f}-{row['pair_ratio_q3']:.2f},"
-                f" range {row['pair_ratio_min']:.2f}-{row['pair_ratio_max']:.2f})",
+                f"  {paired_text(row)}",
                 flush=True,
             )
     save_rows(a.out, rows)
