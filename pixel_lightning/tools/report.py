@@ -9,10 +9,10 @@ Reads each run directory's ``metrics.json``, ``config.yaml`` and ``logs/metrics.
   mean +- sample standard deviation and min..max over the seeds, steps, training seconds, training images/s,
   parameters and the paper's figure (labelled not comparable: other data, other scale); then one row per run.
   Runs are one model only when every setting but the seed is equal: config.yaml (less where the run writes
-  and how it logs: :data:`NOT_IDENTITY`) and the world size in metrics.json. Runs that look like one model
-  (same architecture, size, connections and data) but differ in anything else, the budget or the learning
-  rate say, are refused (exit 2, naming the settings and the runs) unless ``--by KEY`` names the settings
-  meant to differ: each value then gets its own row.
+  and how it logs: :data:`NOT_MODEL_SETTINGS`) and the world size in metrics.json. Runs that look like one
+  model (same architecture, size, connections and data) but differ in anything else, the budget or the
+  learning rate say, are refused (exit 2, naming the settings and the runs) unless ``--by KEY`` names the
+  settings meant to differ: each value then gets its own row.
   Nats for binarized MNIST, bits/dim for natural images. Multi-scale runs add their bits/dim split into the
   low-resolution image and the full image given it (``test/bits_per_dim_low`` / ``_cond``).
 - ``curves.png``: the validation metric against optimizer steps (left) and against wall-clock seconds of
@@ -73,7 +73,7 @@ MODEL_COLUMNS = [
 # setting (and the world size) is part of a run's identity: runs of one model differ in these alone. Not
 # runfolder.NOT_IDENTITY (what one run may change when it resumes): the budget, which a run may raise, is
 # part of a result, and the seed, which a run keeps, is what the seeds of one model differ in.
-NOT_IDENTITY = (
+NOT_MODEL_SETTINGS = (
     "seed",
     "out",
     "description",
@@ -126,7 +126,7 @@ class Run:
     @property
     def identity(self) -> dict[str, str]:
         """Every setting but the seed, flattened (``trainer.max_steps``), values as YAML text: config.yaml
-        less :data:`NOT_IDENTITY`, plus metrics.json's ``world_size`` (the processes that trained it).
+        less :data:`NOT_MODEL_SETTINGS`, plus metrics.json's ``world_size`` (the processes that trained it).
         Without a config.yaml, metrics.json's recipe, data, model and budget stand in."""
         source = self.cfg or {
             k: self.metrics.get(k) for k in ("recipe", "dataset", "variant", "model", "budget")
@@ -149,7 +149,7 @@ def yaml_text(value: object) -> str:
 
 
 def ignored(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in NOT_IDENTITY)
+    return any(key == k or key.startswith(k + ".") for k in NOT_MODEL_SETTINGS)
 
 
 def load_runs(paths: Sequence[str | Path]) -> list[Run]:
