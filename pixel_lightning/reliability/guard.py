@@ -1,16 +1,10 @@
 """Non-finite guard: catch a NaN/inf loss or gradient at the step it happens, skip it, stop if it recurs.
 
-At ``on_before_optimizer_step`` (after backward, before the optimizer moves anything) the guard checks the
-step's loss and every gradient. A non-finite one is reported with its step and its gradients are dropped
-(``grad = None``: torch optimizers then leave those parameters and their state untouched). After
-``max_skips`` skipped steps the next non-finite one stops the run with NonFiniteError, naming the step.
-
-Weights can diverge while staying finite (a learning rate far too high: ~1e10 weights, a huge loss, then
+Weights can diverge while staying finite (a learning rate far too high: huge weights, a huge loss, then
 NaN), and such checkpoints are written. So the guard keeps ``sane_step``, the newest step whose loss was
-finite and at most ``DIVERGED`` times the run's lowest; when it stops the run, :func:`set_aside_diverged`
-moves the later checkpoints aside, and the documented recovery (a lower ``model.lr``, the same command)
-resumes from the last sane one, or starts over when none is left
-(tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint).
+finite and at most ``DIVERGED`` times the run's lowest; at its stop :func:`set_aside_diverged` moves the
+later checkpoints aside, and the recovery (a lower ``model.lr``, the same command) resumes from the last
+sane one (tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint).
 """
 
 from __future__ import annotations
@@ -23,21 +17,27 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pixel_lightning.errors import NonFiniteError
+from pixel_lightning.errors import ConfigError, NonFiniteError
 
 DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not the noise of one batch
 
 
 class NonFiniteGuard(Callback):
-    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips`` of them."""
+    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips`` of them. Checked
+    at ``on_before_optimizer_step``: after backward, before the optimizer moves anything."""
 
     def __init__(self, max_skips: int = 5) -> None:
-        if max_skips < 0:
-            raise ValueError(f"guard.max_skips must be >= 0, got {max_skips}")
+        self.check(max_skips)
         self.max_skips = max_skips
         self.skipped: list[int] = []
         self.lowest, self.sane_step = math.inf, 0  # the run's lowest loss; the newest step with a sane one
         self._loss: float | None = None
+
+    @staticmethod
+    def check(max_skips: int) -> None:
+        """ConfigError for a ``guard.max_skips`` no run can use (RunConfig.validate calls it too)."""
+        if max_skips < 0:
+            raise ConfigError(f"guard.max_skips={max_skips} is impossible: it must be >= 0")
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": list(self.skipped), "lowest": self.lowest, "sane_step": self.sane_step}
