@@ -17,7 +17,9 @@ from pixel_lightning.tools.report import main as report_main
 
 ROOT = Path(__file__).resolve().parents[1]
 REGENERATE = re.compile(r"^Regenerate: `(.+)`$", re.M)
-REPORTS = sorted(p for p in (ROOT / "docs" / "results").glob("*/report.md") if REGENERATE.search(p.read_text()))
+REPORTS = sorted(
+    p for p in (ROOT / "docs" / "results").glob("*/report.md") if REGENERATE.search(p.read_text())
+)
 
 
 def regenerate(report: Path, out: Path, runs: Path | None = None) -> str:
