@@ -5,34 +5,52 @@ model = pixel_lightning.build_model("row_lstm", image_shape=(3, 32, 32), levels=
                                     hidden=128, layers=12, residual=True, skip=True)
 logp = model.log_prob(x)      # x int64 (B, C, H, W) in [0, levels) -> (B,) nats
 xs = model.sample(16, generator=torch.Generator().manual_seed(0))
+
+The names that need torch load on first use (PEP 562 ``__getattr__``): ``import pixel_lightning`` alone
+imports neither torch nor Lightning, so ``pixel-lightning --help`` and ``--list`` answer at once.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pixel_lightning.models import (
-    AutoregressiveImageModel,
-    DiagonalBiLSTM,
-    ModelConfig,
-    PixelCNN,
-    RowLSTM,
-)
-from pixel_lightning.models.multiscale import MultiScalePixelRNN
+if TYPE_CHECKING:
+    from pixel_lightning.models import AutoregressiveImageModel, ModelConfig
 
 __version__ = "0.1.0"
 
-ARCHITECTURES: dict[str, type[AutoregressiveImageModel]] = {
-    "pixelcnn": PixelCNN,
-    "row_lstm": RowLSTM,
-    "diagonal_bilstm": DiagonalBiLSTM,
-    "multiscale": MultiScalePixelRNN,
-}
+
+def _architectures() -> dict[str, type[AutoregressiveImageModel]]:
+    from pixel_lightning.models import DiagonalBiLSTM, PixelCNN, RowLSTM
+    from pixel_lightning.models.multiscale import MultiScalePixelRNN
+
+    return {
+        "pixelcnn": PixelCNN,
+        "row_lstm": RowLSTM,
+        "diagonal_bilstm": DiagonalBiLSTM,
+        "multiscale": MultiScalePixelRNN,
+    }
+
+
+def __getattr__(name: str) -> Any:
+    """ARCHITECTURES, AutoregressiveImageModel and ModelConfig, imported on first use and then cached."""
+    if name == "ARCHITECTURES":
+        value = _architectures()
+    elif name in ("AutoregressiveImageModel", "ModelConfig"):
+        from pixel_lightning import models
+
+        value = getattr(models, name)
+    else:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    globals()[name] = value  # later lookups find it without __getattr__
+    return value
 
 
 def build_model(name: str, **kwargs: Any) -> AutoregressiveImageModel:
     """Build architecture ``name`` (a key of ARCHITECTURES) from ModelConfig fields as keywords."""
+    from pixel_lightning import ARCHITECTURES  # through __getattr__ on first use
+
     if name not in ARCHITECTURES:
         raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
     unknown = set(kwargs) - set(ARCHITECTURES[name].config_fields())
