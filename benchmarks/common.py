@@ -5,15 +5,11 @@ from __future__ import annotations
 import json
 import math
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pixel_lightning  # noqa: E402
+import pixel_lightning
 
 ARCHS = ("pixelcnn", "row_lstm", "diagonal_bilstm")
 

@@ -1,15 +1,13 @@
 """Run a recipe: python recipes/run.py --recipe NAME [--out DIR] [--dry-run] [key=value ...]; --list.
 
-The same as ``pixel-lightning fit`` (pixel_lightning/cli.py parses, pixel_lightning/runner.py runs). Nothing runs
+The same as ``pixel-lightning fit`` (pixel_lightning/cli.py parses, pixel_lightning/runner.py runs). The
+package must be importable: ``pip install -r requirements.txt`` installs this clone (editable). Nothing runs
 at import, so DDP's re-launch of this script by each rank is safe.
 """
 
 from __future__ import annotations
 
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # usable from a clone without pip install
 
 
 def main(argv: list[str] | None = None) -> int:

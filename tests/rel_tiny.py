@@ -13,7 +13,6 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -22,18 +21,16 @@ import lightning as L
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-import pixel_lightning  # noqa: E402
-from pixel_lightning import reliability  # noqa: E402
-from pixel_lightning.config import CheckpointConfig, GuardConfig  # noqa: E402
-from pixel_lightning.data.base import (  # noqa: E402
+import pixel_lightning
+from pixel_lightning import reliability
+from pixel_lightning.config import CheckpointConfig, GuardConfig
+from pixel_lightning.data.base import (
     BatchLoader,
     ImageBatches,
     ShardedBatchSampler,
     dist_info,
 )
-from pixel_lightning.errors import cli_errors  # noqa: E402
+from pixel_lightning.errors import cli_errors
 
 
 class MemoryStore:

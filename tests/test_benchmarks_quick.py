@@ -5,8 +5,6 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-
 
 @pytest.fixture(autouse=True)
 def _keep_threads():

@@ -4,13 +4,9 @@ smallest version, whose checks hold and can fail."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 CPU = ["--device", "cpu", "--modes", "fp32", "bf16", "--steps", "1"]  # compiled: tests/test_compile.py
 

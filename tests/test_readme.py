@@ -3,6 +3,7 @@ every docs page is linked from a README under 10,000 bytes, and every relative l
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -11,12 +12,12 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 
 
@@ -76,17 +77,26 @@ def documented_commands(page: Path) -> list[str]:
     return commands
 
 
-def _run_py(args: list[str]) -> None:
-    from pixel_lightning.runner import main
+def script(path: str) -> ModuleType:
+    """A script of recipes/ as a module, loaded from its file (recipes/ is not on sys.path)."""
+    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # where dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
 
-    dry = [] if {"--list", "--dry-run"} & set(args) else ["--dry-run"]
-    assert main([*args, *dry]) == 0
+
+def dry(args: list[str]) -> list[str]:
+    return [*args, "--dry-run"] if not {"--list", "--dry-run"} & set(args) else args
+
+
+def _run_py(args: list[str]) -> None:
+    assert script("recipes/run.py").main(dry(args)) == 0
 
 
 def _sweep_py(args: list[str]) -> None:
     """No dry-run of its own: the grid loads and every run of it dry-runs."""
-    import sweep
-
+    sweep = script("recipes/sweep.py")
     opts = sweep_parser().parse_args(args)
     grid = sweep.load_grid(opts.sweep)
     assert grid
@@ -109,8 +119,7 @@ def sweep_parser():
 
 def _report_py(args: list[str], tmp_path: Path) -> None:
     """Runs for real on stand-in run directories (a metrics.json each) at the documented paths."""
-    import report
-
+    report = script("recipes/report.py")
     flags = ("--out", "--title", "--project")
     dirs = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in flags)]
     inside = {d: d.lstrip("/") for d in dirs}  # an absolute documented path stays inside tmp_path
@@ -121,14 +130,12 @@ def _report_py(args: list[str], tmp_path: Path) -> None:
     assert report.main([inside.get(a, a) for a in args]) == 0
 
 
-def _parses(script: str) -> Callable[[list[str]], None]:
+def _parses(path: str) -> Callable[[list[str]], None]:
     """Scripts that need finished runs or minutes of CPU (the results figures, the paper-scale FLOP count):
     the documented arguments parse with the script's own parser."""
 
     def check(args: list[str]) -> None:
-        sys.path.insert(0, str(ROOT / "recipes"))
-        module = __import__(Path(script).stem)
-        module.make_parser().parse_args(args)
+        script(path).make_parser().parse_args(args)
 
     return check
 
@@ -171,7 +178,8 @@ def _pixel_lightning(args: list[str], tmp_path: Path) -> None:
     from pixel_lightning import cli
 
     if not args or args[0] not in ("sample", "complete", "evaluate"):
-        return _run_py(args[1:] if args[:1] == ["fit"] else args)
+        assert cli.main(dry(args)) == 0  # fit, named or the default
+        return
     os.chdir(tmp_path)
     value = dict(zip(args, args[1:], strict=False))
     ckpt = Path(value["--ckpt"])
