@@ -1,11 +1,15 @@
-"""Shared by the benchmark scripts: the paper's configurations, timers, the matmul reference rate."""
+"""Shared by the benchmark scripts (``python -m benchmarks.NAME`` from the repository root) and
+scripts/paper_scale.py: the paper's configurations, the one training step, the one FLOP counter, timers,
+the matmul reference rate."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import statistics
 import time
+from collections.abc import Callable
 
 import torch
 
@@ -43,6 +47,28 @@ def images(model, batch: int, seed: int = 0) -> torch.Tensor:
     return torch.randint(0, model.levels, (batch, *model.image_shape), generator=g).to(model.device)
 
 
+def forward_backward(model, x: torch.Tensor, autocast=None) -> None:
+    """The gradients of one training step on the images ``x``: the mean negative log-likelihood's forward
+    (under ``autocast``, e.g. ``torch.autocast("cuda", dtype=torch.bfloat16)``) and backward."""
+    with autocast or contextlib.nullcontext():
+        loss = -model.log_prob(x).mean()
+    loss.backward()
+
+
+def train_step(model, x: torch.Tensor, autocast=None, lr: float = 1e-5) -> Callable[[], None]:
+    """One training step on the batch ``x`` as a closure: :func:`forward_backward`, then RMSProp (the
+    paper's optimizer; a small rate, so repeated steps stay near the initial weights). The step every
+    benchmark times."""
+    opt = torch.optim.RMSprop(model.parameters(), lr=lr)
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        forward_backward(model, x, autocast)
+        opt.step()
+
+    return step
+
+
 def sync() -> None:
     """Wait for queued GPU work, so wall-clock timers measure it (no-op without CUDA)."""
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -76,7 +102,7 @@ def flop_counter():
     """``FlopCounterMode`` that also counts the in-place products ``addmm_`` and ``baddbmm_`` (the
     skip sum and the wavefront Row LSTM accumulate into their outputs; torch's table has only the
     out-of-place forms) and matrix-vector products ``mv`` (the composed skip bias). The one FLOP counter
-    of this project: the benchmarks and recipes/results_paper_scale.py count with it."""
+    of this project: the benchmarks and scripts/paper_scale.py count with it."""
     from torch.utils.flop_counter import FlopCounterMode
 
     def product(self_shape, a_shape, b_shape, *args, **kwargs) -> int:  # (..., m, k) @ (..., k, n)

@@ -1,7 +1,7 @@
 """Training throughput of two source trees, alternating in one run on one host (issue 14).
 
     git worktree add --detach /tmp/old bc02ecb
-    python benchmarks/compare.py --old /tmp/old --configs mnist --threads 2 --steps 20
+    python -m benchmarks.compare --old /tmp/old --configs mnist --threads 2 --steps 20
 
 Default (in-process): for every (config, architecture) one process imports both trees (the old one,
 then the new one, each under the name ``pixel_lightning``; a model keeps the module it was built
@@ -20,67 +20,54 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-NEW = HERE.parent
+NEW = Path(__file__).resolve().parents[1]  # this tree
 
 
 def use_tree(root: str) -> None:
-    """Import ``pixel_lightning`` from the source tree at ``root`` (before ``common`` is imported,
-    whose own import of the package then reuses it)."""
-    sys.path.insert(0, root)
-    import pixel_lightning
-
-    assert Path(pixel_lightning.__file__).resolve().is_relative_to(Path(root).resolve())
-    sys.path.insert(1, str(HERE))
+    """Make ``import pixel_lightning`` give the source tree at ``root``: its package is loaded by file
+    (submodules from its folder), before ``benchmarks.common`` is imported, whose own import of the
+    package then reuses it. A tree already imported is kept; another tree must be unloaded first."""
+    package = Path(root).resolve() / "pixel_lightning"
+    loaded = sys.modules.get("pixel_lightning")
+    if loaded is None:
+        spec = importlib.util.spec_from_file_location(
+            "pixel_lightning", package / "__init__.py", submodule_search_locations=[str(package)]
+        )
+        loaded = importlib.util.module_from_spec(spec)
+        sys.modules["pixel_lightning"] = loaded
+        spec.loader.exec_module(loaded)
+    assert Path(loaded.__file__).resolve().is_relative_to(package), (loaded.__file__, root)
 
 
 def child(root: str, arch: str, config: str, batch: int, steps: int, threads: int, overrides: str) -> dict:
     """One measurement, in this process, of the tree at ``root``."""
     use_tree(root)
     import torch
-    from common import build, images, timed
+
+    from benchmarks.common import build, images, timed, train_step
 
     torch.set_num_threads(threads)
     model = build(arch, config, **json.loads(overrides))
-    t = timed(training_step(model, images(model, batch)), steps)
+    t = timed(train_step(model, images(model, batch)), steps)
     return {"img_s": batch / t["wall_s"], "cpu_s": t["cpu_s"]}
 
 
 def load_tree(root: str, arch: str, config: str, batch: int, overrides: str):
     """A training step of a model built from the tree at ``root``, imported afresh in this process."""
-    for name in [n for n in sys.modules if n == "common" or n.split(".")[0] == "pixel_lightning"]:
+    for name in [n for n in sys.modules if n == "benchmarks.common" or n.split(".")[0] == "pixel_lightning"]:
         del sys.modules[name]
-    saved = list(sys.path)
-    try:
-        use_tree(root)
-        common = importlib.import_module("common")  # after use_tree: it puts its own tree first on the path
-        assert common.pixel_lightning is sys.modules["pixel_lightning"]
-        model = common.build(arch, config, **json.loads(overrides))
-        x = common.images(model, batch)
-    finally:
-        sys.path[:] = saved
-    return training_step(model, x)
-
-
-def training_step(model, x):
-    """One training step on the batch x: forward, backward, RMSProp (as throughput.py times)."""
-    import torch
-
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
-
-    def step():
-        loss = -model.log_prob(x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-
-    return step
+    use_tree(root)
+    common = importlib.import_module("benchmarks.common")  # after use_tree: its pixel_lightning is root's
+    assert common.pixel_lightning is sys.modules["pixel_lightning"]
+    model = common.build(arch, config, **json.loads(overrides))
+    return common.train_step(model, common.images(model, batch))
 
 
 def in_process(arch: str, config: str, a: argparse.Namespace) -> tuple[list[float], list[float]]:
@@ -107,10 +94,10 @@ def in_process(arch: str, config: str, a: argparse.Namespace) -> tuple[list[floa
 
 
 def run(root: Path, arch: str, config: str, a: argparse.Namespace, overrides: str) -> float:
-    cmd = [sys.executable, str(Path(__file__).resolve()), "--child", str(root), "--archs", arch]
+    cmd = [sys.executable, "-m", "benchmarks.compare", "--child", str(root), "--archs", arch]
     cmd += ["--configs", config, "--batch", str(a.batch), "--steps", str(a.steps)]
     cmd += ["--threads", str(a.threads), "--overrides", overrides]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=root).stdout
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=NEW).stdout
     return json.loads(out.strip().splitlines()[-1])["img_s"]
 
 
@@ -135,8 +122,7 @@ def main(argv=None) -> list[dict]:
         return []
     if not a.old:
         p.error("--old is required: the root of the old tree (git worktree add --detach /tmp/old bc02ecb)")
-    sys.path.insert(0, str(HERE))
-    from common import machine, save_rows
+    from benchmarks.common import machine, save_rows
 
     print(f"# machine: {machine()}", flush=True)
     rows = []

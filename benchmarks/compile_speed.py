@@ -1,7 +1,7 @@
 """Compiled against eager training, alternated in one process (issue 20).
 
-    python benchmarks/compile_speed.py --configs mnist --steps 20 --out benchmarks/results/compile_mnist.json
-    python benchmarks/compile_speed.py --quick          # tiny config, aot_eager backend (seconds)
+    python -m benchmarks.compile_speed --configs mnist --steps 20 --out benchmarks/results/compile_mnist.json
+    python -m benchmarks.compile_speed --quick          # tiny config, aot_eager backend (seconds)
 
 For each architecture: two models with the same weights, one with ``compile=True`` (models/base.py:
 fullgraph, static shapes; the LSTM recurrences are opaque operators, nn/opaque.py). The compiled
@@ -17,19 +17,13 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
+import torch
 
-import torch  # noqa: E402
-from common import ARCHS, build, images, machine, save_rows  # noqa: E402
-from compare import training_step  # noqa: E402  (the one training step the benchmarks time)
-from launches import calls_of, profile_compiled_kernels  # noqa: E402
-
-from pixel_lightning.models import base  # noqa: E402
+from benchmarks.common import ARCHS, build, forward_backward, images, machine, save_rows, train_step
+from benchmarks.launches import calls_of, profile_compiled_kernels
+from pixel_lightning.models import base
 
 
 def measure(arch: str, config: str, batch: int, steps: int) -> dict:
@@ -37,7 +31,7 @@ def measure(arch: str, config: str, batch: int, steps: int) -> dict:
     compiled = build(arch, config, compile=True)
     compiled.load_state_dict(eager.state_dict())
     x = images(eager, batch)
-    run = {"eager": training_step(eager, x), "compiled": training_step(compiled, x)}
+    run = {"eager": train_step(eager, x), "compiled": train_step(compiled, x)}
     t = time.perf_counter()
     run["compiled"]()  # compiles the training graph
     compile_s = time.perf_counter() - t
@@ -52,11 +46,9 @@ def measure(arch: str, config: str, batch: int, steps: int) -> dict:
     ratios = sorted(c / e for c, e in zip(img_s["compiled"], img_s["eager"], strict=True))
     q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
 
-    def fwd_bwd(model):
-        return lambda: (-model.log_prob(x).mean()).backward()
-
     kernels = {
-        name: sum(calls_of(fwd_bwd(m)).values()) for name, m in (("eager", eager), ("compiled", compiled))
+        name: sum(calls_of(lambda m=m: forward_backward(m, x)).values())
+        for name, m in (("eager", eager), ("compiled", compiled))
     }
     return {
         "arch": arch, "config": config, "batch": batch, "steps": steps,

@@ -1,8 +1,8 @@
 """A prepared check for a new GPU (issue 20): correctness that can differ on a new device, then throughput
 and peak memory at the paper's CIFAR-10 config in fp32, TF32, bf16-mixed and compiled. One JSON out.
 
-    python benchmarks/gpu_check.py                    # CUDA: sized for < 8 minutes (--budget-s)
-    python benchmarks/gpu_check.py --device cpu       # the smallest version, on the CPU (seconds)
+    python -m benchmarks.gpu_check                    # CUDA: sized for < 8 minutes (--budget-s)
+    python -m benchmarks.gpu_check --device cpu       # the smallest version, on the CPU (seconds)
 
 Correctness (float64, tiny sizes, on the device): every model sums to 1 over all images (normalization);
 no logit depends on its own or a later sub-pixel (causality, by gradients); cached sampling draws the
@@ -31,9 +31,9 @@ import time
 from pathlib import Path
 
 import torch
-from common import ARCHS, build, images, machine
 
 import pixel_lightning
+from benchmarks.common import ARCHS, build, images, machine, train_step
 from pixel_lightning.models import base
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -173,16 +173,8 @@ def mode_context(mode: str, device: str):
 
 def throughput(arch: str, config: str, mode: str, device: str, batch: int, steps: int) -> dict:
     model = build(arch, config, device=device, compile=mode == "compiled")
-    x = images(model, batch)
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
+    step = train_step(model, images(model, batch), autocast=mode_context(mode, device))
     cuda = torch.device(device).type == "cuda"
-
-    def step():
-        with mode_context(mode, device):
-            loss = -model.log_prob(x).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
 
     t = time.perf_counter()
     step()  # the first step compiles (compiled mode)

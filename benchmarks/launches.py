@@ -1,8 +1,8 @@
 """Operator calls per training step (forward + backward), the model of GPU cost at small batch (issue 14).
 
-    python benchmarks/launches.py --quick                               # tiny config (tests)
-    python benchmarks/launches.py --out benchmarks/results/launches.json
-    python benchmarks/launches.py --root /tmp/old --out benchmarks/results/launches_bc02ecb.json
+    python -m benchmarks.launches --quick                               # tiny config (tests)
+    python -m benchmarks.launches --out benchmarks/results/launches.json
+    python -m benchmarks.launches --root /tmp/old --out benchmarks/results/launches_bc02ecb.json
 
 One training step's forward and backward (no optimizer step) of each architecture, after a warm-up
 step, is recorded with ``torch.profiler``. A *call* is a leaf ATen operator (one with no ATen operator
@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+ROOT = Path(__file__).resolve().parents[1]  # this tree: benchmarks/ is imported from it
 
 # operators that only make a new view or an uninitialised allocation: no kernel on a GPU
 METADATA = {
@@ -44,19 +44,11 @@ METADATA = {
 
 def step_counts(model, x) -> tuple[collections.Counter, int]:
     """Leaf operator calls (by name) and FLOPs (common.py's counter) of one training step's forward and
-    backward on the images ``x``; recipes/results_paper_scale.py counts with it too."""
-    from common import flop_counter
-    from torch.profiler import ProfilerActivity, profile
+    backward on the images ``x``; scripts/paper_scale.py counts with it too."""
+    from benchmarks.common import flop_counter, forward_backward
 
-    with flop_counter() as fc, profile(activities=[ProfilerActivity.CPU]) as prof:
-        (-model.log_prob(x).mean()).backward()
-    calls = collections.Counter()
-    for e in prof.events():
-        if not e.name.startswith("aten::") or e.name in METADATA:
-            continue
-        if any(c.name.startswith("aten::") for c in e.cpu_children):
-            continue  # a composite: its leaves are counted
-        calls[e.name] += 1
+    with flop_counter() as fc:
+        calls = calls_of(lambda: forward_backward(model, x))
     return calls, fc.get_total_flops()
 
 
@@ -64,7 +56,8 @@ def count(arch: str, config: str, batch: int, threads: int, overrides: dict | No
     """Calls and FLOPs of one training step (forward + backward) in this process. The calls do not
     depend on the batch size (every loop runs over rows, layers or sub-pixels, never over images)."""
     import torch
-    from common import build, images
+
+    from benchmarks.common import build, images
 
     torch.set_num_threads(threads)
     model = build(arch, config, **(overrides or {}))
@@ -115,7 +108,8 @@ def count_compiled(arch: str, config: str, batch: int, threads: int, overrides: 
     """:func:`count` of a compiled model (``overrides["compile"]``): kernels of one training step's
     forward and backward after a compiling warm-up step (no FLOPs: the same as eager)."""
     import torch
-    from common import build, images
+
+    from benchmarks.common import build, forward_backward, images
 
     torch.set_num_threads(threads)
     profile_compiled_kernels()
@@ -123,7 +117,7 @@ def count_compiled(arch: str, config: str, batch: int, threads: int, overrides: 
     x = images(model, batch)
 
     def step():
-        (-model.log_prob(x).mean()).backward()
+        forward_backward(model, x)
 
     step()  # compiles
     calls = calls_of(step)
@@ -136,7 +130,7 @@ def count_compiled(arch: str, config: str, batch: int, threads: int, overrides: 
 def main(argv=None) -> list[dict]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--quick", action="store_true", help="tiny config, in-process")
-    p.add_argument("--root", default=str(HERE.parent), help="source tree to count (default: this one)")
+    p.add_argument("--root", default=str(ROOT), help="source tree to count (default: this one)")
     p.add_argument("--configs", nargs="+", default=["mnist", "cifar10"])
     p.add_argument("--archs", nargs="+", default=["pixelcnn", "row_lstm", "diagonal_bilstm"])
     p.add_argument("--batch", type=int, default=4, help="images per step (the calls do not depend on it)")
@@ -145,8 +139,7 @@ def main(argv=None) -> list[dict]:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--out", default=None, help="write the rows as JSON here")
     a = p.parse_args(argv)
-    sys.path.insert(0, str(HERE))
-    from compare import use_tree
+    from benchmarks.compare import use_tree
 
     if a.child or a.quick:
         use_tree(a.root)
@@ -154,7 +147,7 @@ def main(argv=None) -> list[dict]:
     if a.child:
         print(json.dumps(counter(a.archs[0], a.configs[0], a.batch, a.threads, json.loads(a.overrides))))
         return []
-    from common import machine, save_rows
+    from benchmarks.common import machine, save_rows
 
     print(f"# machine: {machine()}; tree: {a.root}", flush=True)
     rows = []
@@ -163,10 +156,10 @@ def main(argv=None) -> list[dict]:
             if a.quick:
                 row = counter(arch, config, 2, 1, json.loads(a.overrides))
             else:  # a fresh process per row, importing the tree at --root
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--root", a.root]
+                cmd = [sys.executable, "-m", "benchmarks.launches", "--child", "--root", a.root]
                 cmd += ["--archs", arch, "--configs", config, "--batch", str(a.batch)]
                 cmd += ["--threads", str(a.threads), "--overrides", a.overrides]
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=a.root).stdout
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
                 row = json.loads(out.strip().splitlines()[-1])
             row["tree"] = a.root
             rows.append(row)

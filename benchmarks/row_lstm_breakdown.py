@@ -1,6 +1,6 @@
 """Where a Row LSTM training step spends its time (issue 14): K_is and the scan, forward and backward.
 
-    python benchmarks/row_lstm_breakdown.py --config mnist --steps 10
+    python -m benchmarks.row_lstm_breakdown --config mnist --steps 10
 
 Wraps the forward and backward of the two custom autograd Functions of the layer-by-layer Row LSTM
 (:class:`~pixel_lightning.nn.row_lstm.RowInputToState`, K_is; :class:`~pixel_lightning.nn.lstm_cell.LSTMScan`,
@@ -16,9 +16,8 @@ import argparse
 import time
 
 import torch
-from common import build, images, machine, save_rows
-from compare import training_step
 
+from benchmarks.common import build, images, machine, save_rows, train_step
 from pixel_lightning.nn.lstm_cell import LSTMScan
 from pixel_lightning.nn.row_lstm import RowInputToState
 
@@ -52,7 +51,7 @@ def main(argv=None) -> dict:
         fn.backward = timing(fn.backward, totals, f"{name} backward")
     try:
         model = build("row_lstm", a.config, wavefront=False)
-        step = training_step(model, images(model, a.batch))
+        step = train_step(model, images(model, a.batch))
         step(), step()
         totals.update(dict.fromkeys(totals, 0.0))
         t = time.perf_counter()

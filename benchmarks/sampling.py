@@ -1,7 +1,7 @@
 """Seconds per batch of 16 samples, cached vs naive, for every architecture (issue 6).
 
-    python benchmarks/sampling.py --quick          # tiny config, seconds; checks cached == naive
-    python benchmarks/sampling.py                  # MNIST and CIFAR-10 configs of the paper
+    python -m benchmarks.sampling --quick          # tiny config, seconds; checks cached == naive
+    python -m benchmarks.sampling                  # MNIST and CIFAR-10 configs of the paper
 
 Naive sampling re-runs the network once per sub-pixel, so its cost is (number of sub-pixels) x (one full
 forward pass). In the full mode it is timed on the first ``--naive-steps`` sub-pixels of a real naive run
@@ -17,8 +17,8 @@ import math
 import time
 
 import torch
-from common import ARCHS, build, machine, save_rows, sync
 
+from benchmarks.common import ARCHS, build, machine, save_rows, sync
 from pixel_lightning.sampling import draw_uniforms, inverse_cdf, raster_order
 
 

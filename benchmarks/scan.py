@@ -1,8 +1,8 @@
 """The LSTM recurrence alone (issue 6): microseconds per step of ``lstm_scan``, forward and
 forward + backward, at the shapes one layer of each LSTM body runs in the MNIST and CIFAR-10 configs.
 
-    python benchmarks/scan.py --quick      # tiny shapes, in the tests
-    python benchmarks/scan.py              # MNIST and CIFAR-10 layer shapes, batch 16
+    python -m benchmarks.scan --quick      # tiny shapes, in the tests
+    python -m benchmarks.scan              # MNIST and CIFAR-10 layer shapes, batch 16
 
 It shows what bounds the LSTM bodies: at the MNIST sizes a step costs about the same however few
 FLOPs it has (per-kernel overhead), at the CIFAR-10 sizes it grows with the work.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import argparse
 
 import torch
-from common import machine, save_rows, timed
 
+from benchmarks.common import machine, save_rows, timed
 from pixel_lightning.nn.lstm_cell import lstm_scan
 
 # (T steps, G directions, h, N positions per step, B batch, taps): one layer of each body

@@ -1,12 +1,12 @@
 """Training and evaluation throughput, FLOPs, achieved FLOP rate and peak memory (issue 6).
 
-    python benchmarks/throughput.py --quick        # tiny config, in-process, a few seconds (tests)
-    python benchmarks/throughput.py                # MNIST and CIFAR-10 configs, batch 16
+    python -m benchmarks.throughput --quick        # tiny config, in-process, a few seconds (tests)
+    python -m benchmarks.throughput                # MNIST and CIFAR-10 configs, batch 16
 
 Each (architecture, config) runs in a fresh subprocess (full mode) so that its peak memory is its own:
 peak memory = ru_maxrss at the end minus ru_maxrss after building the model and the batch (resident
 set, so it includes activations, gradients, optimizer state and allocator slack). FLOPs per image are
-counted with torch.utils.flop_counter.FlopCounterMode on one training step (forward + backward;
+counted with common.py's ``flop_counter`` on one training step (forward + backward;
 matmuls and convolutions, the optimizer's elementwise work is not counted), and the achieved rate is
 divided by a 2048^3 fp32 matmul's rate measured in the same process just before.
 """
@@ -21,14 +21,20 @@ import sys
 from pathlib import Path
 
 import torch
-from common import ARCHS, build, flop_counter, images, machine, matmul_gflops, save_rows, timed
 
+from benchmarks.common import (
+    ARCHS,
+    build,
+    flop_counter,
+    images,
+    machine,
+    matmul_gflops,
+    save_rows,
+    timed,
+    train_step,
+)
 
-def train_step(model, opt, x):
-    loss = -model.log_prob(x).mean()
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+ROOT = Path(__file__).resolve().parents[1]  # where ``python -m benchmarks.throughput`` runs
 
 
 def peak_bytes(device: str) -> int:
@@ -50,18 +56,18 @@ def measure(
 ) -> dict:
     model = build(arch, config, device=device, compile=compile, channels_last=not nchw)
     x = images(model, batch)
-    opt = torch.optim.RMSprop(model.parameters(), lr=1e-5)
+    step = train_step(model, x)
     if torch.device(device).type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     mem0 = peak_bytes(device)
     with flop_counter() as fc:
-        train_step(model, opt, x)
+        step()
     train_flops = fc.get_total_flops() / batch
     with flop_counter() as fc, torch.no_grad():
         model.log_prob(x)
     eval_flops = fc.get_total_flops() / batch
     peak = matmul_gflops(mm, device=device)
-    tr = timed(lambda: train_step(model, opt, x), repeats)
+    tr = timed(step, repeats)
     with torch.no_grad():
         ev = timed(lambda: model.log_prob(x), repeats)
     mem1 = peak_bytes(device)
@@ -128,12 +134,12 @@ def main(argv=None) -> list[dict]:
             if a.quick:
                 row = measure(arch, config, 4, 2, mm=512, device=a.device)
             else:
-                cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--configs", config]
+                cmd = [sys.executable, "-m", "benchmarks.throughput", "--child", "--configs", config]
                 cmd += ["--archs", arch, "--batch", str(a.batch), "--repeats", str(a.repeats)]
                 cmd += ["--threads", str(a.threads)] if a.threads else []
                 cmd += ["--device", a.device]
                 cmd += (["--compile"] if a.compile else []) + (["--nchw"] if a.nchw else [])
-                out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+                out = subprocess.run(cmd, check=True, capture_output=True, text=True, cwd=ROOT).stdout
                 row = json.loads(out.strip().splitlines()[-1])
             rows.append(row)
             print(fmt(row), flush=True)

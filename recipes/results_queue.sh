@@ -11,13 +11,13 @@
 #       0 1 2; a step checkpoint every 100 steps (re-running the same command resumes an unfinished run),
 #       logged every 10 steps, and each finished run's record (config.yaml, metrics.json, logs/metrics.csv)
 #       copied to $RECORDS/<experiment>/<run>/ (default docs/results/runs/), from which
-#       python recipes/report.py docs/results/runs/<experiment> --out docs/results/<experiment>
+#       python -m pixel_lightning.tools.report docs/results/runs/<experiment> --out docs/results/<experiment>
 #       regenerates the tables and curves.
 #   records EXPERIMENT                        copy the records of EXPERIMENT's finished runs (no training)
 #
 # Every run writes $RUNS/<experiment>/<run>/ (config.yaml, metrics.json, logs/metrics.csv, samples/);
 # a run whose metrics.json exists is skipped, so the same command finishes an interrupted queue.
-# Tables and curves: python recipes/report.py $RUNS/<experiment> --out docs/results/<experiment>
+# Tables and curves: python -m pixel_lightning.tools.report $RUNS/<experiment> --out docs/results/<experiment>
 set -euo pipefail
 cd "$(dirname "$0")/.."
 EXPERIMENT=${1:?usage: bash recipes/results_queue.sh EXPERIMENT [SEED ...] (see the head of this file)}
@@ -81,7 +81,7 @@ ablation() {  # ablation STEPS SEED...: residual x skip of the MNIST Row LSTM (7
   local steps=$1; shift
   for seed in "$@"; do
     echo "[queue] $(date -u +%T) ablation seed $seed"
-    python recipes/sweep.py --sweep residual_skip --recipe mnist_row_lstm --out "$RUNS/$EXPERIMENT" --seeds "$seed" \
+    python -m pixel_lightning.tools.sweep --sweep residual_skip --recipe mnist_row_lstm --out "$RUNS/$EXPERIMENT" --seeds "$seed" \
       "${SHARED[@]}" data.source=embedded trainer.max_steps="$steps" trainer.val_check_interval=50 \
       trainer.limit_val_batches=8 sample.n=16 > "$RUNS/$EXPERIMENT/sweep-s$seed.log" 2>&1 \
       || echo "[queue] ablation seed $seed: a run FAILED (see $RUNS/$EXPERIMENT/sweep-s$seed.log)"

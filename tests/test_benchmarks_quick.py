@@ -16,7 +16,7 @@ def _keep_threads():
 
 
 def test_sampling_benchmark_quick(tmp_path):
-    import sampling
+    from benchmarks import sampling
 
     rows = sampling.main(["--quick", "--out", str(tmp_path / "s.json")])
     assert {r["arch"] for r in rows} == {"pixelcnn", "row_lstm", "diagonal_bilstm"}
@@ -25,7 +25,7 @@ def test_sampling_benchmark_quick(tmp_path):
 
 
 def test_throughput_benchmark_quick(tmp_path):
-    import throughput
+    from benchmarks import throughput
 
     rows = throughput.main(["--quick", "--out", str(tmp_path / "t.json")])
     assert len(rows) == 3
@@ -37,7 +37,7 @@ def test_throughput_benchmark_quick(tmp_path):
 def test_scan_benchmark_quick(tmp_path):
     import json
 
-    import scan
+    from benchmarks import scan
 
     rows = scan.main(["--quick", "--out", str(tmp_path / "scan.json")])
     assert {r["arch"] for r in rows} == {"row_lstm", "diagonal_bilstm"}
@@ -48,7 +48,7 @@ def test_scan_benchmark_quick(tmp_path):
 
 
 def test_scan_benchmark_compiled_step_quick():
-    import scan
+    from benchmarks import scan
 
     rows = scan.main(["--quick", "--compiled-step"])
     assert len(rows) == 2
@@ -58,7 +58,7 @@ def test_scan_benchmark_compiled_step_quick():
 def test_launches_benchmark_quick(tmp_path):
     """Operator calls per training step (issue 14): the wavefront Row LSTM needs fewer than the
     layer-by-layer one, and the FLOP counter sees the in-place products (addmm_, baddbmm_)."""
-    import launches
+    from benchmarks import launches
 
     off = launches.main(["--quick", "--archs", "row_lstm", "--overrides", '{"wavefront": false}'])
     on = launches.main(["--quick", "--archs", "row_lstm", "--overrides", '{"wavefront": true}'])
@@ -75,8 +75,9 @@ def test_compare_in_process_loads_each_tree_and_pairs_steps(tmp_path):
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "rows.json"
     argv = ["--old", str(root), "--configs", "quick", "--archs", "pixelcnn", "--steps", "2", "--threads", "1"]
-    script = str(root / "benchmarks" / "compare.py")
-    subprocess.run([sys.executable, script, *argv, "--out", str(out)], check=True)
+    subprocess.run(
+        [sys.executable, "-m", "benchmarks.compare", *argv, "--out", str(out)], check=True, cwd=root
+    )
     (row,) = json.loads(out.read_text())["rows"]
     assert row["mode"] == "in-process" and len(row["old_img_s"]) == len(row["new_img_s"]) == 2
     assert row["pair_ratio_min"] <= row["pair_ratio_median"] <= row["pair_ratio_max"]
@@ -85,8 +86,7 @@ def test_compare_in_process_loads_each_tree_and_pairs_steps(tmp_path):
 def test_row_lstm_breakdown_times_both_functions(tmp_path):
     """The breakdown's timers see K_is and the scan, forward and backward (zero would mean the model
     ran another path), and restore the Functions afterwards."""
-    import row_lstm_breakdown
-
+    from benchmarks import row_lstm_breakdown
     from pixel_lightning.nn.lstm_cell import LSTMScan
 
     forward = LSTMScan.forward

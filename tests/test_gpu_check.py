@@ -13,7 +13,7 @@ CPU = ["--device", "cpu", "--modes", "fp32", "bf16", "--steps", "1"]  # compiled
 
 @pytest.fixture(autouse=True)
 def _keep_global_state():
-    import gpu_check
+    from benchmarks import gpu_check
 
     n, backend = torch.get_num_threads(), gpu_check.base.COMPILE_OPTIONS.get("backend")
     yield
@@ -23,7 +23,7 @@ def _keep_global_state():
 
 
 def test_without_cuda_it_says_so_and_exits_0(monkeypatch, capsys, tmp_path):
-    import gpu_check
+    from benchmarks import gpu_check
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_check.main(["--out", str(tmp_path / "g.json")]) == 0
@@ -32,7 +32,7 @@ def test_without_cuda_it_says_so_and_exits_0(monkeypatch, capsys, tmp_path):
 
 
 def test_cpu_smoke_version(tmp_path):
-    import gpu_check
+    from benchmarks import gpu_check
 
     out = tmp_path / "g.json"
     assert gpu_check.main([*CPU, "--out", str(out)]) == 0
@@ -48,8 +48,7 @@ def test_cpu_smoke_version(tmp_path):
 
 def test_a_causality_leak_fails_the_check(monkeypatch, tmp_path):
     """The control: the Diagonal BiLSTM without its one-row shift sees its own row's future."""
-    import gpu_check
-
+    from benchmarks import gpu_check
     from pixel_lightning.nn import diagonal_lstm
 
     monkeypatch.setattr(diagonal_lstm, "BACKWARD_SHIFT", 0)

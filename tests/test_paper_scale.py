@@ -2,18 +2,11 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
-sys.path.insert(0, str(ROOT / "recipes"))
-
-import common  # noqa: E402
-import results_paper_scale  # noqa: E402
+from benchmarks import common, launches
+from scripts import paper_scale
 
 TINY_ROW_LSTM = ["model.arch=row_lstm", "model.hidden=4", "model.layers=2", "model.head_channels=8"]
 
@@ -53,11 +46,9 @@ def test_paper_scale_estimate_counts_every_product_of_a_step_as_launches_does():
     of every matrix product of a real step at the recipe's batch, and its FLOPs and calls at 2 images equal
     benchmarks/launches.py's: a tiny Row LSTM as on CUDA (the wavefront, whose products are in-place
     ``baddbmm_``, which torch's plain FlopCounterMode misses)."""
-    import launches
-
-    cfg, model = results_paper_scale.cuda_model("quickstart", [*TINY_ROW_LSTM, "data.batch_size=3"])
+    cfg, model = paper_scale.cuda_model("quickstart", [*TINY_ROW_LSTM, "data.batch_size=3"])
     assert cfg.model.wavefront is True
-    cost = results_paper_scale.step_cost(model, cfg.data.batch_size)
+    cost = paper_scale.step_cost(model, cfg.data.batch_size)
     model.zero_grad(set_to_none=True)
     with MatrixProducts() as products:
         (-model.log_prob(common.images(model, 3)).mean()).backward()

@@ -3,16 +3,15 @@ every docs page is linked from a README under 10,000 bytes, and every relative l
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import json
 import os
 import re
+import runpy
 import shlex
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 import yaml
@@ -77,26 +76,18 @@ def documented_commands(page: Path) -> list[str]:
     return commands
 
 
-def script(path: str) -> ModuleType:
-    """A script of recipes/ as a module, loaded from its file (recipes/ is not on sys.path)."""
-    spec = importlib.util.spec_from_file_location(Path(path).stem, ROOT / path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # where dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
 def dry(args: list[str]) -> list[str]:
     return [*args, "--dry-run"] if not {"--list", "--dry-run"} & set(args) else args
 
 
 def _run_py(args: list[str]) -> None:
-    assert script("recipes/run.py").main(dry(args)) == 0
+    assert runpy.run_path(str(ROOT / "recipes" / "run.py"))["main"](dry(args)) == 0  # not as __main__
 
 
 def _sweep_py(args: list[str]) -> None:
     """No dry-run of its own: the grid loads and every run of it dry-runs."""
-    sweep = script("recipes/sweep.py")
+    from pixel_lightning.tools import sweep
+
     opts = sweep_parser().parse_args(args)
     grid = sweep.load_grid(opts.sweep)
     assert grid
@@ -119,7 +110,8 @@ def sweep_parser():
 
 def _report_py(args: list[str], tmp_path: Path) -> None:
     """Runs for real on stand-in run directories (a metrics.json each) at the documented paths."""
-    report = script("recipes/report.py")
+    from pixel_lightning.tools import report
+
     flags = ("--out", "--title", "--project")
     dirs = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in flags)]
     inside = {d: d.lstrip("/") for d in dirs}  # an absolute documented path stays inside tmp_path
@@ -130,12 +122,12 @@ def _report_py(args: list[str], tmp_path: Path) -> None:
     assert report.main([inside.get(a, a) for a in args]) == 0
 
 
-def _parses(path: str) -> Callable[[list[str]], None]:
+def _parses(script: str) -> Callable[[list[str]], None]:
     """Scripts that need finished runs or minutes of CPU (the results figures, the paper-scale FLOP count):
     the documented arguments parse with the script's own parser."""
 
     def check(args: list[str]) -> None:
-        script(path).make_parser().parse_args(args)
+        importlib.import_module(script).make_parser().parse_args(args)
 
     return check
 
@@ -211,9 +203,10 @@ def dispatch(command: str) -> tuple[Callable[..., None], list[str]]:
             return _pip, args[2:]
         if args[:2] == ["-m", "pytest"]:
             return _this_suite, args[2:]
-        script, args = args[0], args[1:]
-        handlers = {"recipes/run.py": _run_py, "recipes/sweep.py": _sweep_py, "recipes/report.py": _report_py}
-        handlers |= {s: _parses(s) for s in ("recipes/results_figures.py", "recipes/results_paper_scale.py")}
+        script, args = (args[1], args[2:]) if args[0] == "-m" else (args[0], args[1:])
+        handlers = {"recipes/run.py": _run_py, "pixel_lightning.tools.sweep": _sweep_py}
+        handlers |= {"pixel_lightning.tools.report": _report_py}
+        handlers |= {s: _parses(s) for s in ("scripts.results_figures", "scripts.paper_scale")}
         assert script in handlers, f"no check for documented script {script}: add one to tests/test_readme.py"
         return handlers[script], args
     handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning, "bash": _bash}

@@ -8,17 +8,14 @@ import os
 import shutil
 import statistics
 import subprocess
-import sys
 from pathlib import Path
 
 import yaml
 from exp_helpers import TINY
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "recipes"))
+from pixel_lightning.tools import report, sweep
 
-import report  # noqa: E402
-import sweep  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_sweep_file_is_a_wandb_grid_over_residual_and_skip():
@@ -105,7 +102,8 @@ def test_elapsed_seconds_sums_the_logged_step_times():
 
 def test_sweep_seeds_repeat_every_grid_point(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(sweep, "run", lambda script, argv, in_process: calls.append(argv) or 0)
+    monkeypatch.setattr(sweep, "fit", lambda argv, in_process: calls.append(argv) or 0)
+    monkeypatch.setattr(report, "main", lambda argv: calls.append(argv) or 0)
     args = ["--sweep", "residual_skip", "--recipe", "quickstart", "--out", str(tmp_path), "--seeds", "0,1"]
     assert sweep.main([*args, "trainer.max_steps=3"]) == 0  # the override after --seeds stays an override
     outs = [argv[argv.index("--out") + 1] for argv in calls[:-1]]  # the last call is the report
@@ -277,7 +275,7 @@ def test_long_queue_runs_three_seeds_at_the_issues_budget_and_keeps_records(tmp_
 
     ablation = queue(tmp_path, "ablation_long", "0")
     assert ablation.returncode == 0, ablation.stderr
-    (sweep,) = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "sweep.py" in c]
+    (sweep,) = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "tools.sweep" in c]
     assert "trainer.max_steps=1000" in sweep and "--seeds 0" in sweep
     assert queue(tmp_path, "natural_long", "1").returncode == 0
     natural = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "skimage_patches" in c]

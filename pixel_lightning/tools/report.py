@@ -1,6 +1,6 @@
 """Compare runs like the paper's tables: markdown tables (per model over seeds, per run) and learning curves.
 
-    python recipes/report.py RUN_DIR_OR_SWEEP_DIR... [--out DIR] [--title TEXT]
+    python -m pixel_lightning.tools.report RUN_DIR_OR_SWEEP_DIR... [--out DIR] [--title TEXT]
 
 Reads each run directory's ``metrics.json``, ``config.yaml`` and ``logs/metrics.csv`` (written by every
 ``recipes/run.py`` run, whatever the logger). Writes into ``--out``:
@@ -39,8 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 COLUMNS = [
     "run",

@@ -1,11 +1,11 @@
 """Run a sweep's grid locally, one run after another, without a W&B server; then write its report.
 
-    python recipes/sweep.py --sweep residual_skip --recipe cifar10_row_lstm [--out DIR] [--seeds 0,1]
-                            [key=value ...]
+    python -m pixel_lightning.tools.sweep --sweep residual_skip --recipe cifar10_row_lstm [--out DIR]
+                                          [--seeds 0,1] [key=value ...]
 
 The grid comes from ``pixel_lightning/recipes/sweeps/<sweep>.yaml`` (``parameters``: ``values`` lists and
-fixed ``value``s), the same file ``wandb sweep`` reads. Each run is a separate ``recipes/run.py`` process
-(as under ``wandb agent``; ``--in-process`` runs them in this process, faster for tiny sweeps), in
+fixed ``value``s), the same file ``wandb sweep`` reads. Each run is a separate ``pixel-lightning fit``
+process (as under ``wandb agent``; ``--in-process`` runs them in this process, faster for tiny sweeps), in
 ``<out>/<key=value,...>/`` (with ``--seeds``: every grid point once per seed, in
 ``<out>/<key=value,...>,seed=<s>/``); the report (mean and spread over the seeds, one row per grid point:
 the swept settings are passed to it as ``--by``) goes to ``<out>/report.md`` and ``<out>/curves.png``. A run
@@ -16,7 +16,6 @@ command completes an interrupted sweep.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import itertools
 import subprocess
 import sys
@@ -24,8 +23,7 @@ from pathlib import Path
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-SWEEPS = ROOT / "pixel_lightning" / "recipes" / "sweeps"
+SWEEPS = Path(__file__).resolve().parents[1] / "recipes" / "sweeps"
 
 
 def load_grid(name: str) -> list[list[str]]:
@@ -67,16 +65,14 @@ def seed_list(text: str) -> list[int]:
         ) from None
 
 
-def run(script: Path, argv: list[str], in_process: bool) -> int:
-    """``python <script> <argv>``: a new process, or (``in_process``) the script's ``main`` in this one."""
+def fit(argv: list[str], in_process: bool) -> int:
+    """``pixel-lightning fit <argv>``: a new process, or (``in_process``) the command's ``main`` here."""
     if not in_process:
-        return subprocess.run([sys.executable, str(script), *argv]).returncode
-    spec = importlib.util.spec_from_file_location(f"_sweep_{script.stem}", script)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
+        return subprocess.run([sys.executable, "-m", "pixel_lightning.cli", "fit", *argv]).returncode
+    from pixel_lightning.cli import main
+
     try:
-        return module.main(argv)
+        return main(["fit", *argv])
     except SystemExit as e:  # a user error (exit 2) or argparse
         return e.code if isinstance(e.code, int) else 1
 
@@ -114,10 +110,12 @@ def main(argv: list[str] | None = None) -> int:
             f"logger.group={args.sweep}-{args.recipe}",
         ]
         print(f"[sweep {args.sweep} {k}/{len(grid)}] {' '.join(combo)} -> {run_dir}", flush=True)
-        if run(ROOT / "recipes" / "run.py", argv, args.in_process) != 0:
+        if fit(argv, args.in_process) != 0:
             failed.append(run_name(combo))
     by = [f"--by={o.split('=', 1)[0]}" for o in grid[0] if not o.startswith("seed=")]  # the swept settings
-    report = run(ROOT / "recipes" / "report.py", [str(out), "--out", str(out), *by], args.in_process)
+    from pixel_lightning.tools import report as report_tool
+
+    report = report_tool.main([str(out), "--out", str(out), *by])
     if failed:
         print(f"[sweep {args.sweep}] failed runs: {', '.join(failed)}", file=sys.stderr)
     return 1 if failed or report else 0

@@ -1,8 +1,8 @@
 """What the paper's recipes would cost on GPUs: a training step's FLOPs and operator calls counted, then
 GPU time per epoch estimated with the model of benchmarks/README.md ("GPU-time estimate").
 
-    python recipes/results_paper_scale.py [--recipes NAME ...] [--tflops 67] [--utilization 0.5]
-                                          [--us-per-call 8] [--out FILE]
+    python -m scripts.paper_scale [--recipes NAME ...] [--tflops 67] [--utilization 0.5]
+                                  [--us-per-call 8] [--out FILE]
 
 Each recipe's model is built as it would run on CUDA (``model.wavefront=true`` for a Row LSTM: the CUDA
 default, ``ModelConfig.wavefront=None``), and one training step's forward and backward is counted by
@@ -34,10 +34,6 @@ from typing import Any
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
 TRAIN_IMAGES = {  # images per epoch of each data set as the recipes split it
     "cifar10": 45_000,  # 50,000 less val_size 5,000
     "imagenet32": 1_281_167,
@@ -68,8 +64,8 @@ def step_cost(model: Any, batch: int) -> dict[str, Any]:
     of 1 and 2 images (the FLOPs are affine in the batch). Each step starts without gradients, as a
     training step does after the optimizer's ``zero_grad``. The calls are those of the 2-image step, as
     ``benchmarks/launches.py --batch 2`` counts them (a 1-image step takes a few different ones)."""
-    from common import images
-    from launches import step_counts
+    from benchmarks.common import images
+    from benchmarks.launches import step_counts
 
     counts = []
     for b in (1, 2):

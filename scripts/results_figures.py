@@ -1,6 +1,6 @@
 """The figures of docs/RESULTS.md from a folder of runs: completions (paper Figure 1 form) and sample grids.
 
-    python recipes/results_figures.py RUNS_DIR --out DIR [--name NAME] [--images 6] [--completions 4]
+    python -m scripts.results_figures RUNS_DIR --out DIR [--name NAME] [--images 6] [--completions 4]
 
 - ``<out>/<name>_completions.png``: the bottom half of test images occluded, several completions of each
   drawn by the run with the lowest test NLL in RUNS_DIR (its best checkpoint), beside the original.
@@ -22,10 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import report  # noqa: E402  (recipes/report.py: run discovery and model labels)
+from pixel_lightning.tools import report  # run discovery and model labels
 
 
 def best_run(runs: list[report.Run]) -> report.Run:
@@ -126,7 +123,7 @@ def samples_figure(runs: list[report.Run], title: str, path: Path) -> Path | Non
 
 def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", help="a folder of runs (as recipes/report.py takes)")
+    p.add_argument("runs", help="a folder of runs (as pixel_lightning.tools.report takes)")
     p.add_argument("--out", required=True, help="folder for the PNG files")
     p.add_argument("--name", help="file name prefix (default: the runs folder's name)")
     p.add_argument("--images", type=int, default=6, help="test images to complete")
