@@ -28,7 +28,7 @@ from importlib import import_module
 from pathlib import Path
 from typing import IO, Any
 
-from pixel_lightning.errors import InputError
+from pixel_lightning.errors import InputError, cli_errors
 
 # the tools' modules, each with add_arguments(parser) and main(args) -> exit status: imported only when chosen
 TOOLS = {
@@ -320,16 +320,6 @@ def write_csv(f: IO[str], names: list[str], nll, bpd) -> None:
 # ----------------------------------------------------------------------------- parser
 
 
-def add_fit_arguments(f: argparse.ArgumentParser) -> None:
-    f.add_argument("--recipe", help="recipe name (pixel_lightning/recipes/<name>.yaml); --list shows them")
-    f.add_argument("--config", help="a YAML config, e.g. a run's <out>/config.yaml (reproduces that run)")
-    f.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
-    f.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    f.add_argument("--out", help="run directory (default runs/<recipe>)")
-    f.add_argument("--debug", action="store_true", help="show full tracebacks")
-    f.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.hidden=32")
-
-
 def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Parsers]:
     """The command's parser and its subcommands' parsers by name. Of the tools, only ``tool``'s module is
     imported, to add its arguments: the others appear in ``--help`` by name."""
@@ -340,7 +330,7 @@ def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Pars
         epilog="train: pixel-lightning --recipe quickstart   |   recipes: pixel-lightning --list   |   "
         "help of one: pixel-lightning sample --help",
     )
-    sub = p.add_subparsers(dest="command", metavar="{" + ",".join(COMMANDS) + "}")
+    sub = p.add_subparsers(dest="command")
     f = sub.add_parser(
         "fit",
         help="train a recipe, test its best checkpoint, write the results (the default; = recipes/run.py)",
@@ -348,7 +338,13 @@ def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Pars
         "(python recipes/run.py takes the same arguments).",
         epilog="example: pixel-lightning fit --recipe quickstart trainer.max_steps=200 logger=none",
     )
-    add_fit_arguments(f)
+    f.add_argument("--recipe", help="recipe name (pixel_lightning/recipes/<name>.yaml); --list shows them")
+    f.add_argument("--config", help="a YAML config, e.g. a run's <out>/config.yaml (reproduces that run)")
+    f.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
+    f.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    f.add_argument("--out", help="run directory (default runs/<recipe>)")
+    f.add_argument("--debug", action="store_true", help="show full tracebacks")
+    f.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.hidden=32")
     f.set_defaults(func=cmd_fit)
 
     t = sub.add_parser("test", help="re-evaluate a checkpoint on its run's test (or validation) data: JSON")
@@ -414,8 +410,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv[0] not in commands:
         parser.parse_args(argv)  # --help: prints and exits
     args = commands[argv[0]].parse_intermixed_args(argv[1:])  # overrides before and after options
-    from pixel_lightning.errors import cli_errors
-
     with cli_errors(debug=getattr(args, "debug", False)):  # bad input: InputError and friends (exit 2)
         return args.func(args)
 
