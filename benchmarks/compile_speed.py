@@ -3,7 +3,7 @@
     python -m benchmarks.compile_speed --configs mnist --steps 20 --out benchmarks/results/compile_mnist.json
     python -m benchmarks.compile_speed --quick          # tiny config, aot_eager backend (seconds)
 
-For each architecture: two models with the same weights, one with ``compile=True`` (models/base.py:
+For each architecture: two models with the same weights, one with ``compile=True`` (models/network.py:
 fullgraph, static shapes; the LSTM recurrences are opaque operators, nn/opaque.py). The compiled
 model's first training step is timed alone: that is the compile time a run pays before its first step.
 Then one warm-up step each, and single timed steps alternate eager/compiled/compiled/eager/... (as
@@ -23,7 +23,7 @@ import torch
 
 from benchmarks.common import ARCHS, build, forward_backward, images, machine, save_rows, train_step
 from benchmarks.launches import calls_of, profile_compiled_kernels
-from pixel_lightning.models import base
+from pixel_lightning.models import network
 
 
 def measure(arch: str, config: str, batch: int, steps: int) -> dict:
@@ -60,7 +60,7 @@ def measure(arch: str, config: str, batch: int, steps: int) -> dict:
         "pair_ratio_min": ratios[0], "pair_ratio_max": ratios[-1],
         "eager_kernels_per_step": kernels["eager"], "compiled_kernels_per_step": kernels["compiled"],
         "eager_img_s": img_s["eager"], "compiled_img_s": img_s["compiled"],
-        "backend": base.COMPILE_OPTIONS.get("backend", "inductor"),
+        "backend": network.COMPILE_OPTIONS.get("backend", "inductor"),
     }  # fmt: skip
 
 
@@ -77,7 +77,7 @@ def main(argv=None) -> list[dict]:
     torch.set_num_threads(1 if a.quick else a.threads)
     profile_compiled_kernels()  # before the first compile: calls_of sees inductor's kernels
     if a.quick:
-        base.COMPILE_OPTIONS["backend"] = "aot_eager"
+        network.COMPILE_OPTIONS["backend"] = "aot_eager"
     print(f"# machine: {machine()}", flush=True)
     rows = []
     for config in ["quick"] if a.quick else a.configs:

@@ -34,7 +34,7 @@ import torch
 
 import pixel_lightning
 from benchmarks.common import ARCHS, build, images, machine, train_step
-from pixel_lightning.models import base
+from pixel_lightning.models import network
 
 RESULTS = Path(__file__).resolve().parent / "results"
 MODES = ("fp32", "tf32", "bf16", "compiled")
@@ -145,10 +145,11 @@ def correctness(device: str) -> list[dict]:
         )
         print(f"  {'ok  ' if ok else 'FAIL'} {name:<16} {arch:<16} {detail}", flush=True)
 
-    archs = sorted(pixel_lightning.ARCHITECTURES)
-    for arch in archs:
+    from pixel_lightning.models import registry
+
+    for arch in registry.names():
         record("normalization", arch, lambda a=arch: check_normalization(a, device))
-        if arch != "multiscale":  # its order is low-res positions first: tests/test_multiscale.py
+        if registry.get(arch).is_base:  # multi-scale: low-res positions first (tests/test_multiscale.py)
             record("causality", arch, lambda a=arch: check_causality(a, device))
         record("cached_sampling", arch, lambda a=arch: check_cached_sampling(a, device))
         record("bf16_vs_fp32", arch, lambda a=arch: check_bf16(a, device))
@@ -224,7 +225,7 @@ def main(argv: list[str] | None = None) -> int:
     config, batch = ("cifar10", 16) if cuda else ("quick", 4)
     steps = args.steps or (10 if cuda else 2)
     if not cuda:
-        base.COMPILE_OPTIONS["backend"] = "aot_eager"  # graph capture only (module docstring)
+        network.COMPILE_OPTIONS["backend"] = "aot_eager"  # graph capture only (module docstring)
     print(f"gpu_check on {machine(args.device)}", flush=True)
     print("correctness (float64, tiny sizes):", flush=True)
     checks = correctness(args.device)
@@ -260,7 +261,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "machine": machine(args.device), "device": args.device, "config": config, "ok": ok,
         "checks": checks, "throughput": rows, "skipped": skipped,
-        "compile_backend": base.COMPILE_OPTIONS.get("backend", "inductor"),
+        "compile_backend": network.COMPILE_OPTIONS.get("backend", "inductor"),
         "seconds": round(time.perf_counter() - start, 1),
     }  # fmt: skip
     out.write_text(json.dumps(result, indent=1) + "\n")

@@ -17,48 +17,29 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pixel_lightning.models import AutoregressiveImageModel, ModelConfig
+    from pixel_lightning.models.registry import ModelClasses, build_model
+
+    ARCHITECTURES: ModelClasses
 
 __version__ = "0.1.0"
 
 
-def _architectures() -> dict[str, type[AutoregressiveImageModel]]:
-    from pixel_lightning.models import DiagonalBiLSTM, PixelCNN, RowLSTM
-    from pixel_lightning.models.multiscale import MultiScalePixelRNN
-
-    return {
-        "pixelcnn": PixelCNN,
-        "row_lstm": RowLSTM,
-        "diagonal_bilstm": DiagonalBiLSTM,
-        "multiscale": MultiScalePixelRNN,
-    }
-
-
 def __getattr__(name: str) -> Any:
-    """ARCHITECTURES, AutoregressiveImageModel and ModelConfig, imported on first use and then cached."""
-    if name == "ARCHITECTURES":
-        value = _architectures()
-    elif name in ("AutoregressiveImageModel", "ModelConfig"):
-        from pixel_lightning import models
-
-        value = getattr(models, name)
-    else:
+    """ARCHITECTURES, AutoregressiveImageModel, ModelConfig and build_model, imported on first use and
+    then cached."""
+    if name not in ("ARCHITECTURES", "AutoregressiveImageModel", "ModelConfig", "build_model"):
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from pixel_lightning import models
+    from pixel_lightning.models import registry
+
+    if name == "ARCHITECTURES":
+        value = registry.ModelClasses()  # name -> LightningModule class, read-only and live
+    elif name == "build_model":
+        value = registry.build_model
+    else:
+        value = getattr(models, name)
     globals()[name] = value  # later lookups find it without __getattr__
     return value
-
-
-def build_model(name: str, **kwargs: Any) -> AutoregressiveImageModel:
-    """Build architecture ``name`` (a key of ARCHITECTURES) from ModelConfig fields as keywords."""
-    from pixel_lightning import ARCHITECTURES  # through __getattr__ on first use
-
-    if name not in ARCHITECTURES:
-        raise ValueError(f"unknown architecture {name!r}; choose one of {sorted(ARCHITECTURES)}")
-    unknown = set(kwargs) - set(ARCHITECTURES[name].config_fields())
-    if unknown:
-        raise ValueError(
-            f"unknown option(s) {sorted(unknown)} for {name!r}; valid: {ARCHITECTURES[name].config_fields()}"
-        )
-    return ARCHITECTURES[name](**kwargs)
 
 
 def load_model(source: str | Path, map_location: str = "cpu", **hub_kwargs: Any) -> AutoregressiveImageModel:

@@ -46,6 +46,7 @@ NOT_IDENTITY = (
     "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
     "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
     "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
+    "imports",  # where the architectures come from (model.arch and its fields are the identity)
     *(f"model.{k}" for k in ModelConfig.RESUMABLE_CHANGES),  # deliberate changes (lr: a guard's recovery)
 )  # fmt: skip
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
@@ -66,7 +67,7 @@ class ModelSection(MultiScaleConfig):
     MultiScaleConfig, models/multiscale.py: the multi-scale keys, for model.arch=multiscale only), plus
     the architecture. ``image_shape`` and ``levels`` default to the DataModule's."""
 
-    arch: str = "pixelcnn"  # a key of pixel_lightning.ARCHITECTURES
+    arch: str = "pixelcnn"  # a registered architecture (pixel_lightning/models/registry.py)
     image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: the dataset's
     levels: int | None = None  # values per sub-pixel; None: the dataset's (2 for MNIST, 256 otherwise)
 
@@ -255,6 +256,8 @@ class RunConfig:
     guard: GuardConfig = field(default_factory=GuardConfig)
     # extra Lightning callbacks: [{class_path: lightning.pytorch.callbacks.EMAWeightAveraging, init_args: {}}]
     callbacks: list[dict[str, Any]] = field(default_factory=list)
+    # modules imported before model.arch is checked: a user's architectures register there (plugins)
+    imports: list[str] = field(default_factory=list)
 
     @property
     def run_dir(self) -> Path:
@@ -280,8 +283,14 @@ class RunConfig:
 
     def validate(self) -> RunConfig:
         """Fill the dataset's shape and levels into the model, then check every impossible value."""
-        from pixel_lightning import ARCHITECTURES
         from pixel_lightning.data import DATASETS, build_datamodule
+        from pixel_lightning.models import registry
+
+        for module in self.imports:
+            try:
+                registry.import_module(module)
+            except ImportError as e:
+                raise ConfigError(f"imports: {e}", "install it, or put its folder on PYTHONPATH") from e
 
         if self.data.name not in DATASETS:
             raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATASETS)}")
@@ -299,8 +308,8 @@ class RunConfig:
                 f"model.image_shape={list(m.image_shape)}, model.levels={m.levels} do not match data.name="
                 f"{self.data.name} ({list(shape)}, {levels} levels); drop them to use the dataset's"
             )
-        if m.arch not in ARCHITECTURES and m.arch != "multiscale":
-            raise ConfigError(f"model.arch={m.arch!r} is unknown; choose one of {sorted(ARCHITECTURES)}")
+        if m.arch not in registry.names():
+            raise ConfigError(f"model.arch={m.arch!r} is unknown; choose one of {registry.names()}")
         if m.arch != "multiscale":
             given = m.given_multiscale_keys()
             if given:
@@ -364,7 +373,7 @@ class RunConfig:
 def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
     """``key=A there, key=B here`` for each identity setting (not in NOT_IDENTITY) that differs between two
     configs in ``RunConfig.to_dict`` form (``saved``: a run's config.yaml)."""
-    saved = {k: v for k, v in saved.items() if k not in SAVED_ONLY}
+    saved = {k: v for k, v in drop_retired(saved).items() if k not in SAVED_ONLY}
 
     def identity(config: dict[str, Any]) -> dict[str, Any]:
         keep = lambda k: not any(k == x or k.startswith(x + ".") for x in NOT_IDENTITY)  # noqa: E731
@@ -501,6 +510,14 @@ def read_yaml(path: Path) -> dict[str, Any]:
 SAVED_ONLY = ("data_resolved",)  # keys a run's saved config.yaml adds (what the data turned out to be)
 
 
+def drop_retired(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.yaml without the keys earlier versions wrote that no longer exist: ``model.extra``
+    (read by no architecture; removed in issue 21), so older runs still resume and load."""
+    if not isinstance(config.get("model"), dict):
+        return config
+    return {**config, "model": {k: v for k, v in config["model"].items() if k != "extra"}}
+
+
 def load_config(
     recipe: str | None,
     overrides: list[str] | tuple[str, ...] = (),
@@ -525,7 +542,7 @@ def load_config(
             raise ConfigError(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
-        data = read_yaml(path)
+        data = drop_retired(read_yaml(path))
         for key in SAVED_ONLY:
             data.pop(key, None)
         name = recipe or data.get("recipe") or ""

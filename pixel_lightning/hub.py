@@ -35,12 +35,6 @@ if TYPE_CHECKING:
 WEIGHTS = constants.SAFETENSORS_SINGLE_FILE  # "model.safetensors"
 CONFIG = constants.CONFIG_NAME  # "config.json"
 PAPER_URL = "https://arxiv.org/abs/1601.06759"
-ARCH_NAMES = {
-    "pixelcnn": "PixelCNN",
-    "row_lstm": "Row LSTM",
-    "diagonal_bilstm": "Diagonal BiLSTM",
-    "multiscale": "Multi-Scale PixelRNN",
-}
 
 
 class HubMixin(
@@ -53,7 +47,7 @@ class HubMixin(
     """``save_pretrained`` / ``push_to_hub`` / ``from_pretrained`` for every pixel-lightning model.
 
     ``run_info`` (a dict, may be empty) describes the run that trained the model: ``recipe``, ``dataset``,
-    ``variant``, test metrics, the paper's figure, the command. :func:`load_model` fills it from the run
+    ``variant``, test metrics, the paper's figure. :func:`load_model` fills it from the run
     directory of a checkpoint; it is written into ``config.json`` and the model card."""
 
     run_info: dict[str, Any] = {}
@@ -87,9 +81,11 @@ class HubMixin(
 def config_json(model: AutoregressiveImageModel) -> dict[str, Any]:
     """What ``config.json`` holds: plain JSON, enough to rebuild the model and describe its run."""
     from pixel_lightning import __version__
+    from pixel_lightning.models import registry
 
     return {
         "arch": model.arch,
+        "module": registry.get(model.arch).module,  # imported again before "arch" is looked up
         "model": asdict(model.config),
         "run": dict(model.run_info),
         "pixel_lightning_version": __version__,
@@ -97,17 +93,30 @@ def config_json(model: AutoregressiveImageModel) -> dict[str, Any]:
 
 
 def build_from_config(config: dict[str, Any], source: str) -> AutoregressiveImageModel:
-    from pixel_lightning import ARCHITECTURES
+    """The model ``config`` records (``arch``, ``model`` fields, and the ``module`` defining the
+    architecture), untrained. The module is imported first when it is not a built-in one: only an
+    installed or importable module of that name (``PYTHONPATH``), nothing from ``source`` itself."""
+    from pixel_lightning.models import registry
 
-    arch = config.get("arch")
-    if arch not in ARCHITECTURES or not isinstance(config.get("model"), dict):
+    arch, module = config.get("arch"), config.get("module")
+    if isinstance(arch, str) and isinstance(module, str) and arch not in registry.names():
+        try:
+            registry.import_module(module)
+        except ImportError as e:
+            raise CheckpointError(
+                f"{source} holds a {arch!r} model, an architecture defined in the module {module!r}, which "
+                f"cannot be imported ({one_line(e)})",
+                f"install that module or put its folder on PYTHONPATH, so that `import {module}` works",
+            ) from e
+    if arch not in registry.names() or not isinstance(config.get("model"), dict):
         raise CheckpointError(
             f"{source} is not a pixel-lightning model (config.json records no known architecture: {arch!r})",
-            f"save it with model.save_pretrained; architectures: {sorted(ARCHITECTURES)}",
+            f"save it with model.save_pretrained; architectures: {registry.names()}",
         )
-    fields = set(ARCHITECTURES[arch].config_fields())
+    cls = registry.get(arch).model_class
+    fields = set(cls.config_fields())
     try:
-        return ARCHITECTURES[arch](**{k: v for k, v in config["model"].items() if k in fields})
+        return cls(**{k: v for k, v in config["model"].items() if k in fields})
     except (TypeError, ValueError) as e:  # sizes of the wrong type or impossible values
         raise CheckpointError(
             f"{source}: the recorded {arch} sizes cannot build a model ({type(e).__name__}: {one_line(e)})",
@@ -226,7 +235,9 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Autoregressi
     meta = ckpt.get("pixel_lightning") if isinstance(ckpt, dict) else None
     if meta is None:
         raise CheckpointError(f"{path} is not a pixel-lightning checkpoint (no architecture recorded in it)")
-    model = build_from_config({"arch": meta.get("arch"), "model": meta.get("config")}, str(path))
+    model = build_from_config(
+        {"arch": meta.get("arch"), "module": meta.get("module"), "model": meta.get("config")}, str(path)
+    )
     try:
         model.load_state_dict(ckpt["state_dict"])
     except (KeyError, TypeError, RuntimeError) as e:  # no state_dict, or weights of another shape
@@ -254,7 +265,7 @@ def run_info(
         return {}
     metrics = read_config_json(metrics_file)
     config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    keep = ("recipe", "dataset", "variant", "params", "paper", "command")
+    keep = ("recipe", "dataset", "variant", "params", "paper")
     info = {k: metrics[k] for k in keep if metrics.get(k) is not None}
     tested = metrics.get("test_checkpoint")
     if ckpt_path is None or (tested and Path(tested).name == ckpt_path.name):
@@ -325,10 +336,12 @@ def load_model(source: str | Path, map_location: str = "cpu", **hub_kwargs: Any)
 def model_card(model: AutoregressiveImageModel) -> ModelCard:
     """A model card from what is known: the architecture and sizes always, the data and test figure
     (beside the paper's) when the model came from a finished run."""
+    from pixel_lightning.models import registry
+
     c, run = model.config, model.run_info
-    arch = ARCH_NAMES.get(model.arch, model.arch)
-    if model.arch == "multiscale":
-        arch = f"{arch} ({ARCH_NAMES.get(c.base, c.base)} body, {c.low_res}x{c.low_res} -> full size)"
+    arch = registry.get(model.arch).title
+    if hasattr(c, "base"):  # multi-scale: networks of a base architecture
+        arch = f"{arch} ({registry.get(c.base).title} body, {c.low_res}x{c.low_res} -> full size)"
     C, H, W = c.image_shape
     params = sum(p.numel() for p in model.parameters())
     data = ModelCardData(
@@ -416,9 +429,7 @@ def results_lines(run: dict[str, Any]) -> list[str]:
     if run.get("global_step") is not None:
         epochs = f" ({run['epochs']} epochs)" if run.get("epochs") is not None else ""
         lines.append(f"- trained for {run['global_step']} steps{epochs}")
-    if run.get("command"):
-        lines.append(f"- trained by: `{run['command']}`")
-    elif run.get("recipe"):
+    if run.get("recipe"):
         lines.append(
             f"- recipe: `{run['recipe']}`, trained by `python recipes/run.py --recipe {run['recipe']}` "
             "with the overrides recorded in that run's config.yaml"

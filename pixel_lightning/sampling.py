@@ -89,7 +89,7 @@ def sample_cached(
     threads: int | None = 1,
 ) -> torch.Tensor:
     """Generate ``n`` images with a cached one-position network ``step = start()`` (see
-    :meth:`AutoregressiveImageModel.incremental`): per pixel, one step per colour to draw, and always one
+    :meth:`PixelNetwork.incremental`): per pixel, one step per colour to draw, and always one
     with every colour but the last set (the features of a pixel never read its last colour, mask A), so
     the caches hold the pixel's final features. Same uniforms and ``known`` rule as :func:`sample_naive`.
 

@@ -7,10 +7,12 @@ import itertools
 import torch
 
 import pixel_lightning
+from pixel_lightning.models import registry
 
 COMBOS = [(r, s) for r in (False, True) for s in (False, True)]  # (residual, skip)
-# single-scale architectures (one body on the loss base); "multiscale" composes them: tests/test_multiscale.py
-SINGLE_SCALE = sorted(a for a in pixel_lightning.ARCHITECTURES if a != "multiscale")
+ARCHS = registry.names()  # every registered architecture
+# single-network architectures (one network on the loss base): the multi-scale model's possible bases
+SINGLE_SCALE = registry.bases()
 
 
 def tiny_model(
@@ -44,9 +46,10 @@ def all_images(shape, levels: int) -> torch.Tensor:
 
 
 def mean_conditional_entropy(model, x: torch.Tensor) -> float:
-    """Mean entropy (nats) of the per-sub-pixel conditionals of ``model`` at images ``x``."""
+    """Mean entropy (nats) of the per-sub-pixel conditionals of ``model`` (a model, or a network: then
+    of its scaled input) at images ``x``."""
     with torch.no_grad():
-        logits = model(x)  # (B, K, C, H, W)
+        logits = model(x if hasattr(model, "log_prob") else model.scale(x))  # (B, K, C, H, W)
     if model.levels == 2:
         p = torch.sigmoid(logits[:, 0])
         ent = -(p * p.clamp_min(1e-300).log() + (1 - p) * (1 - p).clamp_min(1e-300).log())

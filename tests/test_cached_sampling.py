@@ -19,7 +19,7 @@ def both(model, n, seed=0, **kw):
 
 def step_errors(model, x, cond=None):
     """Largest |cached step logits - full forward logits| over every position of images x."""
-    step = model.incremental(len(x), cond)
+    step = model.net.incremental(len(x), cond)
     with torch.no_grad():
         full = model(x, cond)  # (n, K, C, H, W)
         return max(

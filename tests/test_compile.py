@@ -17,7 +17,7 @@ import torch
 from torch._dynamo.utils import counters
 
 import pixel_lightning
-from pixel_lightning.models import base
+from pixel_lightning.models import network
 from pixel_lightning.runner import main as run_main
 
 CASES = [(arch, []) for arch in sorted(pixel_lightning.ARCHITECTURES)]
@@ -70,7 +70,7 @@ def test_one_graph_per_stage_over_a_run(arch, extra, tmp_path, monkeypatch):
     inference_mode: other tensors, other guards): 3 graphs per compiled network (the multi-scale model
     has two), whatever the number of steps and batches. On the old code every step recompiled (43
     recompiles in 20 steps for PixelCNN) and the network broke into pieces."""
-    monkeypatch.setitem(base.COMPILE_OPTIONS, "backend", "aot_eager")
+    monkeypatch.setitem(network.COMPILE_OPTIONS, "backend", "aot_eager")
     networks = 2 if arch == "multiscale" else 1
     assert graphs_of_a_run(arch, extra, tmp_path / "run") == 3 * networks
 
@@ -92,11 +92,11 @@ def test_whole_network_traces_without_a_break(arch, extra, monkeypatch):
     torch.manual_seed(0)
     model = pixel_lightning.build_model(arch, image_shape=(1, 8, 8), levels=2, hidden=3, layers=2, **kw)
     x = torch.randint(0, 2, (2, 1, 8, 8))
-    parts = [model.low, model.full] if arch == "multiscale" else [model]
+    parts = [model.low, model.full] if arch == "multiscale" else [model.net]
     for part in parts:
         xf = part.scale(x if part is not getattr(model, "low", None) else model.subsample(x))
         cond = model.conditioning(model.scale(x)).detach() if part is getattr(model, "full", None) else None
-        report = torch._dynamo.explain(part.network)(xf, cond)
+        report = torch._dynamo.explain(part)(xf, cond)
         assert (report.graph_count, report.graph_break_count) == (1, 0), report.break_reasons
 
 
@@ -137,7 +137,7 @@ def test_compile_speed_benchmark_quick(tmp_path):
         rows = compile_speed.main(["--quick", "--archs", "pixelcnn", "--out", str(tmp_path / "c.json")])
     finally:
         torch.set_num_threads(n)
-        base.COMPILE_OPTIONS.pop("backend", None)
+        network.COMPILE_OPTIONS.pop("backend", None)
     (row,) = rows
     assert row["compile_first_step_s"] > 0 and row["eager_median"] > 0 and row["compiled_median"] > 0
     assert row["eager_kernels_per_step"] > 0 and row["compiled_kernels_per_step"] > 0

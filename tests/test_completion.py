@@ -4,10 +4,8 @@ drawn ones from the right conditional, cached == naive, clear errors for bad inp
 
 import pytest
 import torch
-from helpers import SINGLE_SCALE, all_images, tiny_model
+from helpers import ARCHS, all_images, tiny_model
 from test_multiscale import one_thread  # noqa: F401  autouse: tiny float64 models run faster on one thread
-
-ARCHS = [*SINGLE_SCALE, "multiscale"]
 
 
 def tiny(arch, shape, levels, std=0.7, seed=0):

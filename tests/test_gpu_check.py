@@ -15,11 +15,11 @@ CPU = ["--device", "cpu", "--modes", "fp32", "bf16", "--steps", "1"]  # compiled
 def _keep_global_state():
     from benchmarks import gpu_check
 
-    n, backend = torch.get_num_threads(), gpu_check.base.COMPILE_OPTIONS.get("backend")
+    n, backend = torch.get_num_threads(), gpu_check.network.COMPILE_OPTIONS.get("backend")
     yield
     torch.set_num_threads(n)
     if backend is None:
-        gpu_check.base.COMPILE_OPTIONS.pop("backend", None)
+        gpu_check.network.COMPILE_OPTIONS.pop("backend", None)
 
 
 def test_without_cuda_it_says_so_and_exits_0(monkeypatch, capsys, tmp_path):

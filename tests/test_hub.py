@@ -8,14 +8,13 @@ import pickle
 
 import pytest
 import torch
-from helpers import SINGLE_SCALE, lightning_checkpoint, tiny_model
+from helpers import ARCHS, lightning_checkpoint, tiny_model
 from safetensors.torch import load_file, save_file
 
 import pixel_lightning
 from pixel_lightning.errors import CheckpointError
 from pixel_lightning.models import PixelCNN, RowLSTM
 
-ARCHS = [*SINGLE_SCALE, "multiscale"]
 RUN = {  # the metrics.json a finished run writes (the keys the card reads)
     "recipe": "mnist_pixelcnn",
     "dataset": "mnist",

@@ -31,7 +31,7 @@ def test_a_leaky_model_is_caught():
     from pixel_lightning.nn.masks import causal_mask, channel_groups
 
     model = tiny_model("pixelcnn", (1, 3, 3), 2, std=0.5)
-    model.first.mask.copy_(causal_mask(channel_groups(6, 1), torch.zeros(1), (7, 7), "B"))
+    model.net.first.mask.copy_(causal_mask(channel_groups(6, 1), torch.zeros(1), (7, 7), "B"))
     with torch.no_grad():
         total = model.log_prob(all_images((1, 3, 3), 2)).exp().sum().item()
     assert abs(total - 1.0) > 0.05

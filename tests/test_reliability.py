@@ -315,7 +315,7 @@ def test_corrupt_newest_checkpoint_falls_back_to_previous(run_copy, damage):
             path.write_bytes(b"")
         else:
             ckpt = torch.load(io.BytesIO(data), weights_only=False)
-            ckpt["state_dict"]["first.weight"][0] = float("nan")
+            ckpt["state_dict"]["net.first.weight"][0] = float("nan")
             torch.save(ckpt, path)
     said: list[str] = []
     info = reliability.find_resume_checkpoint(run_copy, said.append)

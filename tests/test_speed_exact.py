@@ -140,7 +140,7 @@ def test_compile_option_is_the_same_function(arch):
     shape = (3, 4, 5)
     x = torch.randint(0, 4, (2, *shape), generator=torch.Generator().manual_seed(0))
     eager, compiled = tiny_model(arch, shape, 4), tiny_model(arch, shape, 4, compile=True)
-    assert "network" in vars(compiled) and "network" not in vars(eager)  # really wrapped
+    assert "forward" in vars(compiled.net) and "forward" not in vars(eager.net)  # really wrapped
     a, b = eager.log_prob(x), compiled.log_prob(x)
     assert (a - b).abs().max() < 1e-10
     ga = torch.autograd.grad(a.sum(), list(eager.parameters()), allow_unused=True)
@@ -183,7 +183,7 @@ def test_layer_stack_equals_its_definition(arch, residual, skip, colours, cond):
     x = torch.randn(2, 12, 5, 4, generator=g, dtype=torch.float64)
     x = x.contiguous(memory_format=torch.channels_last).requires_grad_()
     c = torch.randn(2, cond, 5, 4, generator=g, dtype=torch.float64) if cond else None
-    stack = m.stack
+    stack = m.net.stack
     fast, ref = stack(x, c), stack.forward_reference(x, c)
     assert (fast - ref).abs().max() < 1e-10
     w = torch.randn(fast.shape, generator=g, dtype=torch.float64)

@@ -13,7 +13,7 @@ from pixel_lightning.nn.wavefront import RowLSTMStack, RowLSTMWavefront
 
 def _both_paths(model, x, stack=None):
     """log p(x) and every parameter gradient, with the wavefront on and off."""
-    stack = model.stack if stack is None else stack
+    stack = model.net.stack if stack is None else stack
     assert isinstance(stack, RowLSTMStack)
     out = []
     for wavefront in (True, False):
@@ -37,7 +37,7 @@ def _assert_same(results, tol=1e-10):
 def test_wavefront_equals_layer_by_layer(shape, levels, layers, residual, skip):
     """Odd shapes (H < L too), binary and RGB, every residual/skip combination: same log p, same grads."""
     m = tiny_model("row_lstm", shape, levels, residual, skip, layers=layers, hidden=max(4, shape[0]))
-    assert m.config.wavefront is None and m.stack.wavefront is None  # default: on CUDA, off on CPU
+    assert m.config.wavefront is None and m.net.stack.wavefront is None  # default: on CUDA, off on CPU
     x = torch.randint(0, levels, (3, *shape), generator=torch.Generator().manual_seed(1))
     _assert_same(_both_paths(m, x))
 
@@ -74,7 +74,7 @@ def test_wavefront_auto_follows_the_device(monkeypatch):
     monkeypatch.setattr(wf, "row_lstm_wavefront", lambda *a: calls.append(1) or wf.LayerStack.forward(*a))
     m.log_prob(torch.zeros(1, 1, 3, 3, dtype=torch.long))
     assert not calls
-    m.stack.wavefront = True
+    m.net.stack.wavefront = True
     m.log_prob(torch.zeros(1, 1, 3, 3, dtype=torch.long))
     assert calls
 
@@ -113,7 +113,7 @@ def test_wavefront_gradcheck():
 def test_wavefront_cached_sampling_equals_naive():
     """Sampling reads the same layers: cached == naive with the wavefront used by the naive pass."""
     m = tiny_model("row_lstm", (3, 3, 4), 4, layers=3, wavefront=True)
-    assert m.stack.wavefront
+    assert m.net.stack.wavefront
     a = m.sample(2, generator=torch.Generator().manual_seed(3), cache=True)
     b = m.sample(2, generator=torch.Generator().manual_seed(3), cache=False)
     assert torch.equal(a, b)

@@ -1,22 +1,20 @@
 """AutoregressiveImageModel: the loss base shared by every architecture (paper Sections 2 and 5.1).
 
     x (int64, B x C x H x W, values in [0, levels))
-      -> scale to [-1, 1]
-      -> first layer: 7x7 conv, mask A, C -> 2h maps                  (paper Table 1)
-      -> body: L layers of the architecture, residual/skip wiring by LayerStack
-      -> head: ReLU, 1x1 conv mask B (2h -> head_channels), ReLU, 1x1 conv mask B -> logits
+      -> self.net, the architecture's network (models/network.py):
+           scale to [-1, 1], first layer 7x7 conv mask A (C -> 2h), body of L layers, 1x1 mask-B head
+      -> logits (B, K, C, H, W)
       -> log p(x) = sum over sub-pixels of log p(x_{i,c} | x_{<i}, x_{i,<c})   (paper Equations 1-2)
 
-A subclass defines only ``make_layer`` (its body). Everything about probabilities lives here.
-"""
+An architecture defines only its network's ``make_layer`` (its body) and registers its LightningModule
+(models/registry.py). Everything about probabilities lives here: loss, metrics, optimizer, sampling."""
 
 from __future__ import annotations
 
 import functools
 import math
-from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any, ClassVar
 
 import lightning as L
@@ -26,16 +24,10 @@ from torch import nn
 
 from pixel_lightning.hub import HubMixin
 from pixel_lightning.metrics import BitsPerDim, NLLNats, bits_per_dim
-from pixel_lightning.nn.masked_conv import MaskedConv2d
-from pixel_lightning.nn.stack import LayerStack
-from pixel_lightning.sampling import StepFn, sample_cached, sample_naive
+from pixel_lightning.models import registry
+from pixel_lightning.models.network import PixelNetwork
 
 OPTIMIZERS = ("rmsprop", "adam", "adamw", "sgd")
-# torch.compile of the network (``compile=True``): static shapes, so a new batch size or mode (train,
-# evaluation, naive sampling) compiles once each and the LSTM recurrences can be opaque operators
-# (pixel_lightning/nn/opaque.py). The network is one graph (tests/test_compile.py); not fullgraph=True,
-# which would turn Dynamo's fallback to eager, after recompile_limit models in one process, into an error.
-COMPILE_OPTIONS: dict[str, Any] = {"dynamic": False}
 SCHEDULERS = ("none", "cosine")
 
 
@@ -61,7 +53,6 @@ class ModelConfig:
     lr: float = 1e-3  # learning rate (the paper's were tuned by hand and not published)
     weight_decay: float = 0.0
     scheduler: str = "none"  # one of SCHEDULERS; cosine decays to 0 over the run's total steps
-    extra: dict[str, Any] = field(default_factory=dict)  # architecture-specific options
     # speed only (same function): NHWC feature maps (faster PixelCNN training on CPU; the Row LSTM
     # body keeps its own channels-outermost layout either way) and torch.compile of the network
     # (measured slower on CPU: off by default); figures in benchmarks/README.md
@@ -151,15 +142,53 @@ def log_likelihood(logits: torch.Tensor, x: torch.Tensor, levels: int) -> torch.
     return ll.flatten(1).sum(dim=1)
 
 
-class AutoregressiveImageModel(L.LightningModule, HubMixin):
-    """Exact-likelihood image model p(x) = prod_i p(x_i | x_<i) with R -> G -> B order inside a pixel.
+def check_images(x: torch.Tensor, shape: tuple[int, int, int], levels: int) -> None:
+    """Raise ValueError naming the problem if ``x`` is not an integer (B, *shape) batch with values in
+    [0, levels)."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
+    if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
+        raise ValueError(
+            f"images must be an integer tensor (int64) of values in [0, {levels}), got dtype "
+            f"{x.dtype}; convert with x.round().long() if they are whole numbers"
+        )
+    if x.dim() != 4 or tuple(x.shape[1:]) != tuple(shape):
+        raise ValueError(
+            f"images must have shape (B, {', '.join(map(str, shape))}) for this model, got {tuple(x.shape)}"
+        )
+    if x.numel() and (int(x.min()) < 0 or int(x.max()) >= levels):
+        raise ValueError(
+            f"pixel values must lie in [0, {levels}) for levels={levels}, got range "
+            f"[{int(x.min())}, {int(x.max())}]"
+            + ("; binarize 8-bit images first (e.g. x > 127)" if levels == 2 else "")
+        )
 
-    Subclasses set ``arch`` and implement :meth:`make_layer`. ``save_pretrained``, ``push_to_hub`` and
-    ``from_pretrained`` come from :class:`pixel_lightning.hub.HubMixin`.
+
+# parameter names of a single-scale model before its network was a module of its own (``first.weight``,
+# now ``net.first.weight``): checkpoints and save_pretrained folders written then still load
+LEGACY_NETWORK_KEYS = ("first.", "stack.", "head.")
+
+
+def migrate_legacy_keys(module: nn.Module, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    """``load_state_dict`` pre-hook: ``<prefix>first.weight`` -> ``<prefix>net.first.weight`` (and so on
+    for the stack and the head), in the dict ``load_state_dict`` works on (a copy of the caller's)."""
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        if key[len(prefix) :].startswith(LEGACY_NETWORK_KEYS):
+            state_dict[f"{prefix}net.{key[len(prefix) :]}"] = state_dict.pop(key)
+
+
+class AutoregressiveImageModel(L.LightningModule, HubMixin):
+    """Exact-likelihood image model p(x) = prod_i p(x_i | x_<i) with R -> G -> B order inside a pixel:
+    the loss, metrics, optimizer and sampling of every architecture, around its network ``self.net``.
+
+    An architecture sets ``network_class`` (its :class:`PixelNetwork`) and registers the class
+    (:func:`pixel_lightning.models.registry.register`, which sets ``arch``). ``save_pretrained``,
+    ``push_to_hub`` and ``from_pretrained`` come from :class:`pixel_lightning.hub.HubMixin`.
     """
 
-    arch: ClassVar[str] = ""
+    arch: ClassVar[str] = ""  # set by the registry
     config_class: ClassVar[type[ModelConfig]] = ModelConfig
+    network_class: ClassVar[type[PixelNetwork] | None] = None
 
     @classmethod
     def config_fields(cls) -> list[str]:
@@ -179,40 +208,14 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
         self.train_metrics = self.make_metrics()
         self.val_metrics = self.make_metrics()
         self.test_metrics = self.make_metrics()
+        self.register_load_state_dict_pre_hook(migrate_legacy_keys)
 
     def make_metrics(self) -> nn.ModuleDict:
         return nn.ModuleDict({"nll_nats": NLLNats(), "bits_per_dim": BitsPerDim(self.dims)})
 
     def build(self, config: ModelConfig) -> None:
-        """The network: 7x7 mask A, the body's layers with residual/skip wiring, the output head; then
-        ``torch.compile`` of it when ``config.compile``. A model made of other models (multi-scale)
-        overrides this and passes the speed switches on to its parts."""
-        C, _, _ = config.image_shape
-        h2 = 2 * config.hidden
-        out_per_colour = 1 if config.levels == 2 else config.levels
-        self.first = MaskedConv2d(C, h2, config.first_kernel, "A", C)  # (B, C, H, W) -> (B, 2h, H, W)
-        self.stack = self.make_stack(
-            [self.make_layer(k) for k in range(config.layers)], h2, C, config.residual, config.skip
-        )
-        self.head = nn.Sequential(
-            nn.ReLU(),
-            MaskedConv2d(h2, config.head_channels, 1, "B", C),
-            nn.ReLU(),
-            MaskedConv2d(config.head_channels, C * out_per_colour, 1, "B", C),  # colour-major blocks
-        )
-        if config.compile:
-            self.network = torch.compile(self.network, **COMPILE_OPTIONS)  # type: ignore[method-assign]
-
-    # -- architecture hook ------------------------------------------------------------------
-    @abstractmethod
-    def make_layer(self, index: int) -> nn.Module:
-        """Layer ``index`` of the body: (B, 2h, H, W), cond -> residual branch (B, 2h, H, W)."""
-
-    def make_stack(
-        self, layers: list[nn.Module], width: int, colours: int, residual: bool, skip: bool
-    ) -> LayerStack:
-        """The body's residual/skip wiring (a subclass may run its layers differently, same function)."""
-        return LayerStack(layers, width, colours, residual, skip)
+        """The network (a model made of several networks, multi-scale, overrides this)."""
+        self.net = self.network_class(config)
 
     # -- shapes -----------------------------------------------------------------------------
     @property
@@ -231,21 +234,11 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
     # -- network ----------------------------------------------------------------------------
     def scale(self, x: torch.Tensor) -> torch.Tensor:
         """int values in [0, levels) -> floats in [-1, 1]."""
-        return x.to(self.first.weight.dtype) * (2.0 / (self.levels - 1)) - 1.0
+        return self.net.scale(x)
 
     def network(self, xf: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Scaled images (B, C, H, W) -> logits (B, K, C, H, W), K = levels (softmax) or 1 (sigmoid)."""
-        h = self.first(xf)  # (B, 2h, H, W)
-        # every later convolution keeps this layout (the first layer's patch matmul gives channels-last)
-        fmt = torch.channels_last if self.config.channels_last else torch.contiguous_format
-        h = h.contiguous(memory_format=fmt)
-        h = self.stack(h, cond)  # (B, 2h, H, W)
-        out = self.head(h)  # (B, C*K, H, W)
-        B, _, H, W = out.shape
-        C = self.image_shape[0]
-        if self.levels == 2:
-            return out.unsqueeze(1)  # (B, 1, C, H, W)
-        return out.view(B, C, self.levels, H, W).transpose(1, 2)  # (B, levels, C, H, W)
+        return self.net(xf, cond)
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
         """Logits (B, K, C, H, W) for integer images x (B, C, H, W)."""
@@ -255,24 +248,7 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
     def check_images(self, x: torch.Tensor) -> None:
         """Raise ValueError naming the problem if ``x`` is not an integer (B, C, H, W) batch of
         this model's shape with values in [0, levels)."""
-        if not isinstance(x, torch.Tensor):
-            raise ValueError(f"expected a torch.Tensor of images, got {type(x).__name__}")
-        if x.dtype.is_floating_point or x.dtype.is_complex or x.dtype == torch.bool:
-            raise ValueError(
-                f"images must be an integer tensor (int64) of values in [0, {self.levels}), got dtype "
-                f"{x.dtype}; convert with x.round().long() if they are whole numbers"
-            )
-        if x.dim() != 4 or tuple(x.shape[1:]) != tuple(self.image_shape):
-            raise ValueError(
-                f"images must have shape (B, {', '.join(map(str, self.image_shape))}) for this model, "
-                f"got {tuple(x.shape)}"
-            )
-        if x.numel() and (int(x.min()) < 0 or int(x.max()) >= self.levels):
-            raise ValueError(
-                f"pixel values must lie in [0, {self.levels}) for levels={self.levels}, got range "
-                f"[{int(x.min())}, {int(x.max())}]"
-                + ("; binarize 8-bit images first (e.g. x > 127)" if self.levels == 2 else "")
-            )
+        check_images(x, self.image_shape, self.levels)
 
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """log p(x) in nats (natural log), float (B,), for int64 images x (B, C, H, W)."""
@@ -283,28 +259,6 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
         return log_likelihood(self(x), x, self.levels)
 
     # -- sampling ---------------------------------------------------------------------------
-    def incremental(self, n: int, cond: torch.Tensor | None = None) -> StepFn:
-        """A cached one-position network for sampling ``n`` images: ``step(x, i, j)`` returns the logits
-        (n, K, C) of pixel (i, j) for the int64 images x (n, C, H, W), reading x only at (i, j) and
-        before. Positions must be stepped in raster order; re-stepping the current one is allowed (and
-        needed after its colours change). Logits of colour c are exact once x's colours < c are set."""
-        C, H, W = self.image_shape
-        K = 1 if self.levels == 2 else self.levels
-        first, head1, head2 = self.first.point(), self.head[1].point(), self.head[3].point()
-        state = self.stack.begin_cache(n, H, W, cond)
-        r, k = first.rows - 1, first.cols // 2  # causal patch: rows i-r..i, columns j-k..j+k
-
-        def step(x: torch.Tensor, i: int, j: int) -> torch.Tensor:
-            patch = x[:, :, max(i - r, 0) : i + 1, max(j - k, 0) : j + k + 1]
-            patch = self.scale(patch)  # zero padding is in the scaled domain, as in the convolution
-            pad = (max(k - j, 0), max(j + k + 1 - W, 0), max(r - i, 0), 0)
-            v = first(F.pad(patch, pad).flatten(1))  # (n, 2h)
-            v = self.stack.step(state, v, i, j)  # (n, 2h)
-            logits = head2(F.relu(head1(F.relu(v))))  # (n, C*K), colour-major
-            return logits.view(n, C, K).transpose(1, 2)  # (n, K, C)
-
-        return step
-
     def check_known(
         self, known: tuple[torch.Tensor, torch.Tensor] | None, n: int
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -360,19 +314,11 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
             raise ValueError(f"n must be >= 1, got {n}")
         known = self.check_known(known, n)
         if cond is not None:
-            cond = cond.to(device=self.device, dtype=self.first.weight.dtype)
+            cond = cond.to(device=self.device, dtype=self.net.first.weight.dtype)
         was_training = self.training
         self.eval()
         try:
-            if cache:
-                return sample_cached(
-                    lambda: self.incremental(n, cond), n, self.image_shape, self.levels, generator,
-                    self.device, known=known, progress=progress,
-                )  # fmt: skip
-            return sample_naive(
-                lambda x: self.forward(x, cond), n, self.image_shape, self.levels, generator,
-                self.device, known=known, progress=progress,
-            )  # fmt: skip
+            return self.net.draw(n, generator, cache, progress, known, cond)
         finally:
             self.train(was_training)
 
@@ -442,7 +388,8 @@ class AutoregressiveImageModel(L.LightningModule, HubMixin):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        checkpoint["pixel_lightning"] = {"arch": self.arch, "config": asdict(self.config)}
+        module = registry.get(self.arch).module  # imported again before "arch" is looked up (hub.py)
+        checkpoint["pixel_lightning"] = {"arch": self.arch, "module": module, "config": asdict(self.config)}
 
     def extra_repr(self) -> str:
         n = sum(p.numel() for p in self.parameters())

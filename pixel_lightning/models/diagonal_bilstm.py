@@ -6,15 +6,21 @@ from __future__ import annotations
 
 from torch import nn
 
-from pixel_lightning.models.base import AutoregressiveImageModel
+from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig
+from pixel_lightning.models.network import PixelNetwork
+from pixel_lightning.models.registry import register
 from pixel_lightning.nn.diagonal_lstm import DiagonalBiLSTMLayer
 
 
+class DiagonalBiLSTMNetwork(PixelNetwork):
+    """K_is 1x1 mask B, K_ss 2x1 on the skewed map, backward direction shifted down: (B, 2h, H, W)."""
+
+    def make_layer(self, config: ModelConfig, index: int) -> nn.Module:
+        return DiagonalBiLSTMLayer(config.hidden, config.image_shape[0], config.cond_channels)
+
+
+@register("diagonal_bilstm", title="Diagonal BiLSTM")
 class DiagonalBiLSTM(AutoregressiveImageModel):
-    """Diagonal BiLSTM: K_is 1x1 mask B, K_ss 2x1 on the skewed map, backward direction shifted down."""
+    """Diagonal BiLSTM on the loss base."""
 
-    arch = "diagonal_bilstm"
-
-    def make_layer(self, index: int) -> nn.Module:
-        c = self.config
-        return DiagonalBiLSTMLayer(c.hidden, c.image_shape[0], c.cond_channels)
+    network_class = DiagonalBiLSTMNetwork

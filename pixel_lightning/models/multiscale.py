@@ -1,15 +1,15 @@
 """Multi-Scale PixelRNN (paper Section 3.5), exactly normalized.
 
-An unconditional model of the base architecture generates an s x s image subsampled from the n x n
-image; a conditional model of the same architecture generates the n x n image given it:
+An unconditional network of the base architecture generates an s x s image subsampled from the n x n
+image; a conditional network of the same architecture generates the n x n image given it:
 
     x (B, C, n, n) ----------------------------------------------+
       |                                                          |
       +-> x_low = x[:, :, ::f, ::f]   (B, C, s, s), f = n / s    |     top-left pixel of each f x f block
-      |     |-> low model (unconditional, base arch)  -> logits at the s*s low positions
+      |     |-> low network (unconditional, base arch)  -> logits at the s*s low positions
       |     +-> conditioning net: 3x3 conv, transposed convs up by f, 3x3 conv -> cond (B, c, n, n)
       |                                                          |
-      +-> full model (base arch, cond_channels = c): every layer adds a 1x1 unmasked conv of cond to its
+      +-> full network (base arch, cond_channels = c): every layer adds a 1x1 unmasked conv of cond to its
           input-to-state map (PixelCNN: to the block's masked conv output)  -> logits at the other pixels
 
     log p(x) = log p(x_low) + log p(x_rest | x_low)
@@ -31,32 +31,25 @@ import torch.nn.functional as F
 from torch import nn
 
 from pixel_lightning.metrics import BitsPerDim, NLLNats, bits_per_dim
+from pixel_lightning.models import registry
 from pixel_lightning.models.base import (
     AutoregressiveImageModel,
     ModelConfig,
+    check_images,
     log_likelihood,
     without_autocast,
 )
-from pixel_lightning.models.diagonal_bilstm import DiagonalBiLSTM
-from pixel_lightning.models.pixelcnn import PixelCNN
-from pixel_lightning.models.row_lstm import RowLSTM
-
-BASES: dict[str, type[AutoregressiveImageModel]] = {
-    "pixelcnn": PixelCNN,
-    "row_lstm": RowLSTM,
-    "diagonal_bilstm": DiagonalBiLSTM,
-}
 
 
 @dataclass
 class MultiScaleConfig(ModelConfig):
     """ModelConfig of the full-resolution (conditional) model, plus the multi-scale fields.
 
-    hidden, layers, residual, skip, head_channels, first_kernel and extra apply to both models unless
+    hidden, layers, residual, skip, head_channels and first_kernel apply to both networks unless
     ``low_hidden`` / ``low_layers`` say otherwise. ``cond_channels`` is not used: set ``cond_maps``.
     """
 
-    base: str = "row_lstm"  # body of both models: one of BASES
+    base: str = "row_lstm"  # architecture of both networks: any registered single-network one
     low_res: int | None = None  # s: the low-res image is (C, s, s); n % s == 0, s < n; None: n // 2
     cond_maps: int = 32  # c: maps of the conditioning net's output (B, c, n, n), and its width
     low_hidden: int | None = None  # h of the low-res model; None: hidden
@@ -76,8 +69,8 @@ class MultiScaleConfig(ModelConfig):
 
         C, H, W = self.image_shape
         s = self.low_res
-        if self.base not in BASES:
-            bad(f"base must be one of {sorted(BASES)}, got {self.base!r}")
+        if self.base not in registry.bases():
+            bad(f"base must be one of {registry.bases()}, got {self.base!r}")
         if H != W:
             bad(f"the multi-scale model takes square n x n images (paper Section 3.5), got {H}x{W}")
         if not isinstance(s, int) or s < 1:
@@ -123,7 +116,7 @@ class MultiScaleConfig(ModelConfig):
         """Fields both models take from this config (the optimizer fields stay with the outer model)."""
         keys = ("levels", "residual", "skip", "head_channels", "first_kernel")
         keys += ("channels_last", "compile", "wavefront")  # speed switches: same function, each part
-        return {k: getattr(self, k) for k in keys} | {"extra": dict(self.extra)}
+        return {k: getattr(self, k) for k in keys}
 
 
 def upsampling_stages(factor: int) -> list[tuple[int, int, int]]:
@@ -165,32 +158,27 @@ class ConditioningNet(nn.Module):
         return self.out(h)  # (B, c, n, n)
 
 
+@registry.register("multiscale", title="Multi-Scale PixelRNN")
 class MultiScalePixelRNN(AutoregressiveImageModel):
-    """Multi-Scale PixelRNN on the loss base: ``self.low`` models x_low, ``self.full`` models the rest
-    given ``self.upsample(x_low)``. Both are models of the base architecture (``config.base``)."""
+    """Multi-Scale PixelRNN on the loss base: the network ``self.low`` models x_low, the network
+    ``self.full`` models the rest given ``self.upsample(x_low)``; both of the base architecture
+    (``config.base``). Not itself a network, so no base of another multi-scale model."""
 
-    arch = "multiscale"
     config_class = MultiScaleConfig
 
-    def __init__(self, config: MultiScaleConfig | None = None, **kwargs: Any) -> None:
-        super().__init__(config, **kwargs)  # the loss base's contract: config, hyperparameters, metrics
-
     def build(self, config: MultiScaleConfig) -> None:
-        """Two whole models of the base architecture and the conditioning net, instead of one body;
-        ``compile``, ``channels_last`` and ``wavefront`` reach both parts through their configs."""
-        base = BASES[config.base]
+        """Two networks of the base architecture and the conditioning net, instead of one network;
+        ``compile``, ``channels_last`` and ``wavefront`` reach both through their configs."""
+        network = registry.get(config.base).network_class
         C, n, _ = config.image_shape
         f = config.factor
-        self.low = base(config.low_config())  # p(x_low), (C, s, s)
-        self.full = base(config.full_config())  # p(x_rest | x_low), (C, n, n), cond_channels = c
+        self.low = network(config.low_config())  # p(x_low), (C, s, s)
+        self.full = network(config.full_config())  # p(x_rest | x_low), (C, n, n), cond_channels = c
         self.upsample = ConditioningNet(C, config.cond_maps, f)
         # low_mask[i, j]: pixel (i, j) of the full image is a copy of a low-res pixel (not predicted again)
         low_mask = torch.zeros(n, n, dtype=torch.bool)
         low_mask[::f, ::f] = True
         self.register_buffer("low_mask", low_mask, persistent=False)
-
-    def make_layer(self, index: int) -> nn.Module:
-        raise NotImplementedError("the multi-scale model has no body of its own: see self.low, self.full")
 
     def make_metrics(self) -> nn.ModuleDict:
         """Total (over C*n*n dims), low part (over C*s*s dims) and conditional part (over the
@@ -208,13 +196,9 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
 
     # -- shapes -----------------------------------------------------------------------------
     @property
-    def low_shape(self) -> tuple[int, int, int]:
-        return self.low.image_shape
-
-    @property
     def dims_low(self) -> int:
         """Sub-pixels of the low-res image: C * s * s."""
-        return self.low.dims
+        return self.image_shape[0] * self.config.low_res**2
 
     @property
     def dims_cond(self) -> int:
@@ -237,7 +221,7 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
 
     # -- network ----------------------------------------------------------------------------
     def scale(self, x: torch.Tensor) -> torch.Tensor:
-        """int values in [0, levels) -> floats in [-1, 1] (the base models' own scaling)."""
+        """int values in [0, levels) -> floats in [-1, 1] (the base networks' own scaling)."""
         return self.low.scale(x)
 
     def conditioning(self, xf: torch.Tensor) -> torch.Tensor:
@@ -247,8 +231,8 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
     def network_parts(self, xf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Scaled images (B, C, n, n) -> (low logits (B, K, C, s, s), full logits (B, K, C, n, n));
         the full logits at the low positions are computed but not used."""
-        low_logits = self.low.network(self.subsample(xf))
-        full_logits = self.full.network(xf, self.conditioning(xf))
+        low_logits = self.low(self.subsample(xf))  # (B, K, C, s, s)
+        full_logits = self.full(xf, self.conditioning(xf))  # (B, K, C, n, n)
         return low_logits, full_logits
 
     def network(self, xf: torch.Tensor, cond: torch.Tensor | None = None) -> torch.Tensor:
@@ -283,7 +267,7 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
     def check_low_res(self, low_res: torch.Tensor, n: int) -> None:
         """Raise ValueError if ``low_res`` is not an integer (n, C, s, s) batch in [0, levels)."""
         try:
-            self.low.check_images(low_res)
+            check_images(low_res, self.low.image_shape, self.levels)
         except ValueError as e:
             raise ValueError(f"low_res: {e}") from None
         if low_res.shape[0] != n:
@@ -319,7 +303,7 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
             if low_res is None:
                 f = self.config.factor
                 low_known = None if known is None else (self.subsample(known[0]), known[1][:, ::f, ::f])
-                low = self.low.sample(n, generator, cache, progress, known=low_known)
+                low = self.low.draw(n, generator, cache, progress, known=low_known)
             else:
                 low = low_res.long().to(self.device)
             cond = self.upsample(self.scale(low))  # (n, c, n, n)
@@ -327,7 +311,7 @@ class MultiScalePixelRNN(AutoregressiveImageModel):
             if known is not None:
                 values = torch.where(mask, values, known[0])
                 mask = mask | known[1]
-            return self.full.sample(n, generator, cache, progress, known=(values, mask), cond=cond)
+            return self.full.draw(n, generator, cache, progress, known=(values, mask), cond=cond)
         finally:
             self.train(was_training)
 

@@ -10,7 +10,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from pixel_lightning.models.base import AutoregressiveImageModel
+from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig
+from pixel_lightning.models.network import PixelNetwork
+from pixel_lightning.models.registry import register
 from pixel_lightning.nn.masked_conv import MaskedConv2d, position_major, require_cond
 
 
@@ -66,11 +68,15 @@ class PixelCNNBlock(nn.Module):
         return cache["out"](F.relu(y))  # (B, 2h)
 
 
+class PixelCNNNetwork(PixelNetwork):
+    """7x7 mask A, L PixelCNN blocks, output head."""
+
+    def make_layer(self, config: ModelConfig, index: int) -> nn.Module:
+        return PixelCNNBlock(config.hidden, config.image_shape[0], config.cond_channels)
+
+
+@register("pixelcnn", title="PixelCNN")
 class PixelCNN(AutoregressiveImageModel):
-    """PixelCNN: 7x7 mask A, L PixelCNN blocks, output head. Paper: 15 layers, h=128 on CIFAR-10."""
+    """PixelCNN on the loss base. Paper: 15 layers, h=128 on CIFAR-10."""
 
-    arch = "pixelcnn"
-
-    def make_layer(self, index: int) -> nn.Module:
-        c = self.config
-        return PixelCNNBlock(c.hidden, c.image_shape[0], c.cond_channels)
+    network_class = PixelCNNNetwork

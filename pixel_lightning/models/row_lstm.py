@@ -8,20 +8,27 @@ from __future__ import annotations
 
 from torch import nn
 
-from pixel_lightning.models.base import AutoregressiveImageModel
+from pixel_lightning.models.base import AutoregressiveImageModel, ModelConfig
+from pixel_lightning.models.network import PixelNetwork
+from pixel_lightning.models.registry import register
 from pixel_lightning.nn.row_lstm import RowLSTMLayer
 from pixel_lightning.nn.wavefront import RowLSTMStack
 
 
-class RowLSTM(AutoregressiveImageModel):
-    """Row LSTM: each layer's K_is is a 1x3 mask-B convolution, K_ss a 1x3 unmasked one."""
+class RowLSTMNetwork(PixelNetwork):
+    """Each layer's K_is is a 1x3 mask-B convolution, K_ss a 1x3 unmasked one (B, 2h, H, W) -> same."""
 
-    arch = "row_lstm"
+    def make_layer(self, config: ModelConfig, index: int) -> nn.Module:
+        return RowLSTMLayer(config.hidden, config.image_shape[0], config.cond_channels)
 
-    def make_layer(self, index: int) -> nn.Module:
-        c = self.config
-        return RowLSTMLayer(c.hidden, c.image_shape[0], c.cond_channels)
-
-    def make_stack(self, layers: list[nn.Module], width: int, colours: int, residual: bool, skip: bool):
+    def make_stack(self, layers: list[nn.Module], config: ModelConfig) -> RowLSTMStack:
         """One wavefront (``model.wavefront``; default: on CUDA only) or layer by layer."""
-        return RowLSTMStack(layers, width, colours, residual, skip, wavefront=self.config.wavefront)
+        h2, C = 2 * config.hidden, config.image_shape[0]
+        return RowLSTMStack(layers, h2, C, config.residual, config.skip, wavefront=config.wavefront)
+
+
+@register("row_lstm", title="Row LSTM")
+class RowLSTM(AutoregressiveImageModel):
+    """Row LSTM on the loss base."""
+
+    network_class = RowLSTMNetwork

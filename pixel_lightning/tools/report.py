@@ -67,7 +67,6 @@ MODEL_COLUMNS = [
     "paper test (train), not comparable",
     "unit",
 ]
-ARCH_ORDER = ("pixelcnn", "row_lstm", "diagonal_bilstm", "multiscale")
 # config.yaml settings that change neither what a run trains nor how it is measured: where it writes, how it
 # logs, how often it checkpoints (resume is exact), the final samples, and the seed itself. Every other
 # setting (and the world size) is part of a run's identity: runs of one model differ in these alone.
@@ -202,9 +201,8 @@ def model_label(cfg: dict[str, Any]) -> str:
 
 def model_order(run: Run) -> tuple:
     m = run.cfg.get("model", {})
-    arch = m.get("arch")
-    rank = ARCH_ORDER.index(arch) if arch in ARCH_ORDER else len(ARCH_ORDER)
-    return (rank, m.get("layers") or 0, m.get("hidden") or 0, bool(m.get("residual")), bool(m.get("skip")))
+    arch = str(m.get("arch") or "")  # by name: a report reads runs of any architecture, registered or not
+    return (arch, m.get("layers") or 0, m.get("hidden") or 0, bool(m.get("residual")), bool(m.get("skip")))
 
 
 def fmt(value: float | None, digits: int) -> str:
