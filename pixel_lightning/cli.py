@@ -393,11 +393,14 @@ def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Pars
     e.set_defaults(func=cmd_evaluate)
 
     for name, (module_name, help_) in TOOLS.items():
-        q = sub.add_parser(name, help=help_, description=help_)
-        if name == tool:
-            module = import_module(module_name)
-            module.add_arguments(q)
-            q.set_defaults(func=module.main)
+        if name != tool:
+            sub.add_parser(name, help=help_)
+            continue
+        module = import_module(module_name)
+        raw = argparse.RawDescriptionHelpFormatter  # the module's docstring is its description
+        q = sub.add_parser(name, help=help_, description=module.__doc__, formatter_class=raw)
+        module.add_arguments(q)
+        q.set_defaults(func=module.main)
     return p, sub.choices
 
 
