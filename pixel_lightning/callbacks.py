@@ -12,12 +12,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Timer
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import grad_norm, rank_zero_only
 
-from pixel_lightning.atomic import atomic_write
+from pixel_lightning.runfolder import RunFolder
 from pixel_lightning.visual import readable_grid, save_grid
 
 
@@ -104,7 +103,7 @@ class RunRecord(L.Callback):
     split sizes) once the data is set up, on rank 0."""
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
-        self.run_dir, self.config = Path(run_dir), config
+        self.folder, self.config = RunFolder(run_dir), config
 
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         dm = trainer.datamodule
@@ -125,7 +124,7 @@ class RunRecord(L.Callback):
 
     @rank_zero_only
     def write(self) -> None:
-        atomic_write(self.run_dir / "config.yaml", yaml.safe_dump(self.config, sort_keys=False))
+        self.folder.write_config(self.config)
 
 
 class ValidationLine(L.Callback):

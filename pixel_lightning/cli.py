@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from pixel_lightning.errors import InputError, cli_errors
+from pixel_lightning.runfolder import RunFolder, figure_text, unit
 
 # the tools' modules, each with add_arguments(parser) and main(args) -> exit status: imported only when chosen
 TOOLS = {
@@ -94,45 +95,30 @@ def at_least_one(flag: str, value: int) -> None:
 # ----------------------------------------------------------------------------- subcommands
 
 
-def config_path(args: argparse.Namespace) -> Path | None:
-    """``--config``, else the config.yaml of the run that wrote a checkpoint file
-    (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``); None for a save_pretrained folder or Hub id."""
-    if args.config:
-        return Path(args.config)
-    return Path(args.ckpt).resolve().parent.parent / "config.yaml" if Path(args.ckpt).is_file() else None
-
-
-def tested_batches(args: argparse.Namespace) -> int | None:
+def tested_batches(args: argparse.Namespace, run: RunFolder | None) -> int | None:
     """How many test batches the run's own test figure covers (its metrics.json ``test_batches``: under
     DDP ``limit_test_batches`` counts per process), unless ``trainer.limit_test_batches=`` is given."""
-    import json
-
-    if args.split != "test" or any(o.startswith("trainer.limit_test_batches=") for o in args.overrides):
+    given = any(o.startswith("trainer.limit_test_batches=") for o in args.overrides)
+    if args.split != "test" or run is None or given:
         return None
-    path = config_path(args)
-    if path is None:
-        return None
-    try:
-        recorded = json.loads((path.parent / "metrics.json").read_text()).get("test_batches")
-    except (OSError, ValueError, AttributeError):
-        return None
+    recorded = (run.read_metrics() or {}).get("test_batches")
     return recorded if isinstance(recorded, int) else None
 
 
-def run_config(args: argparse.Namespace, run_info: dict[str, Any]) -> Any:
-    """The config of the data to test on, with the ``key=value`` overrides on top: ``--config``; else, for
-    a checkpoint file, its run's (``<run>/checkpoints/x.ckpt`` -> ``<run>/config.yaml``, with the data
-    source the run resolved: ``auto`` -> the one it used); else, for a ``save_pretrained`` folder or Hub id,
-    the recipe its ``config.json`` records (``run_info``)."""
+def run_config(args: argparse.Namespace, run: RunFolder | None, run_info: dict[str, Any]) -> Any:
+    """The config of the data to test on, with the ``key=value`` overrides on top: ``--config``, else the
+    config.yaml of a checkpoint file's ``run`` (with the data source the run resolved: ``auto`` -> the one
+    it used); else, for a ``save_pretrained`` folder or Hub id, the recipe its ``config.json`` records
+    (``run_info``)."""
     import yaml
 
     from pixel_lightning.config import ConfigError, load_config
 
     fix = "pass --config <run dir>/config.yaml, or a recipe's YAML, naming the data to test on"
-    path = config_path(args)
+    path = Path(args.config) if args.config else run.config_file if run else None
+    if (path is None and Path(args.ckpt).is_file()) or (path is not None and not path.is_file()):
+        raise ConfigError(f"no run config for {args.ckpt} (looked for {path or 'its run folder'})", fix)
     if path is not None:
-        if not path.is_file():
-            raise ConfigError(f"no run config for {args.ckpt} (looked for {path})", fix)
         try:
             loaded = yaml.safe_load(path.read_text())
         except yaml.YAMLError:
@@ -185,7 +171,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     from pixel_lightning.runner import build_datamodule, progress_bars, quiet_lightning, scalar_metrics
 
     model = load_model(args.ckpt)
-    cfg = run_config(args, model.run_info)
+    run = RunFolder.of_checkpoint(args.ckpt) if Path(args.ckpt).is_file() else None
+    cfg = run_config(args, run, model.run_info)
     dm = build_datamodule(cfg)
     if (tuple(dm.image_shape), dm.levels) != (tuple(model.image_shape), model.levels):
         raise ConfigError(
@@ -200,7 +187,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         devices=1,
         precision=t.precision,
         limit_val_batches=t.limit_val_batches,  # the run's own evaluation budget
-        limit_test_batches=tested_batches(args) or t.limit_test_batches,  # the batches its figure covers
+        limit_test_batches=tested_batches(args, run) or t.limit_test_batches,  # the batches its figure covers
         logger=False,
         enable_checkpointing=False,
         enable_progress_bar=progress_bars(cfg),  # on a terminal only: no carriage returns in a log file
@@ -221,13 +208,8 @@ def cmd_test(args: argparse.Namespace) -> int:
         atomic_write(Path(args.out), text)
     else:
         sys.stdout.write(text)
-    unit = {k: result[k] for k in (f"{args.split}/nll_nats", f"{args.split}/bits_per_dim") if k in result}
-    print(
-        f"{args.split}: "
-        + ", ".join(f"{k} {v:.4f}" for k, v in unit.items())
-        + (f"; wrote {args.out}" if args.out else ""),
-        file=sys.stderr,
-    )
+    figure = figure_text(result, unit(cfg.data.name, cfg.paper.unit), args.split) or "n/a"
+    print(f"{args.split}: {figure}" + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
     return 0
 
 

@@ -35,20 +35,9 @@ from pixel_lightning.models.base import ModelConfig
 from pixel_lightning.models.multiscale import MultiScaleConfig
 from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, recipe_path
 from pixel_lightning.recipebook import read_yaml as _read_yaml
+from pixel_lightning.runfolder import SAVED_ONLY, drop_retired, leaves
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
-BUDGET = ("max_epochs", "max_steps", "max_time")  # trainer.*: how long a run trains (raised: it continues)
-
-# What a run directory's run may change from one start to the next; every other setting is the run's
-# identity, and another identity into the same --out is refused (runner.check_same_run, docs/reliability.md).
-NOT_IDENTITY = (
-    "out", *(f"trainer.{k}" for k in BUDGET),  # where it is written, how long it trains
-    "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
-    "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
-    "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
-    "imports",  # where the architectures come from (model.arch and its fields are the identity)
-    *(f"model.{k}" for k in ModelConfig.RESUMABLE_CHANGES),  # deliberate changes (lr: a guard's recovery)
-)  # fmt: skip
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
 
 
@@ -370,27 +359,6 @@ class RunConfig:
                 )
 
 
-def identity_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
-    """``key=A there, key=B here`` for each identity setting (not in NOT_IDENTITY) that differs between two
-    configs in ``RunConfig.to_dict`` form (``saved``: a run's config.yaml)."""
-    saved = {k: v for k, v in drop_retired(saved).items() if k not in SAVED_ONLY}
-
-    def identity(config: dict[str, Any]) -> dict[str, Any]:
-        keep = lambda k: not any(k == x or k.startswith(x + ".") for x in NOT_IDENTITY)  # noqa: E731
-        return {k: v for k, v in leaves(config) if keep(k)}
-
-    def text(value: Any) -> str:  # as written in a recipe or on the command line: false, null, [1, 28, 28]
-        return yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()
-
-    a, b = identity(saved), identity(current)
-    missing = object()
-    return [
-        f"{k}={text(a[k]) if k in a else '(unset)'} there, {k}={text(b[k]) if k in b else '(unset)'} here"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k, missing) != b.get(k, missing)
-    ]
-
-
 # ----------------------------------------------------------------------------- layers (OmegaConf)
 
 
@@ -446,15 +414,6 @@ def _shorthands(layer: dict[str, Any]) -> dict[str, Any]:
     return layer
 
 
-def leaves(layer: dict[str, Any], prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
-    """(dotted key, value) of every leaf of a nested config dict (an empty dict is a leaf)."""
-    for key, value in layer.items():
-        if isinstance(value, dict) and value:
-            yield from leaves(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value
-
-
 def _rejects(cfg: DictConfig, key: str, value: Any) -> bool:
     """Whether merging ``key: value`` alone into ``cfg`` fails."""
     single = OmegaConf.create()
@@ -505,17 +464,6 @@ def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
 
 def read_yaml(path: Path) -> dict[str, Any]:
     return _read_yaml(path, ConfigError)
-
-
-SAVED_ONLY = ("data_resolved",)  # keys a run's saved config.yaml adds (what the data turned out to be)
-
-
-def drop_retired(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved config.yaml without the keys earlier versions wrote that no longer exist: ``model.extra``
-    (read by no architecture; removed in issue 21), so older runs still resume and load."""
-    if not isinstance(config.get("model"), dict):
-        return config
-    return {**config, "model": {k: v for k, v in config["model"].items() if k != "extra"}}
 
 
 def load_config(

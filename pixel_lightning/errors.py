@@ -61,7 +61,7 @@ class RunLockedError(RunDirError):
 
 
 class OtherRunError(RunDirError):
-    """The run directory holds another run: settings that define a run differ (runner.check_same_run)."""
+    """The run directory holds another run: settings that define a run differ (RunFolder.check_same_run)."""
 
 
 class NonFiniteError(PixelLightningError):

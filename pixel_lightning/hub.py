@@ -28,6 +28,7 @@ from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin, cons
 from huggingface_hub.errors import LocalEntryNotFoundError
 
 from pixel_lightning.errors import CheckpointError
+from pixel_lightning.runfolder import RunFolder, figure_text, unit_of
 
 if TYPE_CHECKING:
     from pixel_lightning.models.base import AutoregressiveImageModel
@@ -47,8 +48,8 @@ class HubMixin(
     """``save_pretrained`` / ``push_to_hub`` / ``from_pretrained`` for every pixel-lightning model.
 
     ``run_info`` (a dict, may be empty) describes the run that trained the model: ``recipe``, ``dataset``,
-    ``variant``, test metrics, the paper's figure. :func:`load_model` fills it from the run
-    directory of a checkpoint; it is written into ``config.json`` and the model card."""
+    ``variant``, test metrics, the paper's figure. :func:`load_model` fills it from the run folder of a
+    checkpoint (:meth:`RunFolder.about_checkpoint`); it is written into ``config.json`` and the model card."""
 
     run_info: dict[str, Any] = {}
 
@@ -225,8 +226,8 @@ def one_line(error: BaseException) -> str:
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> AutoregressiveImageModel:
     """A Lightning checkpoint of any architecture -> the model (eval mode). ``weights_only=True``: only
-    tensors and plain Python values are unpickled. ``run_info`` comes from the run directory
-    (``<run>/checkpoints/x.ckpt`` -> ``<run>/metrics.json`` and ``config.yaml``) when present."""
+    tensors and plain Python values are unpickled. ``run_info``: what the checkpoint's run folder says
+    about it, when it is one (:meth:`RunFolder.about_checkpoint`), and its own figures."""
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # truncated, not a torch file, or holding arbitrary objects
@@ -247,42 +248,13 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Autoregressi
             "the file is damaged or was edited: use another checkpoint of the run",
         ) from e
     check_finite(model, path)
-    model.run_info = run_info(Path(path).resolve().parent.parent, ckpt, Path(path))
+    run = RunFolder.of_checkpoint(path)
+    info = run.about_checkpoint(path) if run is not None else {}
+    model.run_info = {**info, **own_figures(ckpt, Path(path))} if info else {}
     return model.eval()
 
 
-def run_info(
-    run_dir: Path, ckpt: dict[str, Any] | None = None, ckpt_path: Path | None = None
-) -> dict[str, Any]:
-    """What a finished run directory says about the weights of one of its checkpoints (empty when it is
-    not one): the run's data and recipe; the checkpoint's own step and epoch and, where the file records
-    it, its own validation figure; the run's test figures only for the checkpoint they were measured on
-    (metrics.json ``test_checkpoint``)."""
-    import yaml
-
-    metrics_file, config_file = run_dir / "metrics.json", run_dir / "config.yaml"
-    if not metrics_file.is_file():
-        return {}
-    metrics = read_config_json(metrics_file)
-    config = yaml.safe_load(config_file.read_text()) if config_file.is_file() else {}
-    keep = ("recipe", "dataset", "variant", "params", "paper")
-    info = {k: metrics[k] for k in keep if metrics.get(k) is not None}
-    tested = metrics.get("test_checkpoint")
-    if ckpt_path is None or (tested and Path(tested).name == ckpt_path.name):
-        info.update({k: v for k, v in metrics.items() if k.startswith("test/")})
-        info.update({k: metrics[k] for k in ("global_step", "epochs") if metrics.get(k) is not None})
-    elif tested:
-        info["tested_checkpoint"] = Path(tested).name  # the run's test figure belongs to that file
-    if ckpt is not None:
-        info["checkpoint"] = ckpt_path.name if ckpt_path is not None else None
-        info.update(own_figures(ckpt, ckpt_path))
-    source = ((config or {}).get("data") or {}).get("source")
-    if source:
-        info["data_source"] = source
-    return info
-
-
-def own_figures(ckpt: dict[str, Any], path: Path | None) -> dict[str, Any]:
+def own_figures(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
     """A Lightning checkpoint's own step and epoch, and its validation figure when it is the file a
     ``ModelCheckpoint`` kept as best (that callback's state records the score it was kept for)."""
     out: dict[str, Any] = {}
@@ -291,7 +263,7 @@ def own_figures(ckpt: dict[str, Any], path: Path | None) -> dict[str, Any]:
     if isinstance(ckpt.get("epoch"), int):
         out["epochs"] = ckpt["epoch"]
     for state in (ckpt.get("callbacks") or {}).values():
-        if not isinstance(state, dict) or not str(state.get("monitor")).startswith("val/") or path is None:
+        if not isinstance(state, dict) or not str(state.get("monitor")).startswith("val/"):
             continue  # (the periodic checkpoints' callback "monitors" the step: not a figure)
         score, best = state.get("best_model_score"), state.get("best_model_path")
         if best and Path(str(best)).name == path.name and score is not None:
@@ -399,19 +371,13 @@ def results_lines(run: dict[str, Any]) -> list[str]:
             "This model was not saved from a finished pixel-lightning run, so its training data and test "
             "likelihood are not recorded here."
         ]
-    paper = run.get("paper") or {}
-    nats = paper.get("unit") == "nats" or run.get("dataset") == "mnist"
-    key, unit = ("test/nll_nats", "nats") if nats else ("test/bits_per_dim", "bits/dim")
+    paper, unit = run.get("paper") or {}, unit_of(run)
     lines = [
         f"- data: `{run.get('dataset', 'unknown dataset')}`, variant `{run.get('variant', 'not recorded')}`"
         " (likelihoods of different variants are not comparable)",
     ]
-    if run.get(key) is not None:
-        ours = f"{run[key]:.4f} {unit}"
-        other = run.get("test/bits_per_dim" if nats else "test/nll_nats")
-        if other is not None:
-            ours += f" ({other:.4f} {'bits/dim' if nats else 'nats'})"
-        lines.append(f"- test negative log-likelihood: {ours}")
+    if figure_text(run, unit) is not None:
+        lines.append(f"- test negative log-likelihood: {figure_text(run, unit)}")
     elif run.get("tested_checkpoint"):
         step = f", step {run['global_step']}" if run.get("global_step") is not None else ""
         lines.append(

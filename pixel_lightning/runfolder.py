@@ -2,7 +2,7 @@
 read it back (``pixel-lightning test``, the model card, report, sweep, figures).
 
     <run>/config.yaml        the resolved config + data_resolved (callbacks.RunRecord, once data is set up)
-    <run>/metrics.json       the result (runner.run, at the end): the keys of :class:`Metrics`
+    <run>/metrics.json       the result (runner.run, at the end): METRICS_KEYS
     <run>/checkpoints/       best-*.ckpt, last.ckpt and periodic ones (pixel_lightning.reliability)
     <run>/logs/metrics.csv   the metric history, kept exact across resumes (reliability.HistoryLogger)
     <run>/samples/           sample grids: epoch_XXXX.png, final.png
@@ -14,10 +14,12 @@ Only the standard library and yaml are imported, so the command line and the too
 
 from __future__ import annotations
 
+import csv
+import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -30,6 +32,15 @@ if TYPE_CHECKING:
 BUDGET = ("max_epochs", "max_steps", "max_time")  # trainer.*: how long a run trains (raised: it continues)
 SAVED_ONLY = ("data_resolved",)  # keys config.yaml adds to the run's config (what the data turned out to be)
 
+
+def drop_retired(config: dict[str, Any]) -> dict[str, Any]:
+    """A saved config.yaml without the keys earlier versions wrote that no longer exist: ``model.extra``
+    (read by no architecture; removed in issue 21), so older runs still resume and load."""
+    if not isinstance(config.get("model"), dict):
+        return config
+    return {**config, "model": {k: v for k, v in config["model"].items() if k != "extra"}}
+
+
 # What a run folder's run may change from one start to the next, besides the model's RESUMABLE_CHANGES (lr:
 # a guard's recovery); every other setting is the run's identity, and another identity into the same --out
 # is refused (RunFolder.check_same_run, docs/reliability.md).
@@ -38,33 +49,20 @@ NOT_IDENTITY = (
     "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
     "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
     "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
+    "imports",  # where the architectures come from (model.arch and its fields are the identity)
 )  # fmt: skip
 
 # ----------------------------------------------------------------------------- metrics.json and its unit
 
 
-class Metrics(TypedDict, total=False):
-    """metrics.json, written once by ``runner.run`` at the end of a run. Besides these keys it holds the
-    run's last scalar figures by their logged names (``train/loss``, ``val/nll_nats``, ``test/bits_per_dim``,
-    ...: those with a ``/``)."""
-
-    recipe: str
-    arch: str
-    dataset: str  # data.name
-    variant: str | None  # the data actually used (ImageNet variants give incomparable bits/dim)
-    residual: bool
-    skip: bool
-    params: int
-    global_step: int
-    epochs: int
-    world_size: int  # processes that trained it
-    test_checkpoint: str  # the file the test figures were measured on (or why there is none)
-    test_batches: int  # test batches of all ranks together that the test figures cover
-    paper: dict[str, Any]  # the paper's figure: test, train, unit, where
-    budget: dict[str, Any]  # trainer.max_epochs, max_steps, max_time (BUDGET)
-    model: dict[str, Any]  # the model section of the config
-    seconds: dict[str, float]  # fit, test, sample, total: of the last process only
-    samples_png: str  # the final sample grid
+# metrics.json, written once by runner.run at the end of a run: these keys, plus the run's last scalar figures
+# (floats) by their logged names (train/loss, val/nll_nats, test/bits_per_dim, lr-RMSprop, ...)
+METRICS_KEYS = (
+    "recipe", "arch", "dataset", "variant", "residual", "skip", "params",  # variant: the data actually used
+    "global_step", "epochs", "world_size", "model", "budget",  # world_size: processes that trained it
+    "test_checkpoint", "test_batches",  # the file the test figures were measured on; batches of all ranks
+    "paper", "seconds", "samples_png",  # the paper's figure; of the last process only; the final grid
+)  # fmt: skip
 
 
 NATS, BITS = "nats", "bits/dim"
@@ -78,15 +76,23 @@ def unit(dataset: str | None, paper_unit: str | None = None) -> str:
 
 
 def unit_of(record: Mapping[str, Any]) -> str:
-    """:func:`unit` of a metrics.json, a run's config.yaml or a model's ``run_info``."""
-    data = record.get("data") or {}
-    dataset = record.get("dataset") or (data.get("name") if isinstance(data, dict) else None)
-    return unit(dataset, (record.get("paper") or {}).get("unit"))
+    """:func:`unit` of a metrics.json or a model's ``run_info`` (by their ``dataset`` and ``paper``)."""
+    return unit(record.get("dataset"), (record.get("paper") or {}).get("unit"))
 
 
 def metric_key(unit_name: str, split: str = "test") -> str:
     """The logged figure of ``split`` in ``unit_name``: ``test/nll_nats`` or ``test/bits_per_dim``."""
     return f"{split}/nll_nats" if unit_name == NATS else f"{split}/bits_per_dim"
+
+
+def figure_text(figures: Mapping[str, Any], unit_name: str, split: str = "test") -> str | None:
+    """``80.1234 nats (0.1470 bits/dim)``: the figure of ``split`` in ``unit_name``, the other unit's in
+    parentheses; None when ``figures`` (metrics.json, ``run_info``) lacks it."""
+    ours, other_unit = figures.get(metric_key(unit_name, split)), BITS if unit_name == NATS else NATS
+    if ours is None:
+        return None
+    other = figures.get(metric_key(other_unit, split))
+    return f"{ours:.4f} {unit_name}" + (f" ({other:.4f} {other_unit})" if other is not None else "")
 
 
 # ----------------------------------------------------------------------------- the run's identity
@@ -109,7 +115,7 @@ def identity_differences(
     ignore = (*NOT_IDENTITY, *(f"model.{k}" for k in resumable))
 
     def identity(config: Mapping[str, Any]) -> dict[str, Any]:
-        config = {k: v for k, v in config.items() if k not in SAVED_ONLY}
+        config = {k: v for k, v in drop_retired(dict(config)).items() if k not in SAVED_ONLY}
         keep = lambda k: not any(k == x or k.startswith(x + ".") for x in ignore)  # noqa: E731
         return {k: v for k, v in leaves(config) if keep(k)}
 
@@ -152,8 +158,7 @@ class RunFolder:
 
     @classmethod
     def of_checkpoint(cls, path: str | Path) -> RunFolder | None:
-        """The run a checkpoint file belongs to (``<run>/checkpoints/x.ckpt`` -> ``<run>``), or None for a
-        file elsewhere."""
+        """The run of a checkpoint file ``<run>/checkpoints/x.ckpt``; None for a file elsewhere."""
         path = Path(path).resolve()
         return cls(path.parent.parent) if path.parent.name == "checkpoints" else None
 
@@ -170,41 +175,33 @@ class RunFolder:
     # ------------------------------------------------------------------------- reading it back
 
     def _read(self, path: Path, parse: Callable[[str], Any]) -> dict[str, Any] | None:
-        """The mapping in ``path``; None when there is no file. RunDirError naming it when it is damaged."""
+        """The mapping in ``path`` ({} for an empty file); None when there is no file. RunDirError naming it
+        when it is damaged (UnicodeDecodeError is a ValueError)."""
         try:
             data = parse(path.read_text())
+            if not isinstance(data, dict | None):
+                raise ValueError(f"it holds a {type(data).__name__}, not a mapping")
         except FileNotFoundError:
             return None
-        except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as e:
+        except (OSError, ValueError, yaml.YAMLError) as e:
             why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
             raise RunDirError(
                 f"cannot read {path} ({why}), the record of the run in {self.path}",
                 "restore that file, or choose another --out",
             ) from e
-        if data is None:  # an empty YAML file
-            return {}
-        if not isinstance(data, dict):
-            raise RunDirError(
-                f"{path} holds a {type(data).__name__}, not the mapping a run writes there",
-                "restore that file, or choose another --out",
-            )
-        return data
+        return data or {}
 
     def read_config(self) -> dict[str, Any]:
         """config.yaml as a dict ({} when the run wrote none yet); RunDirError when it is damaged."""
         return self._read(self.config_file, yaml.safe_load) or {}
 
     def read_metrics(self) -> dict[str, Any] | None:
-        """metrics.json (the run's :class:`Metrics`), None before the run finished; RunDirError when it is
-        damaged."""
+        """metrics.json (METRICS_KEYS and figures); None before the run finished; RunDirError: damaged."""
         return self._read(self.metrics_file, json.loads)
 
     def read_history(self) -> list[dict[str, str]]:
         """The rows of logs/metrics.csv (every value text, '' where a row lacks a key); [] without a log.
         A half-written last line (a kill mid-write) is left out."""
-        import csv
-        import io
-
         try:
             text = self.history_file.read_text()
         except FileNotFoundError:
@@ -238,17 +235,13 @@ class RunFolder:
         return atomic_write(self.config_file, yaml.safe_dump(dict(config), sort_keys=False))
 
     def write_metrics(self, metrics: Mapping[str, Any]) -> Path:
-        """metrics.json, atomically; a key neither in :class:`Metrics` nor a logged figure is a bug."""
-        unknown = [k for k in metrics if k not in Metrics.__annotations__ and "/" not in k]
+        """metrics.json, atomically; a key neither in METRICS_KEYS nor a figure (a float) is a bug."""
+        unknown = [k for k, v in metrics.items() if k not in METRICS_KEYS and type(v) is not float]
         if unknown:
-            raise ValueError(f"metrics.json keys {unknown} are not declared in runfolder.Metrics")
+            raise ValueError(f"metrics.json keys {unknown} are not declared in runfolder.METRICS_KEYS")
         return atomic_write(self.metrics_file, json.dumps(dict(metrics), indent=1, default=str) + "\n")
 
     # ------------------------------------------------------------------------- one run per folder
-
-    def has_state(self) -> bool:
-        """A result or a checkpoint to resume: something another run must not be mixed into."""
-        return self.metrics_file.is_file() or any(self.checkpoints.glob("*.ckpt"))
 
     def finished(self, cfg: RunConfig) -> dict[str, Any] | None:
         """metrics.json when the run finished with the same budget, else None (a larger budget continues;
@@ -262,17 +255,14 @@ class RunFolder:
 
     def check_same_run(self, cfg: RunConfig) -> None:
         """Refuse (OtherRunError, exit 2) a config whose identity (every setting but NOT_IDENTITY and the
-        model's RESUMABLE_CHANGES) differs from the run recorded in config.yaml, when that run left a result
-        or a checkpoint to resume: nothing here is changed. A folder with no checkpoint and no result (a
-        start that failed before its first checkpoint) holds nothing to mix up: it starts over.
+        model's RESUMABLE_CHANGES) differs from the run recorded in config.yaml (RunDirError: damaged), when
+        that run left a result or a checkpoint to resume: nothing here is changed. A folder with no
+        checkpoint and no result (a start that failed before its first checkpoint) holds nothing to mix up.
         tests/test_run_folder.py::test_another_run_into_the_same_folder_is_refused."""
-        if not self.has_state() or not self.config_file.is_file():
+        has_state = self.metrics_file.is_file() or any(self.checkpoints.glob("*.ckpt"))  # a result, a resume
+        if not has_state or not self.config_file.is_file():
             return
-        try:
-            saved = self.read_config()
-        except RunDirError as e:
-            raise OtherRunError(e.problem, e.fix) from e
-        differ = identity_differences(saved, cfg.to_dict(), cfg.model.RESUMABLE_CHANGES)
+        differ = identity_differences(self.read_config(), cfg.to_dict(), cfg.model.RESUMABLE_CHANGES)
         if differ:
             raise OtherRunError(
                 f"the run directory {self.path} holds another run (its config.yaml); these settings differ: "

@@ -5,7 +5,7 @@
       -> build_loggers(cfg)      -> build_callbacks(cfg)
       -> build_trainer(cfg, extra_callbacks, plugins)        the ONE place a Trainer is made
       -> trainer.fit(ckpt_path=...) -> trainer.test(best checkpoint) -> final sample grid
-      -> <run_dir>/config.yaml, metrics.json, checkpoints/, samples/, logs/metrics.csv, wandb/
+      -> the run folder's files (pixel_lightning.runfolder: config.yaml, metrics.json, checkpoints/, ...)
 
 Safe under DDP's re-launch: nothing runs at import, every rank builds the same objects from the same
 config, and only rank 0 writes files.
@@ -13,7 +13,6 @@ config, and only rank 0 writes files.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import netrc
@@ -29,13 +28,11 @@ from typing import Any
 
 import lightning as L
 import torch
-import yaml
 from lightning.pytorch.callbacks import Callback, LearningRateMonitor
 from lightning.pytorch.loggers import Logger, TensorBoardLogger, WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pixel_lightning import reliability, wandb_record
-from pixel_lightning.atomic import atomic_write
 from pixel_lightning.callbacks import (
     GradNorm,
     RunRecord,
@@ -45,21 +42,12 @@ from pixel_lightning.callbacks import (
     draw_samples,
     log_image,
 )
-from pixel_lightning.config import (
-    BUDGET,
-    CheckpointConfig,
-    ConfigError,
-    RunConfig,
-    identity_differences,
-    leaves,
-)
+from pixel_lightning.config import CheckpointConfig, ConfigError, RunConfig
 from pixel_lightning.data.base import is_user_data
-from pixel_lightning.errors import NonFiniteError, OtherRunError
+from pixel_lightning.errors import NonFiniteError
 from pixel_lightning.recipebook import paper_figure
+from pixel_lightning.runfolder import RunFolder, budget, figure_text, leaves, unit
 from pixel_lightning.visual import save_grid
-
-WANDB_ID_FILE = "wandb_id.txt"  # the W&B run id of this run directory (a resumed run logs to the same run)
-
 
 # ----------------------------------------------------------------------------- data and model
 
@@ -112,7 +100,7 @@ def run_tags(cfg: RunConfig) -> list[str]:
 
 def wandb_run_id(run_dir: Path) -> str:
     """The run directory's W&B id, created once (rank 0) so a resumed run continues the same W&B run."""
-    path = run_dir / WANDB_ID_FILE
+    path = RunFolder(run_dir).wandb_id_file
     if os.environ.get("WANDB_RUN_ID"):  # set by `wandb agent` for a sweep run
         return os.environ["WANDB_RUN_ID"]
     if path.is_file():
@@ -140,7 +128,8 @@ class RunWandbLogger(WandbLogger):
     def __init__(self, *args: Any, history: reliability.HistoryLogger | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._summaries_defined = False
-        self._history, self._run_dir, self._run_id = history, Path(kwargs["save_dir"]), kwargs.get("id")
+        self._history, self._run_id = history, kwargs.get("id")
+        self._wandb_dir = RunFolder(kwargs["save_dir"]).wandb_dir  # where wandb.init(dir=save_dir) writes
         self._recorded: Counter[wandb_record.Row] = Counter()
         # Lightning passes wandb.init(anonymous=None), which wandb 0.31 answers with "The anonymous setting
         # has no effect" on every run; no public way to leave it out (private _wandb_init, forced by
@@ -153,7 +142,7 @@ class RunWandbLogger(WandbLogger):
             return super().experiment
         self._summaries_defined = True
         if rank_zero_only.rank == 0 and self._history is not None and self._run_id:
-            self._recorded = wandb_record.recorded(self._run_dir, self._run_id)  # before this run's file
+            self._recorded = wandb_record.recorded(self._wandb_dir, self._run_id)  # before this run's file
         run = super().experiment  # a no-op stand-in on ranks > 0
         for key in MIN_SUMMARY:
             run.define_metric(key, summary="min")
@@ -206,8 +195,8 @@ def build_loggers(cfg: RunConfig, history_rows: int | None = 0) -> list[Logger]:
         mode = wandb_mode(cfg)
         if mode == "offline":
             print_rank0(
-                f"W&B: not logged in (or offline): logging offline to {run_dir / 'wandb'}; upload later "
-                f"with `wandb sync {run_dir / 'wandb'}/offline-run-*`"
+                f"W&B: not logged in (or offline): logging offline to {RunFolder(run_dir).wandb_dir}; upload "
+                f"later with `wandb sync {RunFolder(run_dir).wandb_dir}/offline-run-*`"
             )
         loggers.append(
             RunWandbLogger(
@@ -257,7 +246,7 @@ def build_callbacks(cfg: RunConfig) -> list[Callback]:
     if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
         callbacks.append(
             SampleGrid(
-                cfg.run_dir / "samples",
+                RunFolder(cfg.run_dir).samples,
                 cfg.sample.every_n_epochs,
                 cfg.sample.n,
                 cfg.sample.seed,
@@ -341,53 +330,6 @@ def best_checkpoint(trainer: L.Trainer, monitor: str) -> str | None:
     return next((p for p in paths if p and Path(p).is_file()), None)
 
 
-def budget(cfg: RunConfig) -> dict[str, Any]:
-    """What bounds training: a finished run re-run with the same budget is not trained again."""
-    return {k: getattr(cfg.trainer, k) for k in BUDGET}
-
-
-def finished_metrics(cfg: RunConfig) -> dict[str, Any] | None:
-    """metrics.json of this run directory when it finished with the same budget, else None (a larger
-    budget continues). That it is this run is checked before, by :func:`check_same_run`."""
-    path = cfg.run_dir / "metrics.json"
-    try:
-        metrics = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return metrics if metrics.get("budget") == budget(cfg) else None
-
-
-def check_same_run(cfg: RunConfig) -> None:
-    """Refuse (OtherRunError, exit 2) a config whose identity (every setting but config.NOT_IDENTITY: the
-    budget, the output, logging, checkpoint frequency, speed, the model's resumable changes) differs from
-    the run recorded in the run directory's config.yaml, when that run left a result or a checkpoint to
-    resume: nothing there is changed. A folder with no checkpoint and no result (a start that failed
-    before its first checkpoint) holds nothing to mix up: it starts over.
-    tests/test_run_folder.py::test_another_run_into_the_same_folder_is_refused."""
-    path = cfg.run_dir / "config.yaml"
-    has_state = (cfg.run_dir / "metrics.json").is_file() or any(
-        reliability.checkpoint_dir(cfg.run_dir).glob("*.ckpt")
-    )
-    if not has_state or not path.is_file():
-        return
-    try:
-        saved = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise OtherRunError(
-            f"cannot read {path} ({' '.join(str(e).split())[:160]}), the record of the run in {cfg.run_dir}",
-            "choose another --out, or restore that file",
-        ) from e
-    differ = identity_differences(saved, cfg.to_dict())
-    if differ:
-        raise OtherRunError(
-            f"the run directory {cfg.run_dir} holds another run (its config.yaml); these settings differ: "
-            + "; ".join(differ[:8])
-            + (f"; and {len(differ) - 8} more" if len(differ) > 8 else "")
-            + ". Nothing in it was changed",
-            f"choose another --out for this run, or continue that one with its settings (--config {path})",
-        )
-
-
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     out = {}
     for key, value in metrics.items():
@@ -410,7 +352,7 @@ def run(
 
     Returns the metrics dict (on every rank). ``ckpt_path`` resumes training from a checkpoint. The run
     directory is locked by rank 0 meanwhile (one writer: reliability.RunLock; the other ranks of a DDP run
-    are the same run) and must hold this run or nothing (:func:`check_same_run`).
+    are the same run) and must hold this run or nothing (:meth:`RunFolder.check_same_run`).
     """
     if rank_zero_only.rank != 0:
         return _run(cfg, extra_callbacks, plugins, ckpt_path)
@@ -422,11 +364,12 @@ def run(
 def _run(
     cfg: RunConfig, extra_callbacks: Sequence[Callback], plugins: Sequence[Any], ckpt_path: str | None
 ) -> dict[str, Any]:
-    check_same_run(cfg)
-    done = finished_metrics(cfg) if ckpt_path is None else None
+    folder = RunFolder(cfg.run_dir)
+    folder.check_same_run(cfg)
+    done = folder.finished(cfg) if ckpt_path is None else None
     if done is not None:
         if rank_zero_only.rank == 0:
-            print(f"[done] this run already finished; its result ({cfg.run_dir / 'metrics.json'}):")
+            print(f"[done] this run already finished; its result ({folder.metrics_file}):")
             print(summary(cfg, done), flush=True)
         return done
     start = time.perf_counter()
@@ -453,7 +396,7 @@ def _run(
     trained = {**scalar_metrics(resumed), **scalar_metrics(trainer.callback_metrics)}
 
     best = best_checkpoint(trainer, cfg.checkpoint.monitor)
-    last = reliability.checkpoint_dir(cfg.run_dir) / reliability.LAST  # the final weights, when no best
+    last = folder.checkpoints / reliability.LAST  # the final weights, when no best
     if best is not None or last.is_file():
         load_weights(model, best or last)  # what was saved, also when a re-run only tests (killed in test)
     t0 = time.perf_counter()
@@ -490,13 +433,13 @@ def _run(
     if trainer.is_global_zero:
         if cfg.sample.n > 0 and cfg.sample.at_end:
             x, sample_s = draw_samples(model, cfg.sample.n, cfg.sample.seed, progress_bars(cfg))
-            (cfg.run_dir / "samples").mkdir(parents=True, exist_ok=True)
-            path = save_grid(cfg.run_dir / "samples" / "final.png", x, model.levels)
+            folder.samples.mkdir(parents=True, exist_ok=True)
+            path = save_grid(folder.samples / "final.png", x, model.levels)
             log_image(trainer, "samples/final", x, model.levels, trainer.global_step)
             metrics["samples_png"] = str(path)
             metrics["seconds"]["sample"] = round(sample_s, 2)
         metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
-        write_json(cfg.run_dir / "metrics.json", metrics)
+        folder.write_metrics(metrics)
         print(summary(cfg, metrics), flush=True)
     finish_loggers(trainer)
     return metrics
@@ -515,9 +458,7 @@ def load_weights(model: L.LightningModule, path: str | Path) -> None:
 def diverged(cfg: RunConfig, error: NonFiniteError) -> NonFiniteError:
     """The guard's stop, after moving the checkpoints of diverged weights aside: the message says from
     where the recovery (a lower model.lr, the same command) trains on."""
-    folder, resume_step = reliability.set_aside_diverged(
-        reliability.checkpoint_dir(cfg.run_dir), error.sane_step
-    )
+    folder, resume_step = reliability.set_aside_diverged(RunFolder(cfg.run_dir).checkpoints, error.sane_step)
     moved = f"; the checkpoints after step {error.sane_step} were moved to {folder}" if folder else ""
     where = (
         f"resumes from step {resume_step}" if resume_step is not None else "starts over (no sane checkpoint)"
@@ -536,20 +477,9 @@ def finish_loggers(trainer: L.Trainer) -> None:
             logger.experiment.finish()
 
 
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write(path, json.dumps(data, indent=1, default=str) + "\n")
-
-
 def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
     """The test figure beside the paper's, in the paper's unit."""
-    nats = cfg.paper.unit == "nats"
-    key = "test/nll_nats" if nats else "test/bits_per_dim"
-    ours = metrics.get(key)
-    unit = "nats" if nats else "bits/dim"
-    ours_text = f"{ours:.4f} {unit}" if ours is not None else "n/a"
-    other = metrics.get("test/bits_per_dim" if nats else "test/nll_nats")
-    if other is not None:
-        ours_text += f" ({other:.4f} {'bits/dim' if nats else 'nats'})"
+    ours_text = figure_text(metrics, unit(cfg.data.name, cfg.paper.unit)) or "n/a"
     paper = paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)
     if cfg.paper.where:
         paper += f" ({cfg.paper.where})"

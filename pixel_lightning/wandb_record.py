@@ -62,10 +62,10 @@ def row_id(step: int, metrics: Mapping[str, Any]) -> Row:
     return int(step), frozenset(k for k in metrics if k not in (STEP_KEY, "step") and not k.startswith("_"))
 
 
-def recorded(run_dir: Path, run_id: str) -> Counter[Row]:
-    """The rows (step, metric names) that the record files of W&B run ``run_id`` in ``run_dir`` hold."""
+def recorded(wandb_dir: Path, run_id: str) -> Counter[Row]:
+    """The rows (step, metric names) that the record files of W&B run ``run_id`` in ``wandb_dir`` hold."""
     rows: Counter[Row] = Counter()
-    for path in sorted((run_dir / "wandb").glob(f"*run-*-{run_id}/run-{run_id}.wandb")):
+    for path in sorted(wandb_dir.glob(f"*run-*-{run_id}/run-{run_id}.wandb")):
         rows.update(row_id(r[STEP_KEY], r) for r in history_rows(wandb_records(path)) if STEP_KEY in r)
     return rows
 

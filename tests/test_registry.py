@@ -268,7 +268,8 @@ def test_a_run_config_written_before_model_extra_was_removed_still_resumes_and_l
     ``imports``: the same run is still the same run, and ``--config`` of it still loads."""
     import yaml
 
-    from pixel_lightning.config import identity_differences, load_config
+    from pixel_lightning.config import load_config
+    from pixel_lightning.runfolder import identity_differences
 
     current = load_config("quickstart", ["model.hidden=4"])
     assert not hasattr(current.model, "extra") and current.imports == []

@@ -21,10 +21,11 @@ import pytest
 import torch
 from test_cli_errors import ForkServer
 
-from pixel_lightning.config import identity_differences
 from pixel_lightning.errors import NonFiniteError, RunLockedError
+from pixel_lightning.models.base import ModelConfig
 from pixel_lightning.reliability import rundir
 from pixel_lightning.reliability.guard import NonFiniteGuard, set_aside_diverged
+from pixel_lightning.runfolder import RunFolder, identity_differences
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = [
@@ -116,14 +117,14 @@ def test_a_second_process_on_one_folder_is_refused(server, tmp_path):
     assert code == 0, stdout + stderr
     assert "[lock] taking over the stale lock" in stdout and "[resume] resuming from" in stdout
     assert_whole(out, 20)
-    assert not (out / rundir.LOCK).exists()
+    assert not RunFolder(out).lock_file.exists()
 
 
 def test_lock_of_another_host_is_stale_only_when_its_heartbeat_stops(tmp_path, monkeypatch):
     """Another host's pid means nothing here: its lock is live while its heartbeat (mtime) moves."""
     monkeypatch.setattr(rundir, "STALE_AFTER_S", 1.0)
     monkeypatch.setattr(rundir, "HEARTBEAT_S", 0.2)
-    lock = tmp_path / rundir.LOCK
+    lock = RunFolder(tmp_path).lock_file
     lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": "then", "token": "x"}))
     with rundir.RunLock(tmp_path, report=lambda line: None) as held:  # no heartbeat: stale, taken over
         assert json.loads(lock.read_text())["token"] == held.me["token"]
@@ -186,9 +187,10 @@ def test_identity_ignores_budget_output_logging_and_resumable_changes():
         "seed": 0, "out": "b", "trainer": {"max_steps": 9, "log_every_n_steps": 5, "devices": 1},
         "logger": {"kind": "csv"}, "model": {"lr": 0.01, "hidden": 4},
     }  # fmt: skip
-    assert identity_differences(saved, same) == []
+    resumable = ModelConfig.RESUMABLE_CHANGES  # the model's own (RunFolder.check_same_run passes them)
+    assert identity_differences(saved, same, resumable) == []
     other = {**same, "trainer": {**same["trainer"], "devices": 2}, "model": {"lr": 0.01, "hidden": 8}}
-    assert identity_differences(saved, other) == [
+    assert identity_differences(saved, other, resumable) == [
         "model.hidden=4 there, model.hidden=8 here",
         "trainer.devices=1 there, trainer.devices=2 here",
     ]

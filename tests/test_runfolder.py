@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import pytest
 
 from pixel_lightning.errors import OtherRunError, RunDirError
-from pixel_lightning.runfolder import RunFolder, identity_differences, metric_key, unit, unit_of
+from pixel_lightning.runfolder import RunFolder, figure_text, identity_differences, metric_key, unit, unit_of
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pixel_lightning"
 LAYOUT_NAMES = ("metrics.json", "config.yaml", "wandb_id.txt", "run.lock", "metrics.csv", "checkpoints")
@@ -37,12 +37,14 @@ def test_every_data_set_has_its_unit():
 
 
 def test_the_unit_of_each_record_and_its_metric_key():
-    # metrics.json / run_info (dataset, paper), config.yaml (data.name, paper), either without the other
+    # metrics.json / run_info: dataset and paper, either without the other
     assert unit_of({"dataset": "binarized_mnist"}) == "nats"
     assert unit_of({"dataset": "cifar10", "paper": {"unit": "bits/dim"}}) == "bits/dim"
-    assert unit_of({"data": {"name": "mnist"}, "paper": {"unit": "bits/dim"}}) == "nats"
-    assert unit_of({"data": {"name": "imagenet32"}}) == "bits/dim"
-    assert unit_of({"paper": {"unit": "nats"}}) == "nats" and unit_of({}) == "bits/dim"
+    assert unit_of({"dataset": "mnist", "paper": {"unit": "bits/dim"}}) == "nats"
+    assert unit_of({"paper": {"unit": "nats"}}) == "nats" and unit_of({"paper": None}) == "bits/dim"
+    figures = {"test/nll_nats": 80.12345, "test/bits_per_dim": 0.147, "val/nll_nats": 81.0}
+    assert figure_text(figures, "nats") == "80.1235 nats (0.1470 bits/dim)"
+    assert figure_text(figures, "nats", "val") == "81.0000 nats" and figure_text({}, "bits/dim") is None
     assert metric_key("nats") == "test/nll_nats" and metric_key("bits/dim", "val") == "val/bits_per_dim"
 
 
@@ -92,7 +94,7 @@ def test_another_run_is_refused_only_where_the_folder_holds_state(tmp_path):
     with pytest.raises(OtherRunError, match=r"model.hidden=4 there, model.hidden=8 here.*another --out"):
         run.check_same_run(fake_cfg(hidden=8))
     run.config_file.write_text("model: [unclosed\n")
-    with pytest.raises(OtherRunError, match=r"cannot read .*config.yaml.*restore that file"):
+    with pytest.raises(RunDirError, match=r"cannot read .*config.yaml.*restore that file"):
         run.check_same_run(fake_cfg())
 
 
@@ -106,7 +108,7 @@ def test_a_damaged_metrics_json_is_named_and_a_missing_one_is_unfinished(tmp_pat
         run.about_checkpoint("x.ckpt")  # loading the checkpoint: the user must act
     assert run.finished(fake_cfg()) is None  # the runner: not finished, written again at the end
     run.metrics_file.write_text("[1, 2]")
-    with pytest.raises(RunDirError, match=r"holds a list, not the mapping"):
+    with pytest.raises(RunDirError, match=r"metrics.json \(ValueError: it holds a list, not a mapping"):
         run.read_metrics()
     run.config_file.write_text("")
     assert run.read_config() == {}
@@ -122,8 +124,8 @@ def test_metrics_round_trip_the_budget_and_the_schema(tmp_path):
     cfg = fake_cfg()
     cfg.trainer.max_steps = 9  # a larger budget: the run continues
     assert run.finished(cfg) is None
-    with pytest.raises(ValueError, match="not declared in runfolder.Metrics"):
-        run.write_metrics({"dataset": "mnist", "comand": "typo"})
+    with pytest.raises(ValueError, match=r"keys \[.global_stpe.\] are not declared in"):
+        run.write_metrics({"dataset": "mnist", "lr-RMSprop": 0.001, "global_stpe": 3})
     assert run.about_checkpoint("best-1.ckpt")["test/nll_nats"] == 80.5
     other = run.about_checkpoint("last.ckpt")
     assert "test/nll_nats" not in other and other["tested_checkpoint"] == "best-1.ckpt"
@@ -162,10 +164,11 @@ def layout_literals(path: Path) -> list[str]:
     return found
 
 
-@pytest.mark.xfail(strict=True, reason="the callers switch to RunFolder in the next commits")
+PENDING = ("tools/report.py", "tools/sweep.py")  # switched to RunFolder by their own change; then drop this
+
+
 def test_only_the_run_folder_names_the_layouts_files():
-    found = [
-        hit for f in sorted(PACKAGE.rglob("*.py")) if f.name != "runfolder.py" for hit in layout_literals(f)
-    ]
+    files = [f for f in sorted(PACKAGE.rglob("*.py")) if f.name != "runfolder.py"]
+    found = [hit for f in files if not str(f).endswith(PENDING) for hit in layout_literals(f)]
     assert found == [], "ask pixel_lightning.runfolder.RunFolder for these paths"
     assert len(layout_literals(PACKAGE / "runfolder.py")) >= len(LAYOUT_NAMES)  # the check sees them

@@ -32,6 +32,7 @@ from pixel_lightning.reliability.history import HistoryLogger, HistoryRows
 from pixel_lightning.reliability.preemption import Preemption
 from pixel_lightning.reliability.resume import MetricState, RNGState
 from pixel_lightning.reliability.rundir import RunLock, ensure_writable
+from pixel_lightning.runfolder import RunFolder
 
 if TYPE_CHECKING:
     from pixel_lightning.config import CheckpointConfig, GuardConfig
@@ -39,16 +40,12 @@ if TYPE_CHECKING:
 __all__ = ["LAST", "AtomicCheckpointIO", "HistoryLogger", "RunLock", "ensure_writable", "set_aside_diverged"]
 
 
-def checkpoint_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / "checkpoints"
-
-
 def callbacks(run_dir: str | Path, checkpoint: CheckpointConfig, guard: GuardConfig) -> list[Callback]:
     """RNG and metric states, the history's row count, the non-finite guard, best and periodic checkpoints,
     preemption."""
-    c = checkpoint
-    periodic = PeriodicCheckpoint(checkpoint_dir(run_dir), c.every_n_steps, c.every_n_minutes, c.keep_last_k)
-    best = BestCheckpoint(checkpoint_dir(run_dir), c.monitor)
+    c, folder = checkpoint, RunFolder(run_dir).checkpoints
+    periodic = PeriodicCheckpoint(folder, c.every_n_steps, c.every_n_minutes, c.keep_last_k)
+    best = BestCheckpoint(folder, c.monitor)
     nan = NonFiniteGuard(guard.max_skips)
     return [RNGState(), MetricState(), HistoryRows(), nan, best, periodic, Preemption(periodic, c.requeue)]
 
@@ -58,7 +55,7 @@ def prepare_resume(
 ) -> CheckpointInfo | None:
     """The checkpoint to resume from (None: start fresh). Raises CheckpointError when the newest valid one
     is of another model (:func:`check_compatible`), or when checkpoints exist but none is usable."""
-    info = find_resume_checkpoint(checkpoint_dir(run_dir), report)
+    info = find_resume_checkpoint(RunFolder(run_dir).checkpoints, report)
     if info is None:
         return None
     check_compatible(info, model)

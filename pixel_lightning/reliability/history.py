@@ -16,6 +16,7 @@ from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pixel_lightning.atomic import atomic_write
+from pixel_lightning.runfolder import RunFolder
 
 
 class HistoryLogger(Logger):
@@ -31,15 +32,15 @@ class HistoryLogger(Logger):
 
     def __init__(self, save_dir: str | Path, keep: int | None = 0) -> None:
         super().__init__()
-        self._save_dir = Path(save_dir)
-        self.path = self._save_dir / "logs" / "metrics.csv"
+        self.folder = RunFolder(save_dir)
+        self.path = self.folder.history_file
         self.keep, self.rows = keep, 0
         self._keys: list[str] | None = None  # None: the kept rows are not read yet
         self._last: str | None = None
 
-    name = property(lambda self: "logs")
+    name = property(lambda self: self.path.parent.name)
     version = property(lambda self: "")
-    save_dir = property(lambda self: str(self._save_dir))
+    save_dir = property(lambda self: str(self.folder.path))
     log_dir = property(lambda self: str(self.path.parent))
 
     @rank_zero_only
@@ -49,7 +50,7 @@ class HistoryLogger(Logger):
     def kept_rows(self) -> list[dict[str, str]]:
         """The rows kept from before this run started (rank 0; read once, before the first new row)."""
         self._continue()
-        return self._read()[: self.rows]
+        return self.folder.read_history()[: self.rows]
 
     @rank_zero_only
     def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
@@ -61,23 +62,17 @@ class HistoryLogger(Logger):
         self._continue()
         if set(row) - set(self._keys):  # a new column: the whole file again, replaced atomically
             self._keys = sorted(set(self._keys) | set(row))
-            self._write([*self._read(), row])
+            self._write([*self.folder.read_history(), row])
         else:
             with self.path.open("a", newline="") as f:
                 csv.DictWriter(f, fieldnames=self._keys, lineterminator="\n").writerow(row)
         self.rows += 1
 
-    def _read(self) -> list[dict[str, str]]:
-        if not self.path.is_file():
-            return []
-        text = self.path.read_text()
-        return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))  # no half-written line
-
     def _continue(self) -> None:
         """Once: keep the first ``keep`` rows of an existing file."""
         if self._keys is not None:
             return
-        rows = self._read()[: self.keep]  # keep=None: all
+        rows = self.folder.read_history()[: self.keep]  # keep=None: all
         self._keys, self.rows = sorted(set().union(*rows)) if rows else [], len(rows)
         if rows or self.path.is_file():
             self._write(rows)

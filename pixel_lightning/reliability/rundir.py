@@ -17,6 +17,7 @@ from typing import Any
 
 from pixel_lightning.atomic import temp_path
 from pixel_lightning.errors import RunDirError, RunLockedError
+from pixel_lightning.runfolder import RunFolder
 
 
 def ensure_writable(run_dir: str | Path) -> Path:
@@ -40,7 +41,6 @@ def ensure_writable(run_dir: str | Path) -> Path:
 
 # ----------------------------------------------------------------------------- one writer per run directory
 
-LOCK = "run.lock"
 HEARTBEAT_S = 10.0  # the holder touches the lock this often
 STALE_AFTER_S = 60.0  # a lock of another host whose heartbeat did not move for this long is stale
 
@@ -97,7 +97,7 @@ class RunLock:
     """
 
     def __init__(self, run_dir: str | Path, report: Callable[[str], None] = print) -> None:
-        self.path, self.report = Path(run_dir) / LOCK, report
+        self.path, self.report = RunFolder(run_dir).lock_file, report
         try:
             pid_ns: str | None = os.readlink("/proc/self/ns/pid")  # containers sharing a host name
         except OSError:
@@ -162,7 +162,7 @@ class RunLock:
 
     def _break(self, held: tuple[dict[str, Any], int]) -> None:
         """Remove the stale lock ``held``, unless another process is doing so or it changed meanwhile."""
-        guard = self.path.with_name(LOCK + ".break")
+        guard = self.path.with_name(self.path.name + ".break")
         if not self._create(guard):
             with contextlib.suppress(FileNotFoundError):  # the other breaker may have finished meanwhile
                 if time.time() - guard.stat().st_mtime > STALE_AFTER_S:  # a breaker killed mid-way
