@@ -1,13 +1,10 @@
-"""The one atomic file write of the project: checkpoints, config.yaml, metrics.json, sample grids, data
-conversions all go through :func:`atomic_write`.
-
-The content is written to ``.<name>.tmp-<pid>-<rand>`` in the same directory, flushed, fsynced and renamed
-over the final name (``os.replace`` is atomic on POSIX), then the directory is fsynced: a kill at any
-moment leaves the previous file or the new one, never a half-written file under the final name.
-"""
+"""The one atomic file write of the project (checkpoints, config.yaml, metrics.json, sample grids, data
+conversions): written to ``.<name>.tmp-<pid>-<rand>`` in the same directory, fsynced, renamed over the final
+name (``os.replace``), the directory fsynced. A kill at any moment leaves the previous file or the new one."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from collections.abc import Callable
@@ -18,20 +15,6 @@ from typing import IO, Any
 def temp_path(final: Path) -> Path:
     """A unique temporary name next to ``final`` (same directory, so the rename is atomic)."""
     return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-
-
-def fsync_dir(path: Path) -> None:
-    """Make a rename inside ``path`` durable (a no-op where directories cannot be opened)."""
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def atomic_write(final: str | Path, content: bytes | str | Callable[[IO[bytes]], Any]) -> Path:
@@ -49,7 +32,12 @@ def atomic_write(final: str | Path, content: bytes | str | Callable[[IO[bytes]],
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, final)
-        fsync_dir(final.parent)
+        with contextlib.suppress(OSError):  # makes the rename durable (where a directory can be opened)
+            directory = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(directory)
+            finally:
+                os.close(directory)
     finally:
         tmp.unlink(missing_ok=True)
     return final

@@ -1,8 +1,5 @@
-"""Callbacks of a recipe run: sample grids, throughput, gradient norm, and the run's config record.
-
-Each one logs through ``pl_module.log`` (scalars) or :func:`log_image` (grids), so every logger the run
-has (W&B, TensorBoard, the local CSV) gets the same values.
-"""
+"""Callbacks of a recipe run: sample grids, throughput, gradient norm, the run's config record, a line per
+validation. Scalars go through ``pl_module.log``, grids through :func:`log_image`: every logger gets them."""
 
 from __future__ import annotations
 
@@ -31,10 +28,8 @@ def log_image(trainer: L.Trainer, key: str, x: torch.Tensor, levels: int, step: 
             logger.experiment.add_image(key, grid, step, dataformats="HWC")
 
 
-def draw_samples(
-    model: Any, n: int, seed: int, progress: bool
-) -> tuple[torch.Tensor, float]:  # (images, seconds)
-    """``n`` samples from ``model`` with a fixed seed (the same noise every time), and the time taken."""
+def draw_samples(model: Any, n: int, seed: int, progress: bool) -> tuple[torch.Tensor, float]:
+    """``n`` samples from ``model`` with a fixed seed (the same noise every time), and the seconds taken."""
     start = time.perf_counter()
     x = model.sample(n, generator=torch.Generator().manual_seed(seed), progress=progress)
     return x, time.perf_counter() - start
@@ -55,20 +50,19 @@ class SampleGrid(L.Callback):
             return
         if trainer.sanity_checking or not trainer.is_global_zero:
             return
-        x, seconds = draw_samples(pl_module, self.n, self.seed, self.progress)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        x, _ = draw_samples(pl_module, self.n, self.seed, self.progress)
         save_grid(self.out_dir / f"epoch_{trainer.current_epoch:04d}.png", x, pl_module.levels)
         log_image(trainer, "samples", x, pl_module.levels, trainer.global_step)
 
 
 class Throughput(L.Callback):
-    """Training images per second over all devices (``train/images_per_sec``), per step."""
+    """Training images per second over all devices (``train/images_per_sec``), per step; the time between
+    epochs (validation, sampling) is not counted."""
 
-    def __init__(self) -> None:
-        self._last: float | None = None
+    _last: float | None = None
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._last = None  # do not count validation / sampling time between epochs
+        self._last = None
 
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -82,59 +76,45 @@ class Throughput(L.Callback):
 
 class GradNorm(L.Callback):
     """The global L2 norm of the gradient before each optimizer step (``train/grad_norm``), on the steps
-    Lightning writes to the loggers (computing it is a pass over every parameter). Lightning's own rule
-    decides, so the values land on the same rows before and after a resume (a rule on ``global_step``
-    lost the first value after a resume: tests/test_journeys.py checks the whole history). It is asked
-    through ``trainer._logger_connector``, one of the package's two private Lightning names (justified at
-    ``reliability.checkpoints.write_step_row``; Lightning has no public ``should_update_logs``)."""
+    Lightning writes to the loggers: its own rule, so the values land on the same rows before and after a
+    resume (tests/test_journeys.py checks the whole history). Asked through ``trainer._logger_connector``,
+    one of the package's two private Lightning names (see ``reliability.checkpoints.write_step_row``)."""
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
     ) -> None:
-        if not trainer._logger_connector.should_update_logs:
-            return
-        norms = grad_norm(pl_module, norm_type=2)
-        if "grad_2.0_norm_total" in norms:
-            pl_module.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
+        if trainer._logger_connector.should_update_logs:
+            norms = grad_norm(pl_module, norm_type=2)
+            if "grad_2.0_norm_total" in norms:
+                pl_module.log("train/grad_norm", norms["grad_2.0_norm_total"], on_step=True, on_epoch=False)
 
 
 class RunRecord(L.Callback):
-    """Writes ``<run_dir>/config.yaml`` (the resolved config plus the data actually used: source, variant,
-    split sizes) once the data is set up, on rank 0."""
+    """Writes ``<run_dir>/config.yaml`` (the resolved config plus ``data_resolved``: the data actually
+    used) once the data is set up, on rank 0, and adds that data to the flat W&B config (``data.variant``:
+    ImageNet variants give incomparable bits/dim; ``data.source``, replacing ``auto``; split sizes)."""
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
         self.folder, self.config = RunFolder(run_dir), config
 
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        dm = trainer.datamodule
-        if dm is not None and hasattr(dm, "describe"):
-            self.config["data_resolved"] = dm.describe()
-            self.record_data_in_wandb(trainer, self.config["data_resolved"])
-        self.write()
-
-    @staticmethod
-    def record_data_in_wandb(trainer: L.Trainer, data: dict[str, Any]) -> None:
-        """Add the data actually used to the flat W&B config: ``data.variant`` (ImageNet variants give
-        incomparable bits/dim), ``data.source`` (the resolved one, replacing ``auto``), split sizes."""
-        resolved = {"data.variant": data["variant"], "data.source": data["source"]}
-        resolved.update({f"data.splits.{split}": n for split, n in data["splits"].items()})
-        for logger in trainer.loggers:
-            if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-                logger.experiment.config.update(resolved, allow_val_change=True)
-
     @rank_zero_only
-    def write(self) -> None:
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if hasattr(trainer.datamodule, "describe"):
+            data = self.config["data_resolved"] = trainer.datamodule.describe()
+            resolved = {"data.variant": data["variant"], "data.source": data["source"]}
+            resolved.update({f"data.splits.{split}": n for split, n in data["splits"].items()})
+            for logger in trainer.loggers:
+                if isinstance(logger, WandbLogger):
+                    logger.experiment.config.update(resolved, allow_val_change=True)
         self.folder.write_config(self.config)
 
 
 class ValidationLine(L.Callback):
     """One readable line per validation, for logs that are not a terminal (SLURM files), where progress
     bars would be carriage-return noise: ``[val] step 1200 | epoch 3 | 3.41 bits/dim | 812 img/s | ETA
-    0:41:07``. The ETA is the nearest end: the steps left to max_steps (or max_epochs) at the pace so far,
-    or the time left to max_time."""
+    0:41:07``. The ETA is the nearest end: the steps left at the pace so far, or the time left to max_time."""
 
-    def __init__(self) -> None:
-        self._start: tuple[float, int] | None = None
+    _start: tuple[float, int] | None = None  # (seconds, step) when training started
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._start = (time.perf_counter(), trainer.global_step)
@@ -155,6 +135,6 @@ class ValidationLine(L.Callback):
         if done > 0 and total != float("inf"):
             lefts.append((time.perf_counter() - t0) / done * max(0, int(total) - trainer.global_step))
         if lefts:
-            left = max(0.0, min(lefts))  # whichever budget ends the run first
-            parts.append(f"ETA {int(left) // 3600}:{int(left) % 3600 // 60:02d}:{int(left) % 60:02d}")
+            left = int(max(0.0, min(lefts)))  # whichever budget ends the run first
+            parts.append(f"ETA {left // 3600}:{left % 3600 // 60:02d}:{left % 60:02d}")
         print("[val] " + " | ".join(parts), flush=True)

@@ -1,9 +1,8 @@
-"""What a W&B run's local record files hold: read back so that a resumed run completes its W&B history.
+"""What a W&B run's local record files hold, read back so that a resumed run completes its W&B history.
 
-W&B writes a run's data to ``<save_dir>/wandb/[offline-]run-<time>-<id>/run-<id>.wandb`` (what ``wandb
-sync`` uploads) and flushes that file only every so often (wandb 0.31: 15 s), so a kill -9 of the job
-loses the rows since the last flush (docs/reliability.md). A resumed run reads the earlier files of its
-run id, logs again the rows of logs/metrics.csv that they lack, and skips the rows they have.
+W&B flushes ``<save_dir>/wandb/[offline-]run-<time>-<id>/run-<id>.wandb`` (what ``wandb sync`` uploads) only
+every so often, so a kill -9 loses the rows since (docs/reliability.md). A resumed run reads the earlier files
+of its run id, logs again the rows of logs/metrics.csv that they lack, and skips the rows they have.
 """
 
 from __future__ import annotations
@@ -51,10 +50,9 @@ def wandb_records(path: Path) -> list[Any]:
 def history_rows(records: Iterable[Any]) -> list[dict[str, Any]]:
     """The history rows of ``records`` (W&B's own ``_step``, ``_runtime``... left out)."""
     rows = []
-    for r in records:
-        if r.WhichOneof("record_type") == "history":
-            items = {i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
-            rows.append({k: v for k, v in items.items() if not k.startswith("_")})
+    for r in (r for r in records if r.WhichOneof("record_type") == "history"):
+        items = {i.key or ".".join(i.nested_key): json.loads(i.value_json) for i in r.history.item}
+        rows.append({k: v for k, v in items.items() if not k.startswith("_")})
     return rows
 
 
@@ -64,10 +62,9 @@ def row_id(step: int, metrics: Mapping[str, Any]) -> Row:
 
 def recorded(wandb_dir: Path, run_id: str) -> Counter[Row]:
     """The rows (step, metric names) that the record files of W&B run ``run_id`` in ``wandb_dir`` hold."""
-    rows: Counter[Row] = Counter()
-    for path in sorted(wandb_dir.glob(f"*run-*-{run_id}/run-{run_id}.wandb")):
-        rows.update(row_id(r[STEP_KEY], r) for r in history_rows(wandb_records(path)) if STEP_KEY in r)
-    return rows
+    paths = sorted(wandb_dir.glob(f"*run-*-{run_id}/run-{run_id}.wandb"))
+    rows = [r for path in paths for r in history_rows(wandb_records(path))]
+    return Counter(row_id(r[STEP_KEY], r) for r in rows if STEP_KEY in r)
 
 
 def missing(csv_rows: Iterable[Mapping[str, str]], have: Counter[Row]) -> list[tuple[int, dict[str, float]]]:

@@ -1,13 +1,6 @@
-"""Reliability: exact resume, preemption, finite-only checkpoints and the non-finite guard, for any Trainer.
-
-Wiring (what ``pixel_lightning.runner`` does)::
-
-    resume = prepare_resume(run_dir, model)                    # validated newest checkpoint, or None
-    trainer = L.Trainer(..., callbacks=callbacks(run_dir, cfg.checkpoint, cfg.guard),
-                        logger=HistoryLogger(run_dir, keep=resume.history_rows if resume else 0),
-                        plugins=[AtomicCheckpointIO()])
-    trainer.fit(model, datamodule=datamodule, ckpt_path=resume and resume.path)  # Preempted / NonFiniteError
-"""
+"""Reliability: exact resume, preemption, finite-only checkpoints and the non-finite guard, for any Trainer:
+``prepare_resume`` (the checkpoint to resume from), ``callbacks``, the ``HistoryLogger`` (its ``keep``: the
+checkpoint's ``history_rows``) and ``AtomicCheckpointIO`` as a plugin (wired by ``runner.build_trainer``)."""
 
 from __future__ import annotations
 
@@ -23,12 +16,11 @@ from pixel_lightning.reliability.checkpoints import (
     AtomicCheckpointIO,
     BestCheckpoint,
     CheckpointInfo,
-    PeriodicCheckpoint,
     check_compatible,
     find_resume_checkpoint,
 )
 from pixel_lightning.reliability.guard import NonFiniteGuard, set_aside_diverged
-from pixel_lightning.reliability.history import HistoryLogger, HistoryRows
+from pixel_lightning.reliability.history import HistoryLogger
 from pixel_lightning.reliability.preemption import Preemption
 from pixel_lightning.reliability.resume import MetricState, RNGState
 from pixel_lightning.reliability.rundir import RunLock, ensure_writable
@@ -41,13 +33,11 @@ __all__ = ["LAST", "AtomicCheckpointIO", "HistoryLogger", "RunLock", "ensure_wri
 
 
 def callbacks(run_dir: str | Path, checkpoint: CheckpointConfig, guard: GuardConfig) -> list[Callback]:
-    """RNG and metric states, the history's row count, the non-finite guard, best and periodic checkpoints,
-    preemption."""
+    """RNG and metric states, the non-finite guard, the best checkpoint, periodic ones and preemption."""
     c, folder = checkpoint, RunFolder(run_dir).checkpoints
-    periodic = PeriodicCheckpoint(folder, c.every_n_steps, c.every_n_minutes, c.keep_last_k)
     best = BestCheckpoint(folder, c.monitor)
-    nan = NonFiniteGuard(guard.max_skips)
-    return [RNGState(), MetricState(), HistoryRows(), nan, best, periodic, Preemption(periodic, c.requeue)]
+    periodic = Preemption(folder, c.every_n_steps, c.every_n_minutes, c.keep_last_k, requeue=c.requeue)
+    return [RNGState(), MetricState(), NonFiniteGuard(guard.max_skips), best, periodic]
 
 
 def prepare_resume(

@@ -1,13 +1,6 @@
-"""Checkpoints: the periodic ones on Lightning's public ``trainer.save_checkpoint``, the best one on its
-ModelCheckpoint, plus what Lightning lacks: finite-only atomic writes, save points it resumes exactly, a
-save at the run's last step, and validated resume discovery.
-
-    <out>/checkpoints/step=000000300.ckpt   every N steps or T minutes and once per epoch, each at the next
-                                            plain batch end, and at the last step; the newest
-                                            ``keep_last_k`` kept (by the step in the name)
-    <out>/checkpoints/last.ckpt             the newest of them: the resume point
-    <out>/checkpoints/best-EEE-SSSSSSS.ckpt the best by ``monitor`` (save_top_k=1): the test uses it
-"""
+"""Checkpoints: periodic ones through Lightning's public ``trainer.save_checkpoint``, the best one through its
+ModelCheckpoint, plus what Lightning lacks: finite-only atomic writes, saves only where it resumes exactly, a
+save at the run's last step, and validated resume discovery (the files: docs/reliability.md)."""
 
 from __future__ import annotations
 
@@ -27,7 +20,7 @@ from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 
 from pixel_lightning.atomic import atomic_write
 from pixel_lightning.errors import CheckpointError, NonFiniteError
-from pixel_lightning.reliability.history import HistoryLogger, HistoryRows
+from pixel_lightning.reliability.history import HistoryLogger
 
 LAST = "last.ckpt"
 STEP_RE = re.compile(r"^step=(\d+)\.ckpt$")
@@ -53,8 +46,8 @@ def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, refusing non-finite weights and fsyncing local files. Lightning's own
-    writes weights with NaNs without a word (tests/test_reliability.py::
+    """Lightning's checkpoint IO, refusing non-finite weights and writing local files atomically. Lightning's
+    own writes weights with NaNs without a word (tests/test_reliability.py::
     test_checkpoint_io_refuses_non_finite_weights) and does not fsync."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
@@ -114,16 +107,38 @@ class PeriodicCheckpoint(Checkpoint):
     A save that is due is taken at the next :func:`plain_batch_end` (Lightning resumes a save at an epoch
     end or after a validation without replaying the epoch-end metrics: tests/test_reliability.py::
     test_resume_is_exact). The final state is saved when training ends (a larger budget continues from
-    it: test_a_larger_budget_continues_mid_epoch_exactly). Nothing here depends on the folder's absolute
-    path (test_a_moved_run_folder_keeps_its_bookkeeping). A ``Checkpoint`` subclass, so Lightning runs it
-    after the callbacks that log.
+    it: test_a_larger_budget_continues_mid_epoch_exactly). No absolute path is kept
+    (test_a_moved_run_folder_keeps_its_bookkeeping). A ``Checkpoint``, so Lightning runs it after the
+    callbacks that log.
+
+    Its state in every checkpoint (under ``KEY``) is the run's record at that moment: the rows the
+    :class:`HistoryLogger` has written (a resumed run keeps those and logs the rest again), and the scalar
+    ``trainer.callback_metrics``: a re-run that resumes at the run's end (killed in its final test or
+    sampling) trains nothing, so its metrics.json takes the training and validation figures from there
+    (tests/test_journey_matrix.py, the ``test`` and ``sampling`` cases).
     """
+
+    KEY = "HistoryRows"  # the record's key in checkpoints (its callback's name until issue 21)
+    state_key = property(lambda self: self.KEY)
 
     def __init__(self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int):
         self.dirpath, self.keep = Path(dirpath), keep
         self.every_n_steps = every_n_steps or 0
         self.every_s = every_minutes * 60 if every_minutes and not every_n_steps else None
         self._due, self._saved_step, self._timer = False, -1, time.monotonic()
+        self._trainer: pl.Trainer | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        if self._trainer is None:
+            return {}
+        logger = next((lg for lg in self._trainer.loggers if isinstance(lg, HistoryLogger)), None)
+        metrics = self._trainer.callback_metrics.items()
+        state: dict[str, Any] = {"rows": logger.rows} if logger is not None else {}
+        state["metrics"] = {k: float(v) for k, v in metrics if getattr(v, "numel", lambda: 1)() == 1}
+        return state
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         """A run resumed from the save at train end of a ``max_steps`` run starts its next epoch afresh:
@@ -171,9 +186,9 @@ class BestCheckpoint(ModelCheckpoint):
     """The best checkpoint by ``monitor`` (lower is better), one file: the test and the Hub use it.
 
     Lightning's ModelCheckpoint saves absolute paths in its state and, when the folder moved, drops all but
-    ``best_model_path``: the best comparison restarted and a second best-*.ckpt stayed. Paths in the saved
-    state that lie in the old folder are rebased onto this one
-    (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping)."""
+    ``best_model_path``: the best comparison restarted and a second best-*.ckpt stayed. The saved paths are
+    read as names in this folder (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping).
+    """
 
     def __init__(self, dirpath: Path, monitor: str) -> None:
         super().__init__(
@@ -187,20 +202,18 @@ class BestCheckpoint(ModelCheckpoint):
         )
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        old, new = state_dict.get("dirpath"), self.dirpath
-        if old and new and Path(old) != Path(new):
+        def here(path: Any) -> Any:  # every file it saves is in its dirpath
+            return str(Path(self.dirpath) / Path(path).name) if path else path
 
-            def moved(path: Any) -> Any:
-                return str(Path(new) / Path(path).name) if path and Path(path).parent == Path(old) else path
-
-            keys = ("best_model_path", "kth_best_model_path", "last_model_path")
-            state_dict = {
+        keys = ("best_model_path", "kth_best_model_path", "last_model_path")
+        super().load_state_dict(
+            {
                 **state_dict,
-                "dirpath": new,
-                **{k: moved(state_dict.get(k)) for k in keys},
-                "best_k_models": {moved(k): v for k, v in state_dict.get("best_k_models", {}).items()},
+                "dirpath": self.dirpath,
+                **{k: here(state_dict.get(k)) for k in keys},
+                "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()},
             }
-        super().load_state_dict(state_dict)
+        )
 
 
 # ----------------------------------------------------------------------------- validation and discovery
@@ -240,39 +253,40 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
         )
     if bad := non_finite_tensors(ckpt["state_dict"]):
         raise CheckpointError(f"checkpoint {path} has non-finite weights ({', '.join(bad[:3])})", fix)
-    rows = ckpt.get("callbacks", {}).get(HistoryRows.KEY, {})
+    record = ckpt.get("callbacks", {}).get(PeriodicCheckpoint.KEY, {})
     return CheckpointInfo(
         path=path,
         step=int(ckpt.get("global_step", 0)),
         epoch=int(ckpt.get("epoch", 0)),
         arch=str(meta["arch"]),
         config=dict(meta.get("config", {})),
-        history_rows=rows.get("rows"),
-        metrics=dict(rows.get("metrics", {})),
+        history_rows=record.get("rows"),
+        metrics=dict(record.get("metrics", {})),
     )
 
 
 def check_compatible(info: CheckpointInfo, model: pl.LightningModule) -> None:
     """Raise CheckpointError naming both models unless ``model`` can resume ``info``: the same architecture
     and the same fields of its config class that shape the parameters (all but RESUMABLE_CHANGES)."""
+
+    def norm(config: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in config.items()}
+
     resumable = type(model.config).RESUMABLE_CHANGES
     config = {f.name: getattr(model.config, f.name) for f in fields(model.config) if f.name not in resumable}
-
-    def norm(value: Any) -> Any:
-        return tuple(value) if isinstance(value, tuple | list) else value
-
-    differ = [k for k in config if k in info.config and norm(config[k]) != norm(info.config[k])]
+    ours, theirs = norm(config), norm(info.config)
+    differ = [k for k in ours if k in theirs and ours[k] != theirs[k]]
     if info.arch == model.arch and not differ:
         return
     keys = differ if info.arch == model.arch else ["image_shape", "levels", "hidden", "layers"]
 
-    def describe(a: str, c: Mapping[str, Any]) -> str:
-        parts = [f"{k}={norm(c[k])}" for k in keys if k in c]
-        return f"{a} ({', '.join(parts)})" if parts else a
+    def describe(arch: str, config: Mapping[str, Any]) -> str:
+        parts = [f"{k}={config[k]}" for k in keys if k in config]
+        return f"{arch} ({', '.join(parts)})" if parts else arch
 
     raise CheckpointError(
-        f"checkpoint {info.path} is of another model: it holds {describe(info.arch, info.config)}, "
-        f"this run builds {describe(model.arch, config)}",
+        f"checkpoint {info.path} is of another model: it holds {describe(info.arch, theirs)}, "
+        f"this run builds {describe(model.arch, ours)}",
         "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
     )
 
@@ -281,10 +295,9 @@ def find_resume_checkpoint(
     directory: str | Path, report: Callable[[str], None] = print
 ) -> CheckpointInfo | None:
     """The newest valid checkpoint in ``directory`` (last.ckpt, then the step files by step), or None when
-    it holds none. Each unusable candidate (corrupt, truncated, non-finite) is reported and the next older
-    one tried (Lightning would fail on the newest: tests/test_reliability.py::
-    test_corrupt_newest_checkpoint_falls_back_to_previous). Raises CheckpointError when checkpoints exist
-    but none is usable."""
+    it holds none. Each unusable one (corrupt, truncated, non-finite) is reported and the next older one
+    tried (Lightning would fail on the newest: tests/test_reliability.py::
+    test_corrupt_newest_checkpoint_falls_back_to_previous); CheckpointError when none is usable."""
     directory = Path(directory)
     if not directory.is_dir():
         return None

@@ -1,16 +1,10 @@
 """Non-finite guard: catch a NaN/inf loss or gradient at the step it happens, skip it, stop if it recurs.
 
-At ``on_before_optimizer_step`` (after backward, before the optimizer moves anything) the guard checks the
-step's loss and every gradient. A non-finite one is reported with its step and its gradients are dropped
-(``grad = None``: torch optimizers then leave those parameters and their state untouched). After
-``max_skips`` skipped steps the next non-finite one stops the run with NonFiniteError, naming the step.
-
-Weights can diverge while staying finite (a learning rate far too high: ~1e10 weights, a huge loss, then
+Weights can diverge while staying finite (a learning rate far too high: huge weights, a huge loss, then
 NaN), and such checkpoints are written. So the guard keeps ``sane_step``, the newest step whose loss was
-finite and at most ``DIVERGED`` times the run's lowest; when it stops the run, :func:`set_aside_diverged`
-moves the later checkpoints aside, and the documented recovery (a lower ``model.lr``, the same command)
-resumes from the last sane one, or starts over when none is left
-(tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint).
+finite and at most ``DIVERGED`` times the run's lowest; at its stop :func:`set_aside_diverged` moves the
+later checkpoints aside, and the recovery (a lower ``model.lr``, the same command) resumes from the last
+sane one (tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint).
 """
 
 from __future__ import annotations
@@ -29,7 +23,8 @@ DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not 
 
 
 class NonFiniteGuard(Callback):
-    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips`` of them."""
+    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips`` of them. Checked
+    at ``on_before_optimizer_step``: after backward, before the optimizer moves anything."""
 
     def __init__(self, max_skips: int = 5) -> None:
         if max_skips < 0:

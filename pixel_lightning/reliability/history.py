@@ -1,6 +1,7 @@
 """The metric history of a run, ``<run>/logs/metrics.csv``, continued across resumes so that it holds every
 logged (step, metric) exactly once after any interruption: a run resumed from a checkpoint keeps the rows
-logged before it (:class:`HistoryRows`) and logs the rest again."""
+logged before it (the checkpoint records their number: checkpoints.PeriodicCheckpoint) and logs the rest
+again."""
 
 from __future__ import annotations
 
@@ -9,9 +10,7 @@ import io
 from pathlib import Path
 from typing import Any
 
-import lightning.pytorch as pl
 import torch
-from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.loggers import Logger
 from lightning.pytorch.utilities import rank_zero_only
 
@@ -25,9 +24,9 @@ class HistoryLogger(Logger):
     file when it starts and rewrites it in place when a new key appears: a kill then lost the history).
 
     ``keep``: the rows of an existing file kept (a half-written last line is dropped): those logged before
-    the checkpoint a run resumes from (:class:`HistoryRows`); 0 for a fresh start; None keeps them all
-    (a checkpoint that does not say). The same row twice in a row is written once (a batch-end checkpoint
-    writes its step's row before Lightning does: checkpoints.write_step_row).
+    the checkpoint a run resumes from; 0 for a fresh start; None keeps them all (a checkpoint that does
+    not say). The same row twice in a row is written once (a batch-end checkpoint writes its step's row
+    before Lightning does: checkpoints.write_step_row).
     """
 
     def __init__(self, save_dir: str | Path, keep: int | None = 0) -> None:
@@ -84,28 +83,3 @@ class HistoryLogger(Logger):
             writer.writeheader()
             writer.writerows(rows)
         atomic_write(self.path, text.getvalue())
-
-
-class HistoryRows(Callback):
-    """Stores in every checkpoint the number of rows the run's :class:`HistoryLogger` has written, and the
-    scalar ``trainer.callback_metrics`` of that moment: a re-run that resumes at the run's end (killed in
-    its final test or sampling) trains nothing, so its metrics.json takes the training and validation
-    figures from there (tests/test_journey_matrix.py, the ``test`` and ``sampling`` cases)."""
-
-    KEY = "HistoryRows"
-    state_key = property(lambda self: self.KEY)
-
-    def __init__(self) -> None:
-        self._trainer: pl.Trainer | None = None
-
-    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._trainer = trainer
-
-    def state_dict(self) -> dict[str, Any]:
-        if self._trainer is None:
-            return {}
-        logger = next((lg for lg in self._trainer.loggers if isinstance(lg, HistoryLogger)), None)
-        metrics = self._trainer.callback_metrics.items()
-        state: dict[str, Any] = {"rows": logger.rows} if logger is not None else {}
-        state["metrics"] = {k: float(v) for k, v in metrics if getattr(v, "numel", lambda: 1)() == 1}
-        return state

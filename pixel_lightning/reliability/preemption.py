@@ -1,12 +1,10 @@
 """Preemption: on SIGTERM, SIGUSR1 or Ctrl-C, checkpoint the current step, requeue under SLURM, stop cleanly.
 
-Clusters stop jobs with SIGTERM (and SIGKILL some seconds later); SLURM sends a warning signal first when
-asked (``#SBATCH --signal=USR1@90``). The handler only records the signal; the checkpoint is written at the
-next plain training batch end (the state Lightning resumes from exactly; a signal during a validation pass
-is acted on after it), then :class:`~pixel_lightning.errors.Preempted` stops the run. Under SLURM the job
-is requeued with ``scontrol requeue`` and resumes from that checkpoint when it starts again. The handlers
-are ours only while training runs, replacing Lightning's SLURM auto-requeue handler meanwhile (it saves
-from inside the signal handler, in the middle of a step).
+The handler only records the signal; the checkpoint is written at the next point Lightning resumes exactly
+(:func:`~pixel_lightning.reliability.checkpoints.plain_batch_end`), then
+:class:`~pixel_lightning.errors.Preempted` stops the run. The handlers are ours only while training runs,
+replacing Lightning's SLURM auto-requeue handler meanwhile (it saves from inside the signal handler, in the
+middle of a step).
 """
 
 from __future__ import annotations
@@ -16,11 +14,11 @@ import re
 import signal
 import subprocess
 import threading
+from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
-from lightning.pytorch.callbacks import Checkpoint
 
 from pixel_lightning.errors import Preempted
 from pixel_lightning.reliability.checkpoints import PeriodicCheckpoint, plain_batch_end
@@ -45,15 +43,17 @@ def requeue_slurm() -> bool:
     return done.returncode == 0
 
 
-class Preemption(Checkpoint):
-    """Checkpoint and stop on SIGTERM/SIGUSR1/SIGINT; requeue under SLURM (``requeue=True``).
+class Preemption(PeriodicCheckpoint):
+    """The periodic checkpoints, and on SIGTERM/SIGUSR1/SIGINT a checkpoint of the current step and a stop;
+    under SLURM (``requeue=True``) the job is requeued. A ``Checkpoint``, so Lightning runs its hooks after
+    every other callback's: a weight average (EMA) is saved as of that step
+    (tests/test_journey_matrix.py, the ``sigterm-*-ema-1`` cases)."""
 
-    A ``Checkpoint`` so that Lightning runs its hooks after every other callback's, as it does for
-    checkpoint callbacks: a weight-averaging callback (EMA) has then updated its average for the step
-    being saved (tests/test_journey_matrix.py, the ``sigterm-*-ema-1`` cases)."""
-
-    def __init__(self, checkpoint: PeriodicCheckpoint, requeue: bool = True) -> None:
-        self.checkpoint, self.requeue = checkpoint, requeue
+    def __init__(
+        self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int, requeue: bool
+    ) -> None:
+        super().__init__(dirpath, every_n_steps, every_minutes, keep)
+        self.requeue = requeue
         self.received: int | None = None
         self._previous: dict[int, Any] = {}
 
@@ -74,6 +74,7 @@ class Preemption(Checkpoint):
         self._previous = {}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_start(trainer, pl_module)
         self.received = None
         if threading.current_thread() is threading.main_thread() and not self._previous:  # signals go there
             self._previous = {sig: signal.signal(sig, self._handler) for sig in SIGNALS}
@@ -81,8 +82,14 @@ class Preemption(Checkpoint):
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
+        super().on_train_batch_end(trainer, pl_module, outputs, batch, batch_idx)
         if plain_batch_end(trainer, batch_idx):  # else after the validation / epoch end, at the next one
             self._stop(trainer, batch_end=True)
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        super().on_train_end(trainer, pl_module)
+        self._stop(trainer)  # a signal after the last plain batch end
+        self._restore()
 
     def _stop(self, trainer: pl.Trainer, batch_end: bool = False) -> None:
         received = self.received  # as rank 0 saw it: all ranks must save and stop at the same step
@@ -90,20 +97,10 @@ class Preemption(Checkpoint):
             received = trainer.strategy.broadcast(received, src=0)
         if received is None:
             return
-        path = self.checkpoint.save_now(trainer, batch_end)
+        path = self.save_now(trainer, batch_end)
         requeue = self.requeue and received != signal.SIGINT  # Ctrl-C is the user's, not the scheduler's
         requeued = bool(requeue and trainer.is_global_zero and requeue_slurm())
-        self._restore()
         raise Preempted(received, trainer.global_step, path, requeued)
 
-    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._stop(trainer)  # a signal after the last plain batch end
-        self._restore()
-
-    def on_exception(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException
-    ) -> None:
-        self._restore()
-
-    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._restore()
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException) -> None:
+        self._restore()  # Preempted included: Lightning calls this for every exception of fit

@@ -1,25 +1,24 @@
-"""Exact mid-epoch resume: what Lightning does not save itself. It restores the model, optimizers, loop
-counters and the position of a loader with ``state_dict``/``load_state_dict`` (the data package's
-BatchLoader), not the random generators (:class:`RNGState`) nor torchmetrics' states (:class:`MetricState`).
-"""
+"""Exact mid-epoch resume: what Lightning does not save itself (it does save the model, optimizers, loop
+counters and a loader's position through its ``state_dict``): the random generators and torchmetrics'
+states."""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Callable
 from typing import Any
 
 import lightning.pytorch as pl
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import move_data_to_device
 from torchmetrics import Metric
 
 
 class PerRankState(Callback):
-    """A state of every rank, saved in every checkpoint (rank 0 writes it); each rank restores its own at
-    ``on_train_start``, after the sanity check. Saving is a collective under DDP: every rank calls a
-    callback's ``state_dict`` together, in Lightning's ``save_checkpoint`` (itself a collective)."""
+    """A state of every rank in every checkpoint; each rank restores its own at ``on_train_start``, after
+    the sanity check. Under DDP every rank calls ``state_dict`` together (in Lightning's collective
+    ``save_checkpoint``), so it gathers the ranks' states."""
 
     FLAT_BEFORE_ISSUE_19 = False  # a checkpoint of before issue 19 holds rank 0's state only
 
@@ -59,10 +58,9 @@ class PerRankState(Callback):
 
 
 class RNGState(PerRankState):
-    """The python, numpy and torch (CPU, CUDA) RNG states: without them a training step that draws random
-    numbers (dropout, augmentation) draws other ones after a resume
-    (tests/test_reliability.py::test_resume_without_rng_state_differs, the control of
-    test_resume_is_exact_with_random_draws_in_the_step_and_two_workers)."""
+    """The python, numpy and torch (CPU, CUDA) RNG states: without them a step that draws random numbers
+    (dropout, augmentation) draws other ones after a resume
+    (tests/test_reliability.py::test_resume_without_rng_state_differs)."""
 
     FLAT_BEFORE_ISSUE_19 = True
 
@@ -91,12 +89,10 @@ class RNGState(PerRankState):
 
 
 class MetricState(PerRankState):
-    """The accumulated states of the module's torchmetrics, so an epoch-level metric of an epoch
-    interrupted mid-way covers the whole epoch (tests/test_reliability.py::
-    test_resume_without_metric_state_differs; under DDP tests/test_ddp.py::test_ddp_resume_is_exact: with
-    rank 0's states on every rank the synced epoch metric is off). Through torchmetrics' public
-    ``Metric.metric_state``, ``reset`` and ``load_state_dict``; the states stay out of the module's
-    ``state_dict``, so saved weights, ``load_model`` and older checkpoints are unaffected."""
+    """The accumulated states of the module's torchmetrics, so the epoch metric of an epoch interrupted
+    mid-way covers the whole epoch (tests/test_reliability.py::test_resume_without_metric_state_differs,
+    tests/test_ddp.py::test_ddp_resume_is_exact). They stay out of the module's ``state_dict``: saved
+    weights and ``load_model`` are unaffected."""
 
     def _metrics(self) -> dict[str, Metric]:
         module = self._trainer.lightning_module if self._trainer is not None else None
@@ -105,14 +101,10 @@ class MetricState(PerRankState):
     def mine(self) -> dict[str, Any] | None:
         if self._trainer is None or self._trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
             return None  # the epoch is complete: a resumed run starts the next one with fresh metrics
-        return {name: _map(m.metric_state, lambda t: t.detach().cpu()) for name, m in self._metrics().items()}
+        return {name: move_data_to_device(m.metric_state, "cpu") for name, m in self._metrics().items()}
 
     def restore(self, mine: dict[str, Any]) -> None:
         for name, metric in self._metrics().items():
             if name in mine:
                 metric.reset()
-                metric.load_state_dict(_map(mine[name], lambda t, device=metric.device: t.to(device)))
-
-
-def _map(states: dict[str, Any], fn: Callable[[torch.Tensor], torch.Tensor]) -> dict[str, Any]:
-    return {k: [fn(t) for t in v] if isinstance(v, list) else fn(v) for k, v in states.items()}
+                metric.load_state_dict(move_data_to_device(mine[name], metric.device))

@@ -69,13 +69,9 @@ def _read(path: Path) -> tuple[dict[str, Any], int] | None:
     """The lock's content and heartbeat (mtime, ns), or None when there is no lock. Opened, not only
     stat'ed: on NFS an open revalidates the cached attributes (close-to-open consistency)."""
     try:
-        fd = os.open(path, os.O_RDONLY)
-    except FileNotFoundError:
-        return None
-    try:
-        with os.fdopen(fd, "rb") as f:
+        with path.open("rb") as f:
             raw, mtime = f.read(), os.fstat(f.fileno()).st_mtime_ns
-    except OSError:
+    except OSError:  # FileNotFoundError: released
         return None
     try:
         return json.loads(raw or b"{}"), mtime
@@ -86,13 +82,11 @@ def _read(path: Path) -> tuple[dict[str, Any], int] | None:
 class RunLock:
     """One writer per run directory: ``<out>/run.lock``, held while a run trains, tests or samples there.
 
-    A file created with ``O_CREAT | O_EXCL`` (atomic on NFSv3+ and every local file system; ``fcntl`` and
-    ``flock`` locks on NFS depend on a lock manager that is often off, and one held by a lost node is never
-    released), holding the holder's host, pid namespace, pid, process start time and a token; its mtime is
-    the heartbeat, touched every ``HEARTBEAT_S`` by a daemon thread. Stale (taken over, with a line saying
-    so): on this host and pid namespace, when the pid is dead or reused (kill -9); else when the heartbeat
-    did not move for ``STALE_AFTER_S`` seconds on this host's clock. A take-over is serialised by a second
-    exclusive file (``run.lock.break``), so two processes finding one stale lock cannot both take it.
+    A file created with ``O_CREAT | O_EXCL`` (an ``fcntl``/``flock`` lock on NFS depends on a lock manager
+    that is often off, and one held by a lost node is never released); its mtime is the heartbeat. Stale
+    (taken over, saying so): on this host and pid namespace when its pid is dead or reused, else when its
+    heartbeat did not move for ``STALE_AFTER_S`` on this host's clock. A take-over is serialised by a
+    second exclusive file (``run.lock.break``): two processes finding one stale lock cannot both take it.
     tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused.
     """
 
