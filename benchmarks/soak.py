@@ -4,7 +4,10 @@ Measures the process's resident memory (RSS, from /proc/self/statm) every 100 st
 directory's size and file count after every checkpoint. Pass: RSS growth after warm-up < 5% and a bounded
 run directory (keep_last step files + last.ckpt). Writes the figures as JSON (``--json``).
 
-    nice python benchmarks/soak.py --steps 10000 --every 100 --out /tmp/soak --json benchmarks/soak.json
+    nice python -m benchmarks.soak --steps 10000 --every 100 --out /tmp/soak --json benchmarks/soak.json
+
+from the repository root: the model, data and Trainer of benchmarks/tiny.py (the runner's Trainer factory,
+with fit's reliability wiring; the reliability tests train the same).
 """
 
 from __future__ import annotations
@@ -21,14 +24,8 @@ from typing import Any
 import lightning as L
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
-
-from rel_tiny import TinyData, parse, seeded_model  # noqa: E402  the tests' tiny model and data
-
-from pixel_lightning import reliability  # noqa: E402
-from pixel_lightning.config import CheckpointConfig, GuardConfig  # noqa: E402
+from benchmarks.tiny import TinyData, tiny_model, tiny_trainer
+from pixel_lightning import reliability
 
 
 def rss_mib() -> float:
@@ -72,17 +69,10 @@ def main() -> None:
     out = Path(a.out)
     if out.exists():
         raise SystemExit(f"{out} exists: choose a new --out (the soak starts from scratch)")
-    args = parse(["--out", str(out), "--steps", str(a.steps), "--every", str(a.every), "--keep", str(a.keep)])
-    model, data = seeded_model(args), TinyData(seed=0, n_train=a.n_train)
-    config = CheckpointConfig(every_n_steps=a.every, keep_last_k=a.keep)
+    model, data = tiny_model(), TinyData(seed=0, n_train=a.n_train)
     reliability.prepare_resume(out, model)
     probe = Probe(out, a.every)
-    trainer = L.Trainer(
-        default_root_dir=out, max_steps=a.steps, accelerator="cpu", devices=1, logger=False,
-        enable_progress_bar=False, enable_model_summary=False,
-        num_sanity_val_steps=0, callbacks=[probe, *reliability.callbacks(out, config, GuardConfig())],
-        plugins=[reliability.AtomicCheckpointIO()],
-    )  # fmt: skip
+    trainer = tiny_trainer(out, a.steps, a.every, a.keep, callbacks=[probe])
     t0 = time.perf_counter()
     trainer.fit(model, datamodule=data)
     seconds = time.perf_counter() - t0
@@ -91,7 +81,7 @@ def main() -> None:
     after = [r["rss_mib"] for r in rows if r["step"] >= a.warmup]
     files, mib = dir_stats(out)
     result = {
-        "command": "nice python " + " ".join(sys.argv),
+        "command": "nice python -m benchmarks.soak " + " ".join(sys.argv[1:]),
         "steps": a.steps,
         "checkpoint_every": a.every,
         "keep_last": a.keep,

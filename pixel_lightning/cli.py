@@ -164,11 +164,9 @@ def cmd_test(args: argparse.Namespace) -> int:
     logged as ``test/*`` (``val/*``), as JSON."""
     import json
 
-    import lightning as L
-
     from pixel_lightning.config import ConfigError
     from pixel_lightning.hub import load_model
-    from pixel_lightning.runner import build_datamodule, progress_bars, quiet_lightning, scalar_metrics
+    from pixel_lightning.runner import build_datamodule, make_trainer, progress_bars, scalar_metrics
 
     model = load_model(args.ckpt)
     run = RunFolder.of_checkpoint(args.ckpt) if Path(args.ckpt).is_file() else None
@@ -180,19 +178,10 @@ def cmd_test(args: argparse.Namespace) -> int:
             f"{cfg.data.name} is {tuple(dm.image_shape)} with {dm.levels}",
             "pass --config naming the data the model was trained on",
         )
-    quiet_lightning(progress_bars(cfg))  # before the data conversion trainer.test may run
-    t = cfg.trainer
-    trainer = L.Trainer(
-        accelerator=t.accelerator,
-        devices=1,
-        precision=t.precision,
-        limit_val_batches=t.limit_val_batches,  # the run's own evaluation budget
-        limit_test_batches=tested_batches(args, run) or t.limit_test_batches,  # the batches its figure covers
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=progress_bars(cfg),  # on a terminal only: no carriage returns in a log file
-        enable_model_summary=False,
-    )
+    t = cfg.trainer  # evaluation only (one device, no logger, no checkpoints), bars on a terminal only
+    tested = tested_batches(args, run) or t.limit_test_batches  # the batches the run's test figure covers
+    kwargs = dict(accelerator=t.accelerator, precision=t.precision, enable_progress_bar=progress_bars(cfg))
+    trainer = make_trainer({**kwargs, "limit_val_batches": t.limit_val_batches, "limit_test_batches": tested})
     evaluate = trainer.test if args.split == "test" else trainer.validate
     (metrics,) = evaluate(model, datamodule=dm, verbose=False)
     result = {

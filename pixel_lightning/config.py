@@ -19,6 +19,7 @@ options, so keeping today's syntax would have needed a translation layer of our 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import typing
@@ -31,10 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
-from pixel_lightning.models.base import ModelConfig
-from pixel_lightning.models.multiscale import MultiScaleConfig
-from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, recipe_path
-from pixel_lightning.recipebook import read_yaml as _read_yaml
+from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, read_yaml, recipe_path
 from pixel_lightning.runfolder import SAVED_ONLY, drop_retired, leaves
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
@@ -44,35 +42,53 @@ __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load
 # ----------------------------------------------------------------------------- the sections
 
 
-# keys only the multi-scale architecture takes: declared once, in its config class
-MULTISCALE_KEYS = tuple(
-    f.name for f in fields(MultiScaleConfig) if f.name not in {g.name for g in fields(ModelConfig)}
-)
+class ModelSection:
+    """The ``model`` section (:func:`model_section`): the fields of the architecture's own config class,
+    which checks them (ModelConfig, pixel_lightning/models/base.py, or a subclass), plus ``arch``."""
 
+    config_class: ClassVar[type]
 
-@dataclass
-class ModelSection(MultiScaleConfig):
-    """The model's fields, declared by their owners (ModelConfig, pixel_lightning/models/base.py, and
-    MultiScaleConfig, models/multiscale.py: the multi-scale keys, for model.arch=multiscale only), plus
-    the architecture. ``image_shape`` and ``levels`` default to the DataModule's."""
-
-    arch: str = "pixelcnn"  # a registered architecture (pixel_lightning/models/registry.py)
-    image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: the dataset's
-    levels: int | None = None  # values per sub-pixel; None: the dataset's (2 for MNIST, 256 otherwise)
-
-    def __post_init__(self) -> None:  # checked in RunConfig.validate, once the dataset is known
+    def __post_init__(self) -> None:  # the owner checks them in RunConfig.validate, once the data is known
         pass
-
-    def given_multiscale_keys(self) -> list[str]:
-        defaults = {f.name: f.default for f in fields(MultiScaleConfig)}
-        return [k for k in MULTISCALE_KEYS if getattr(self, k) != defaults[k]]
 
     def build_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``pixel_lightning.build_model(self.arch, **kwargs)``."""
-        keys = [f.name for f in fields(ModelConfig)] + (
-            list(MULTISCALE_KEYS) if self.arch == "multiscale" else []
-        )
-        return {k: getattr(self, k) for k in keys}
+        return {f.name: getattr(self, f.name) for f in fields(self.config_class)}
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the class is made at run time: pickle it by its config class
+        return (_new_section, (self.config_class,), self.__dict__)
+
+
+@functools.cache
+def model_section(config_class: type) -> type[ModelSection]:
+    """The ``model`` section's dataclass for an architecture's config class."""
+    extra = [
+        ("arch", str, "pixelcnn"),  # a registered architecture (pixel_lightning/models/registry.py)
+        ("image_shape", tuple[int, int, int] | None, None),  # (C, H, W); None: the dataset's
+        ("levels", int | None, None),  # values per sub-pixel; None: the dataset's (2 for MNIST, else 256)
+    ]
+    return dataclasses.make_dataclass(
+        "ModelSection", extra, bases=(ModelSection, config_class), namespace={"config_class": config_class}
+    )
+
+
+def _new_section(config_class: type) -> ModelSection:
+    return model_section(config_class).__new__(model_section(config_class))
+
+
+def model_config_class(arch: str, imports: list[str] | tuple[str, ...] = ()) -> type:
+    """The config class of architecture ``arch``, once the modules ``imports`` (where a user's architectures
+    register) are imported; ConfigError naming a module that does not import, or the registered names."""
+    from pixel_lightning.models import registry
+
+    for module in imports:
+        try:
+            registry.import_module(module)
+        except ImportError as e:
+            raise ConfigError(f"imports: {e}", "install it, or put its folder on PYTHONPATH") from e
+    if arch not in registry.names():
+        raise ConfigError(f"model.arch={arch!r} is unknown; choose one of {registry.names()}")
+    return registry.get(arch).config_class
 
 
 @dataclass
@@ -91,18 +107,8 @@ class DataConfig:
     cache_dir: str | None = None  # where the Arrow conversion goes; None: <data_dir>/arrow
 
     def datamodule_kwargs(self, seed: int) -> dict[str, Any]:
-        kwargs: dict[str, Any] = {
-            "data_dir": self.data_dir,
-            "source": self.source,
-            "batch_size": self.batch_size,
-            "num_workers": self.num_workers,
-            "seed": seed,
-            "strict": self.strict,
-        }
-        for key in ("val_size", "binarization", "hub_id", "cache_dir"):
-            if getattr(self, key) is not None:
-                kwargs[key] = getattr(self, key)
-        return kwargs
+        """The DataModule's arguments: every field but the name; one left None takes its default."""
+        return {k: v for k, v in asdict(self).items() if k != "name" and v is not None} | {"seed": seed}
 
 
 @dataclass
@@ -236,7 +242,8 @@ class RunConfig:
     seed: int = 0  # seeds the model init, data order and everything else
     threads: int | None = None  # torch CPU threads per process; None: torch's default (1: busy CPUs)
     out: str | None = None  # run directory; None: runs/<recipe>
-    model: ModelSection = field(default_factory=ModelSection)
+    # model_section(<config class of model.arch>); load_config picks the class from the layers' model.arch
+    model: Any = field(default_factory=lambda: model_section(model_config_class("pixelcnn"))())
     data: DataConfig = field(default_factory=DataConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
@@ -262,34 +269,29 @@ class RunConfig:
         d = asdict(self)
         if d["model"]["image_shape"] is not None:
             d["model"]["image_shape"] = list(d["model"]["image_shape"])
-        if self.model.arch != "multiscale":
-            for key in MULTISCALE_KEYS:
-                d["model"].pop(key)
         return d
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def validate(self) -> RunConfig:
-        """Fill the dataset's shape and levels into the model, then check every impossible value."""
-        from pixel_lightning.data import DATASETS, build_datamodule
-        from pixel_lightning.models import registry
+        """Check every value, each by its owner (the data's class, the architecture's config class, the
+        guard; the rest here), and fill the dataset's shape and levels into the model. Builds nothing:
+        the DataModule class states its shape and levels."""
+        from pixel_lightning.data import DataError, datamodule_class
+        from pixel_lightning.reliability.guard import NonFiniteGuard
 
-        for module in self.imports:
-            try:
-                registry.import_module(module)
-            except ImportError as e:
-                raise ConfigError(f"imports: {e}", "install it, or put its folder on PYTHONPATH") from e
-
-        if self.data.name not in DATASETS:
-            raise ConfigError(f"data.name={self.data.name!r} is unknown; choose one of {list(DATASETS)}")
+        try:
+            data = datamodule_class(self.data.name, prefix="data.name=")
+            data.check_args(prefix="data.", **self.data.datamodule_kwargs(self.seed))
+        except DataError as e:
+            raise ConfigError(str(e)) from None
+        NonFiniteGuard.check(self.guard.max_skips)
         self._check_positive()
         self.trainer.check_matmul_precision()
         if self.logger.kind not in LOGGERS:
             raise ConfigError(f"logger={self.logger.kind!r} is unknown; choose one of {list(LOGGERS)}")
-        dm = build_datamodule(self.data.name, **self.data.datamodule_kwargs(self.seed))  # owns shape, levels
-        shape, levels = tuple(dm.image_shape), dm.levels
-        m = self.model
+        shape, levels, m = data.image_shape, data.levels, self.model
         m.image_shape = tuple(m.image_shape) if m.image_shape is not None else shape
         m.levels = m.levels if m.levels is not None else levels
         if (tuple(m.image_shape), m.levels) != (shape, levels):
@@ -297,43 +299,28 @@ class RunConfig:
                 f"model.image_shape={list(m.image_shape)}, model.levels={m.levels} do not match data.name="
                 f"{self.data.name} ({list(shape)}, {levels} levels); drop them to use the dataset's"
             )
-        if m.arch not in registry.names():
-            raise ConfigError(f"model.arch={m.arch!r} is unknown; choose one of {registry.names()}")
-        if m.arch != "multiscale":
-            given = m.given_multiscale_keys()
-            if given:
-                raise ConfigError(f"model.{given[0]} is for model.arch=multiscale only; remove it")
         try:
-            cls = MultiScaleConfig if m.arch == "multiscale" else ModelConfig  # the owner checks its fields
-            resolved = cls(**{f.name: getattr(m, f.name) for f in fields(cls)})
-            m.head_channels = resolved.head_channels  # None -> the paper's 32 (binary) or 1024
+            m.head_channels = m.config_class(**m.build_kwargs()).head_channels  # None -> the paper's
         except ValueError as e:
             raise ConfigError(f"{e}; fix it under model.* in the recipe or with model.<key>=<value>") from e
         return self
 
     def _check_positive(self) -> None:
-        rules = [
-            ("data.batch_size", self.data.batch_size, 1),
-            ("data.num_workers", self.data.num_workers, 0),
-            ("trainer.num_nodes", self.trainer.num_nodes, 1),
-            ("trainer.accumulate_grad_batches", self.trainer.accumulate_grad_batches, 1),
-            ("trainer.log_every_n_steps", self.trainer.log_every_n_steps, 1),
+        t, c = self.trainer, self.checkpoint
+        rules = [  # (key, value: None is unset, lowest allowed)
+            ("trainer.num_nodes", t.num_nodes, 1),
+            ("trainer.accumulate_grad_batches", t.accumulate_grad_batches, 1),
+            ("trainer.log_every_n_steps", t.log_every_n_steps, 1),
+            ("trainer.devices", t.devices if isinstance(t.devices, int) else None, 1),
+            ("trainer.gradient_clip_val", t.gradient_clip_val, 0),
             ("sample.every_n_epochs", self.sample.every_n_epochs, 0),
             ("sample.n", self.sample.n, 0),
-            ("threads", self.threads if self.threads is not None else 1, 1),
-            ("checkpoint.keep_last_k", self.checkpoint.keep_last_k, 1),
-            ("guard.max_skips", self.guard.max_skips, 0),
+            ("threads", self.threads, 1),
+            ("checkpoint.keep_last_k", c.keep_last_k, 1),
+            ("checkpoint.every_n_steps", c.every_n_steps, 1),
         ]
-        if isinstance(self.trainer.devices, int):
-            rules.append(("trainer.devices", self.trainer.devices, 1))
-        if self.data.val_size is not None:
-            rules.append(("data.val_size", self.data.val_size, 0))
-        if self.checkpoint.every_n_steps is not None:
-            rules.append(("checkpoint.every_n_steps", self.checkpoint.every_n_steps, 1))
-        if self.trainer.gradient_clip_val is not None:
-            rules.append(("trainer.gradient_clip_val", self.trainer.gradient_clip_val, 0))
         for key, value, low in rules:
-            if value < low:
+            if value is not None and value < low:
                 raise ConfigError(f"{key}={value} is impossible: it must be >= {low}")
         if self.trainer.max_epochs < -1 or self.trainer.max_steps < -1:
             raise ConfigError("trainer.max_epochs and trainer.max_steps must be >= 1, or -1 for no limit")
@@ -362,12 +349,13 @@ class RunConfig:
 # ----------------------------------------------------------------------------- layers (OmegaConf)
 
 
-def _declared_type(key: str) -> Any:
-    """The annotation of dotted ``key`` in RunConfig (list indices ignored), or None for an unknown key."""
+def _declared_type(key: str, model: type | None = None) -> Any:
+    """The annotation of dotted ``key`` in RunConfig (list indices ignored), or None for an unknown key;
+    ``model``: the model section's class (None: the model's keys are unknown)."""
     hint: Any = RunConfig
     for part in re.sub(r"\[\d+\]", "", key).split("."):
         if dataclasses.is_dataclass(hint):
-            hint = typing.get_type_hints(hint).get(part)
+            hint = model if (hint, part) == (RunConfig, "model") else typing.get_type_hints(hint).get(part)
     return hint
 
 
@@ -429,8 +417,11 @@ def _config_error(
     e: OmegaConfBaseException, cfg: DictConfig, layer: dict[str, Any], source: str
 ) -> ConfigError:
     """OmegaConf's error as one paragraph: the key, what is valid there, and the fix."""
+    model = OmegaConf.get_type(cfg, "model")
     if isinstance(e, ConfigKeyError) and dataclasses.is_dataclass(e.object_type):
         names = [f.name for f in fields(e.object_type)]
+        if e.object_type is model and (owners := _architectures_with(e.key)):
+            return ConfigError(f"model.{e.key} is for model.arch={' or '.join(owners)} only; remove it")
         if e.object_type is TrainerConfig:
             names = [n for n in names if n != "extra"] + ["any other lightning.Trainer argument"]
         return ConfigError(f"unknown key {e.full_key!r} {source}; valid keys: {', '.join(names)}")
@@ -438,7 +429,7 @@ def _config_error(
     if not key:  # OmegaConf names no key for a section given a value or a bad list item: find it
         key = next((k for k, v in leaves(layer) if _rejects(cfg, k, v)), "")
     key = re.sub(r"\[\d+\]$", "", key)  # a list item: name the list
-    hint = _declared_type(key) if key else None
+    hint = _declared_type(key, model) if key else None
     if dataclasses.is_dataclass(hint):
         return ConfigError(f"{key} is a section: set its keys, e.g. {key}.<key>=<value>")
     if isinstance(e, ValidationError) and key:
@@ -448,6 +439,14 @@ def _config_error(
             f"fix it {source}: {key}=<{expected}>"
         )
     return ConfigError(f"{str(e).splitlines()[0]} ({source}); fix {key or 'the config'}")
+
+
+def _architectures_with(key: Any) -> list[str]:
+    """The architectures whose config class declares ``key``."""
+    from pixel_lightning.models import registry
+
+    archs = registry.architectures()
+    return sorted(n for n, a in archs.items() if key in {f.name for f in fields(a.config_class)})
 
 
 def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
@@ -460,10 +459,6 @@ def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
 
 
 # ----------------------------------------------------------------------------- recipes
-
-
-def read_yaml(path: Path) -> dict[str, Any]:
-    return _read_yaml(path, ConfigError)
 
 
 def load_config(
@@ -482,7 +477,7 @@ def load_config(
                 f"unknown recipe {recipe!r}; valid recipes: {', '.join(list_recipes(recipes_dir))} "
                 "(python recipes/run.py --list describes them)"
             )
-        layers.append((read_yaml(path), f"in {path}"))
+        layers.append((read_yaml(path, ConfigError), f"in {path}"))
     name = recipe or ""
     if config_path is not None:
         path = Path(config_path)
@@ -490,13 +485,17 @@ def load_config(
             raise ConfigError(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
-        data = drop_retired(read_yaml(path))
+        data = drop_retired(read_yaml(path, ConfigError))
         for key in SAVED_ONLY:
             data.pop(key, None)
         name = recipe or data.get("recipe") or ""
         layers.append((data, f"in --config {path}"))
     layers.append((overrides_layer(overrides), "on the command line"))
+    models = [d["model"] for d, _ in layers if isinstance(d.get("model"), dict)]
+    arch = next((m["arch"] for m in reversed(models) if "arch" in m), "pixelcnn")  # the last one given
+    imports = next((d["imports"] for d, _ in reversed(layers) if isinstance(d.get("imports"), list)), [])
     cfg = OmegaConf.structured(RunConfig)
+    cfg.model = OmegaConf.structured(model_section(model_config_class(arch, imports)))
     for data, source in layers:
         data.pop("recipe", None)
         cfg = _merge(cfg, data, source)

@@ -2,8 +2,8 @@
 
     cfg (pixel_lightning.config.RunConfig)
       -> build_datamodule(cfg)   -> build_model_for(cfg)
-      -> build_loggers(cfg)      -> build_callbacks(cfg)
-      -> build_trainer(cfg, extra_callbacks, plugins)        the ONE place a Trainer is made
+      -> build_trainer(cfg, extra_callbacks, plugins): loggers, callbacks
+      -> make_trainer(...)       the ONE place a Trainer is made (also for test, the tests, the soak)
       -> trainer.fit(ckpt_path=...) -> trainer.test(best checkpoint) -> final sample grid
       -> the run folder's files (pixel_lightning.runfolder: config.yaml, metrics.json, checkpoints/, ...)
 
@@ -42,7 +42,7 @@ from pixel_lightning.callbacks import (
     draw_samples,
     log_image,
 )
-from pixel_lightning.config import CheckpointConfig, ConfigError, RunConfig
+from pixel_lightning.config import CheckpointConfig, ConfigError, GuardConfig, RunConfig
 from pixel_lightning.data.base import is_user_data
 from pixel_lightning.errors import NonFiniteError
 from pixel_lightning.recipebook import paper_figure
@@ -232,30 +232,6 @@ def print_rank0(text: str) -> None:
 # ----------------------------------------------------------------------------- callbacks and Trainer
 
 
-def build_callbacks(cfg: RunConfig) -> list[Callback]:
-    callbacks: list[Callback] = [
-        RunRecord(cfg.run_dir, cfg.to_dict()),
-        Throughput(),
-        GradNorm(),
-        LearningRateMonitor(logging_interval="step"),
-        *reliability.callbacks(cfg.run_dir, cfg.checkpoint, cfg.guard),  # checkpoints, resume, guard
-    ]
-    callbacks += [instantiate(spec, "callbacks") for spec in cfg.callbacks]  # extra ones from the config
-    if not progress_bars(cfg):
-        callbacks.append(ValidationLine())
-    if cfg.sample.n > 0 and cfg.sample.every_n_epochs > 0:
-        callbacks.append(
-            SampleGrid(
-                RunFolder(cfg.run_dir).samples,
-                cfg.sample.every_n_epochs,
-                cfg.sample.n,
-                cfg.sample.seed,
-                progress=progress_bars(cfg),
-            )
-        )
-    return callbacks
-
-
 def progress_bars(cfg: RunConfig) -> bool:
     """Lightning's bars only on a terminal: in a log file (SLURM) one line per validation instead."""
     return cfg.trainer.enable_progress_bar and sys.stdout.isatty()
@@ -300,25 +276,56 @@ def instantiate(spec: dict[str, Any], key: str) -> Any:
         raise ConfigError(f"{key}: {path}(**init_args) failed: {e}; fix init_args") from e
 
 
+def make_trainer(
+    trainer: dict[str, Any],
+    run_dir: str | Path | None = None,
+    checkpoint: CheckpointConfig | None = None,
+    guard: GuardConfig | None = None,
+    callbacks: Sequence[Callback] = (),
+    later_callbacks: Sequence[Callback] = (),
+    loggers: list[Logger] | Logger | bool = False,
+    plugins: Sequence[Any] = (),
+) -> L.Trainer:
+    """The one place a Trainer is made (fit, ``pixel-lightning test``, tests/rel_tiny.py, the soak benchmark)
+    from lightning.Trainer arguments ``trainer``. With a ``run_dir``, fit's wiring: ``callbacks``, the
+    reliability ones (checkpoints, resume state, the non-finite guard, preemption: ``checkpoint``, ``guard``),
+    ``later_callbacks``; atomic, finite-only checkpoint writes; the DataModules shard by rank themselves.
+    Without: evaluation only (one device, no logger, no checkpoints)."""
+    quiet_lightning(trainer.get("enable_progress_bar", True))
+    if run_dir is None:
+        off = {"devices": 1, "logger": False, "enable_checkpointing": False, "enable_model_summary": False}
+        return L.Trainer(**{**trainer, **off}, callbacks=[*callbacks, *later_callbacks])
+    wiring = reliability.callbacks(run_dir, checkpoint or CheckpointConfig(), guard or GuardConfig())
+    return L.Trainer(
+        default_root_dir=run_dir,
+        logger=loggers,
+        callbacks=[*callbacks, *wiring, *later_callbacks],
+        plugins=[*plugins, reliability.AtomicCheckpointIO()],  # atomic, finite-only checkpoint writes
+        use_distributed_sampler=False,  # the DataModules shard by rank themselves
+        **trainer,
+    )
+
+
 def build_trainer(
     cfg: RunConfig,
     extra_callbacks: Sequence[Callback] = (),
     plugins: Sequence[Any] = (),
-    loggers: list[Logger] | None = None,
     history_rows: int | None = 0,
 ) -> L.Trainer:
-    """The one place a Trainer is made: the config's trainer section + the run's loggers and callbacks
-    + ``extra_callbacks`` / ``plugins`` (resume, preemption and guards hook in here)."""
-    t = cfg.trainer
-    quiet_lightning(progress_bars(cfg))
-    return L.Trainer(
-        default_root_dir=cfg.run_dir,
-        logger=loggers if loggers is not None else build_loggers(cfg, history_rows),
-        callbacks=[*build_callbacks(cfg), *extra_callbacks],
-        plugins=[*plugins, reliability.AtomicCheckpointIO()],  # atomic, finite-only checkpoint writes
-        use_distributed_sampler=False,  # the DataModules shard by rank themselves
-        **{**t.kwargs(), "enable_progress_bar": progress_bars(cfg)},
-    )
+    """fit's Trainer (:func:`make_trainer`): the config's trainer section, the run's loggers, its callbacks
+    around the reliability ones (the guard sees the gradients after GradNorm has logged them), and
+    ``extra_callbacks`` / ``plugins`` (a caller's hooks, e.g. the journey tests' faults)."""
+    s, bars = cfg.sample, progress_bars(cfg)
+    first = [RunRecord(cfg.run_dir, cfg.to_dict()), Throughput(), GradNorm(), LearningRateMonitor("step")]
+    later = [instantiate(spec, "callbacks") for spec in cfg.callbacks]  # extra ones from the config
+    if not bars:
+        later.append(ValidationLine())
+    if s.n > 0 and s.every_n_epochs > 0:
+        later.append(SampleGrid(RunFolder(cfg.run_dir).samples, s.every_n_epochs, s.n, s.seed, bars))
+    trainer = {**cfg.trainer.kwargs(), "enable_progress_bar": bars}
+    later += extra_callbacks
+    loggers = build_loggers(cfg, history_rows)
+    return make_trainer(trainer, cfg.run_dir, cfg.checkpoint, cfg.guard, first, later, loggers, plugins)
 
 
 # ----------------------------------------------------------------------------- the run

@@ -1,5 +1,6 @@
-"""A tiny training program built like the runner (reliability callbacks, plugins, resumable loader,
-CLI error handling), for the reliability tests: in-process through :func:`fit`, or as a real process.
+"""A tiny training program on the runner's Trainer factory (its reliability callbacks and plugins, the
+resumable loader, CLI error handling; benchmarks/tiny.py), for the reliability tests: in-process through
+:func:`fit`, or as a real process.
 
     python tests/rel_tiny.py --out DIR [--steps 30] [--every 5] [--sleep 0.05] [--nan-at 7,9] ...
 
@@ -21,54 +22,9 @@ import lightning as L
 import numpy as np
 import torch
 
-import pixel_lightning
+from benchmarks.tiny import TinyData, tiny_model, tiny_trainer
 from pixel_lightning import reliability
-from pixel_lightning.config import CheckpointConfig, GuardConfig
-from pixel_lightning.data.base import (
-    BatchLoader,
-    ImageBatches,
-    ShardedBatchSampler,
-    dist_info,
-)
 from pixel_lightning.errors import cli_errors
-
-
-class MemoryStore:
-    """The store interface ImageBatches reads (take, labels), over arrays in memory."""
-
-    def __init__(self, images: np.ndarray) -> None:
-        self.images, self.labels = images, np.full(len(images), -1, dtype=np.int64)
-
-    def take(self, rows: np.ndarray) -> np.ndarray:
-        return self.images[rows]
-
-
-class TinyData(L.LightningDataModule):
-    """40 train / 8 val / 8 test binary 8x8 images (blobs, so the model has something to learn)."""
-
-    def __init__(self, batch_size: int = 4, seed: int = 0, n_train: int = 40, num_workers: int = 0) -> None:
-        super().__init__()
-        self.num_workers = num_workers
-        rng = np.random.default_rng(123)
-        yy, xx = np.mgrid[:8, :8]
-        centres = rng.uniform(1, 7, size=(n_train + 16, 2))
-        images = ((yy - centres[:, :1, None]) ** 2 + (xx - centres[:, 1:, None]) ** 2 < 6).astype(np.uint8)
-        self.images = images[:, None]
-        self.n_train, self.batch_size, self.seed = n_train, batch_size, seed
-
-    def _loader(self, rows: np.ndarray, shuffle: bool) -> BatchLoader:
-        data = ImageBatches(MemoryStore(self.images), rows)
-        sampler = ShardedBatchSampler(len(rows), self.batch_size, shuffle, self.seed, *dist_info())
-        return BatchLoader(data, sampler, self.num_workers)
-
-    def train_dataloader(self) -> BatchLoader:
-        return self._loader(np.arange(self.n_train), True)
-
-    def val_dataloader(self) -> BatchLoader:
-        return self._loader(np.arange(self.n_train, self.n_train + 8), False)
-
-    def test_dataloader(self) -> BatchLoader:
-        return self._loader(np.arange(self.n_train + 8, self.n_train + 16), False)
 
 
 class StepPrinter(L.Callback):
@@ -120,13 +76,9 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def seeded_model(args: argparse.Namespace) -> pixel_lightning.AutoregressiveImageModel:
+def seeded_model(args: argparse.Namespace) -> L.LightningModule:
     """Seed everything with ``--seed``, then build the model (its initial weights depend on the seed)."""
-    L.seed_everything(args.seed, workers=True, verbose=False)
-    return pixel_lightning.build_model(
-        args.arch, image_shape=(1, 8, 8), levels=2, hidden=args.hidden, layers=1, head_channels=8,
-        lr=3e-3, scheduler=args.scheduler,
-    )  # fmt: skip
+    return tiny_model(args.arch, args.hidden, args.scheduler, args.seed)
 
 
 def fit(args: argparse.Namespace) -> dict[str, float]:
@@ -135,29 +87,13 @@ def fit(args: argparse.Namespace) -> dict[str, float]:
     out = Path(args.out)
     model = seeded_model(args)
     data = TinyData(seed=args.seed, num_workers=args.workers)
-    checkpoint = CheckpointConfig(every_n_steps=args.every, keep_last_k=args.keep)
-    guard = GuardConfig(max_skips=args.max_skips)
     resume = reliability.prepare_resume(out, model)
     nan_at = tuple(int(s) for s in args.nan_at.split(",") if s)
-    trainer = L.Trainer(
-        default_root_dir=out,
-        max_steps=args.steps,
-        accelerator="cpu",
-        devices=args.devices,
-        strategy="ddp_fork" if args.devices > 1 else "auto",
-        use_distributed_sampler=False,  # the loaders shard by rank themselves
-        logger=reliability.HistoryLogger(out, resume.history_rows if resume else 0) if args.csv else False,
-        log_every_n_steps=1,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-        deterministic=True,
-        callbacks=[
-            StepPrinter(args.sleep, nan_at, args.noise),
-            *reliability.callbacks(out, checkpoint, guard),
-        ],
-        plugins=[reliability.AtomicCheckpointIO()],
-    )
+    trainer = tiny_trainer(
+        out, args.steps, args.every, args.keep, args.max_skips, args.devices,
+        callbacks=[StepPrinter(args.sleep, nan_at, args.noise)],
+        loggers=reliability.HistoryLogger(out, resume.history_rows if resume else 0) if args.csv else False,
+    )  # fmt: skip
     trainer.fit(model, datamodule=data, ckpt_path=resume and str(resume.path))
     fitted = {
         k: float(trainer.callback_metrics.get(k, float("nan"))) for k in ("val/nll_nats", "train/nll_nats")

@@ -104,3 +104,73 @@ def test_a_saved_config_loads_back_to_the_same_config(tmp_path):
     (tmp_path / "config.yaml").write_text(cfg.to_yaml())
     again = load_config(None, config_path=tmp_path / "config.yaml")
     assert again.to_dict() == cfg.to_dict() and isinstance(again, RunConfig)
+
+
+def test_the_data_shape_comes_from_the_datamodule_class_not_an_instance(monkeypatch):
+    """The config reads shape and levels as class-level facts and checks the data's arguments with the
+    class's own check: it builds no DataModule (the runner builds the one a run uses)."""
+    from pixel_lightning.data import ImageDataModule
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("load_config built a DataModule")
+
+    monkeypatch.setattr(ImageDataModule, "__init__", refuse)
+    cfg = load_config("quickstart", ["data.name=imagenet64", "data.source=auto", "paper.unit=bits/dim"])
+    assert (cfg.model.image_shape, cfg.model.levels, cfg.model.head_channels) == ((3, 64, 64), 256, 1024)
+    with pytest.raises(ConfigError, match=r"unknown data.source 'tfrecord' for imagenet64"):
+        load_config("quickstart", ["data.name=imagenet64", "data.source=tfrecord"])
+
+
+def test_the_model_section_is_the_architectures_config_class_and_pickles():
+    """The section takes the chosen architecture's keys only (another one's is named as such), and a
+    config survives pickling (its section class is made at run time)."""
+    import pickle
+
+    cfg = load_config("quickstart", ["model.arch=multiscale", "model.low_res=7"])
+    again = pickle.loads(pickle.dumps(cfg))
+    assert again.to_dict() == cfg.to_dict() and again.model.build_kwargs()["low_res"] == 7
+    assert "low_res" not in load_config("quickstart").to_dict()["model"]
+    with pytest.raises(ConfigError, match="model.low_res is for model.arch=multiscale only; remove it"):
+        load_config("quickstart", ["model.low_res=7"])
+
+
+PLUGIN = """
+from dataclasses import dataclass
+
+from pixel_lightning.models.base import ModelConfig
+from pixel_lightning.models.pixelcnn import PixelCNN
+from pixel_lightning.models.registry import register
+
+
+@dataclass
+class WideConfig(ModelConfig):
+    widen: int = 1  # a field of this architecture only
+
+
+@register("wide_toy", title="Wide toy")
+class WideToy(PixelCNN):
+    config_class = WideConfig
+"""
+
+
+def test_a_plugin_architectures_own_fields_are_model_keys(tmp_path, monkeypatch):
+    """The model section is the chosen architecture's config class: a plugin's own field is a model.* key
+    (checked by type), and only for that architecture."""
+    import sys
+
+    from pixel_lightning.models import registry
+
+    registry.architectures()  # the built-in ones first, then a copy the plugin registers into
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    (tmp_path / "wide_toy_plugin.py").write_text(PLUGIN)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        cfg = load_config("quickstart", ["imports=[wide_toy_plugin]", "model.arch=wide_toy", "model.widen=3"])
+        assert cfg.model.widen == 3 and cfg.model.build_kwargs()["widen"] == 3
+        assert cfg.to_dict()["model"]["widen"] == 3
+        with pytest.raises(ConfigError, match=r"model.widen='x' .*expected int"):
+            load_config("quickstart", ["imports=[wide_toy_plugin]", "model.arch=wide_toy", "model.widen=x"])
+        with pytest.raises(ConfigError, match=r"model.widen is for model.arch=wide_toy only"):
+            load_config("quickstart", ["imports=[wide_toy_plugin]", "model.widen=3"])
+    finally:
+        sys.modules.pop("wide_toy_plugin", None)

@@ -19,6 +19,7 @@ import pytest
 import rel_tiny
 import torch
 
+from benchmarks.tiny import MemoryStore
 from pixel_lightning import reliability
 from pixel_lightning.data.base import BatchLoader, ImageBatches, ShardedBatchSampler
 from pixel_lightning.errors import (
@@ -142,7 +143,7 @@ def test_resume_without_rng_state_differs(noisy_reference, tmp_path, monkeypatch
 
 
 def batch_loader(workers: int) -> BatchLoader:
-    data = ImageBatches(rel_tiny.MemoryStore(np.arange(40, dtype=np.uint8)[:, None]), np.arange(40))
+    data = ImageBatches(MemoryStore(np.arange(40, dtype=np.uint8)[:, None]), np.arange(40))
     return BatchLoader(data, ShardedBatchSampler(40, 3, shuffle=True, seed=7), workers)
 
 

@@ -405,21 +405,11 @@ class ImageDataModule(pl.LightningDataModule):
         strict: bool = True,
         val_size: int = 0,
         cache_dir: str | os.PathLike | None = None,
+        **checked: Any,  # a subclass's own arguments, for check_args
     ) -> None:
         super().__init__()
-        if source != "auto" and source not in self.SOURCES:
-            raise DataError(
-                f"unknown source {source!r} for {self.name}: choose one of {['auto', *self.SOURCES]}"
-            )
-        for arg, value, low in (
-            ("batch_size", batch_size, 1),
-            ("num_workers", num_workers, 0),
-            ("val_size", val_size, 0),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise DataError(f"{arg} must be an integer >= {low}, got {value!r}")
-        if not isinstance(seed, int):
-            raise DataError(f"seed must be an integer, got {seed!r}")
+        given = {"batch_size": batch_size, "num_workers": num_workers, "seed": seed, "val_size": val_size}
+        self.check_args(source=source, **given, **checked)
         self.data_dir = Path(data_dir if data_dir is not None else f"data_cache/{self.name}")
         self.cache_given = cache_dir is not None
         self.cache_dir = Path(cache_dir) if cache_dir is not None else self.data_dir / "arrow"
@@ -429,6 +419,34 @@ class ImageDataModule(pl.LightningDataModule):
         self.variant: str | None = None
         self._meta: dict[str, Any] | None = None
         self._splits: dict[str, ImageBatches] = {}
+
+    @classmethod
+    def check_args(
+        cls,
+        source: str = "auto",
+        batch_size: Any = 16,
+        num_workers: Any = 0,
+        seed: Any = 0,
+        val_size: Any = 0,
+        prefix: str = "",
+        **_: Any,
+    ) -> None:
+        """DataError for a constructor argument no run can use. The constructor calls it, and so does
+        ``RunConfig.validate``, before anything is built (``prefix="data."``: the names in a run config);
+        a subclass with arguments of its own extends it."""
+        if source != "auto" and source not in cls.SOURCES:
+            raise DataError(
+                f"unknown {prefix}source {source!r} for {cls.name}: choose one of {['auto', *cls.SOURCES]}"
+            )
+        for arg, value, low in [
+            ("batch_size", batch_size, 1),
+            ("num_workers", num_workers, 0),
+            ("val_size", val_size, 0),
+        ]:
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise DataError(f"{prefix}{arg} must be an integer >= {low}, got {value!r}")
+        if not isinstance(seed, int):
+            raise DataError(f"seed must be an integer, got {seed!r}")
 
     # -- subclass hooks
     def _found(self, source: str) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from .base import USER_VARIANT, ImageDataModule
 from .errors import DataError
@@ -60,6 +61,7 @@ class ImageNetDataModule(ImageDataModule):
         val_size: the last ``val_size`` training images, held out for validation (default 10,000).
     """
 
+    name = "imagenet"
     levels = 256
     SOURCES = ("png", "npz", "hub")
     LOCAL_SOURCES = ("png", "npz")
@@ -160,3 +162,21 @@ class ImageNetDataModule(ImageDataModule):
 def _npz_blocks(paths: list[Path], shape: tuple[int, int, int]):
     for path in paths:
         yield read_npz(path, shape)
+
+
+class ImageNet32DataModule(ImageNetDataModule):
+    """``ImageNetDataModule(32, ...)``, its shape a class-level fact (read by the run config)."""
+
+    name, image_shape = "imagenet32", (3, 32, 32)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(32, **kwargs)
+
+
+class ImageNet64DataModule(ImageNetDataModule):
+    """``ImageNetDataModule(64, ...)``, its shape a class-level fact (read by the run config)."""
+
+    name, image_shape = "imagenet64", (3, 64, 64)
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(64, **kwargs)

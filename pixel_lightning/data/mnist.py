@@ -16,6 +16,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -130,14 +131,23 @@ class BinarizedMNISTDataModule(ImageDataModule):
         val_size: int = 10_000,
         cache_dir: str | os.PathLike | None = None,
     ) -> None:
-        super().__init__(data_dir, source, batch_size, num_workers, seed, strict, val_size, cache_dir)
+        checked = {"binarization": binarization}  # check_args checks it
+        super().__init__(
+            data_dir, source, batch_size, num_workers, seed, strict, val_size, cache_dir, **checked
+        )
+        self.binarization = binarization
+
+    @classmethod
+    def check_args(
+        cls, binarization: str | None = None, source: str = "auto", prefix: str = "", **kwargs: Any
+    ) -> None:
+        super().check_args(source=source, prefix=prefix, **kwargs)
         if binarization is not None and binarization not in BINARIZATIONS:
-            raise DataError(f"binarization must be one of {BINARIZATIONS}, got {binarization!r}")
+            raise DataError(f"{prefix}binarization must be one of {BINARIZATIONS}, got {binarization!r}")
         if binarization == "stochastic" and source == "amat":
             raise DataError(
                 "the amat files are already binarized (fixed, Larochelle and Murray): drop binarization="
             )
-        self.binarization = binarization
 
     # -- sources
     def _idx_paths(self) -> dict[str, Path | None]:

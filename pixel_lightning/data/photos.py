@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -109,12 +110,16 @@ class PhotoPatchesDataModule(ImageDataModule):
         cache_dir: str | os.PathLike | None = None,
         val_size: int | None = None,
     ) -> None:
+        super().__init__(data_dir, source, batch_size, num_workers, seed, strict, val_size or 0, cache_dir)
+
+    @classmethod
+    def check_args(cls, val_size: int | None = None, prefix: str = "", **kwargs: Any) -> None:
         if val_size:
             raise DataError(
-                f"val_size={val_size}: skimage_patches validates on its own photograph (chelsea) and holds "
-                "out no training patches; drop val_size (on the command line: data.val_size=null)"
+                f"{prefix}val_size={val_size}: skimage_patches validates on its own photograph (chelsea) and "
+                "holds out no training patches; drop val_size (on the command line: data.val_size=null)"
             )
-        super().__init__(data_dir, source, batch_size, num_workers, seed, strict, 0, cache_dir)
+        super().check_args(prefix=prefix, **kwargs)
 
     def _resolve(self) -> str:
         _skimage_data()  # a clear error now, naming the package, not "no files" or a Hub lookup

@@ -17,7 +17,7 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pixel_lightning.errors import NonFiniteError
+from pixel_lightning.errors import ConfigError, NonFiniteError
 
 DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not the noise of one batch
 
@@ -27,12 +27,17 @@ class NonFiniteGuard(Callback):
     at ``on_before_optimizer_step``: after backward, before the optimizer moves anything."""
 
     def __init__(self, max_skips: int = 5) -> None:
-        if max_skips < 0:
-            raise ValueError(f"guard.max_skips must be >= 0, got {max_skips}")
+        self.check(max_skips)
         self.max_skips = max_skips
         self.skipped: list[int] = []
         self.lowest, self.sane_step = math.inf, 0  # the run's lowest loss; the newest step with a sane one
         self._loss: float | None = None
+
+    @staticmethod
+    def check(max_skips: int) -> None:
+        """ConfigError for a ``guard.max_skips`` no run can use (RunConfig.validate calls it too)."""
+        if max_skips < 0:
+            raise ConfigError(f"guard.max_skips={max_skips} is impossible: it must be >= 0")
 
     def state_dict(self) -> dict[str, Any]:
         return {"skipped": list(self.skipped), "lowest": self.lowest, "sane_step": self.sane_step}
