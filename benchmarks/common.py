@@ -90,6 +90,44 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
     return {"wall_s": statistics.median(wall), "cpu_s": statistics.median(cpu), "repeats": repeats}
 
 
+def alternated(steps: dict[str, Callable[[], None]], repeats: int, batch: int) -> dict[str, list[float]]:
+    """Images per second of each of two steps, timed one step at a time in the order A B, B A, A B, ...
+    (on a shared host a whole process's speed drifts; the ratio of steps paired in time much less)."""
+    first, second = steps
+    out: dict[str, list[float]] = {name: [] for name in steps}
+    for i in range(repeats):
+        for name in (first, second) if i % 2 == 0 else (second, first):
+            sync()
+            t = time.perf_counter()
+            steps[name]()
+            sync()
+            out[name].append(batch / (time.perf_counter() - t))
+    return out
+
+
+def paired(new: list[float], old: list[float]) -> dict[str, float]:
+    """``new`` against ``old`` (rates of steps paired in time): the ratio of their medians, and the median,
+    quartiles and range of the per-pair ratios."""
+    ratios = sorted(n / o for n, o in zip(new, old, strict=True))
+    return {
+        "ratio_of_medians": statistics.median(new) / statistics.median(old),
+        "pair_ratio_median": statistics.median(ratios),
+        "pair_ratio_q1": ratios[len(ratios) // 4],
+        "pair_ratio_q3": ratios[(3 * len(ratios)) // 4],
+        "pair_ratio_min": ratios[0],
+        "pair_ratio_max": ratios[-1],
+    }
+
+
+def paired_text(row: dict) -> str:
+    """:func:`paired`'s figures on one line: ``ratio 1.02 (pairs: median 1.01, quartiles 0.98-1.05, ...)``."""
+    return (
+        f"ratio {row['ratio_of_medians']:.2f} (pairs: median {row['pair_ratio_median']:.2f}, quartiles"
+        f" {row['pair_ratio_q1']:.2f}-{row['pair_ratio_q3']:.2f}, range {row['pair_ratio_min']:.2f}-"
+        f"{row['pair_ratio_max']:.2f})"
+    )
+
+
 def matmul_gflops(n: int = 2048, repeats: int = 5, device: str = "cpu") -> float:
     """fp32 rate of a large (n x n) @ (n x n) matmul in this process, GFLOP/s (median). TF32 is off on
     CUDA (torch's default for matmuls), so this is the true fp32 rate, like the models'."""

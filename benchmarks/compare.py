@@ -72,8 +72,6 @@ def load_tree(root: str, arch: str, config: str, batch: int, overrides: str):
 
 def in_process(arch: str, config: str, a: argparse.Namespace) -> tuple[list[float], list[float]]:
     """Per-step img/s of the old and the new tree, alternating in this process (see the docstring)."""
-    import time
-
     import torch
 
     torch.set_num_threads(a.threads)
@@ -84,12 +82,9 @@ def in_process(arch: str, config: str, a: argparse.Namespace) -> tuple[list[floa
     for step in steps.values():
         step()
         step()
-    out: dict[str, list[float]] = {"old": [], "new": []}
-    for i in range(a.steps):
-        for name in ("old", "new") if i % 2 == 0 else ("new", "old"):
-            t = time.perf_counter()
-            steps[name]()
-            out[name].append(a.batch / (time.perf_counter() - t))
+    from benchmarks.common import alternated  # the last tree's common: the same function
+
+    out = alternated(steps, a.steps, a.batch)
     return out["old"], out["new"]
 
 
@@ -122,7 +117,7 @@ def main(argv=None) -> list[dict]:
         return []
     if not a.old:
         p.error("--old is required: the root of the old tree (git worktree add --detach /tmp/old bc02ecb)")
-    from benchmarks.common import machine, save_rows
+    from benchmarks.common import machine, paired, paired_text, save_rows
 
     print(f"# machine: {machine()}", flush=True)
     rows = []
@@ -136,22 +131,17 @@ def main(argv=None) -> list[dict]:
                     pair = [("old", Path(a.old), "{}"), ("new", Path(a.new), a.new_overrides)]
                     for name, root, ov in pair if r % 2 == 0 else pair[::-1]:
                         (old if name == "old" else new).append(run(root, arch, config, a, ov))
-            ratios = sorted(n / o for n, o in zip(new, old, strict=True))
-            q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
             row = {
                 "config": config, "arch": arch, "old_img_s": old, "new_img_s": new,
                 "old_median": statistics.median(old), "new_median": statistics.median(new),
-                "ratio_of_medians": statistics.median(new) / statistics.median(old),
-                "pair_ratio_median": statistics.median(ratios), "pair_ratio_q1": q1, "pair_ratio_q3": q3,
-                "pair_ratio_min": min(ratios), "pair_ratio_max": max(ratios),
+                **paired(new, old),
                 "mode": "subprocess" if a.subprocess else "in-process",
                 "batch": a.batch, "steps": a.steps, "threads": a.threads, "new_overrides": a.new_overrides,
             }  # fmt: skip
             rows.append(row)
             print(
                 f"{config:8s} {arch:16s} old {row['old_median']:7.1f}  new {row['new_median']:7.1f} img/s"
-                f"  ratio {row['ratio_of_medians']:.2f} (pairs: median {row['pair_ratio_median']:.2f},"
-                f" quartiles {q1:.2f}-{q3:.2f}, range {min(ratios):.2f}-{max(ratios):.2f})",
+                f"  {paired_text(row)}",
                 flush=True,
             )
     save_rows(a.out, rows)

@@ -21,7 +21,18 @@ import time
 
 import torch
 
-from benchmarks.common import ARCHS, build, forward_backward, images, machine, save_rows, train_step
+from benchmarks.common import (
+    ARCHS,
+    alternated,
+    build,
+    forward_backward,
+    images,
+    machine,
+    paired,
+    paired_text,
+    save_rows,
+    train_step,
+)
 from benchmarks.launches import calls_of, profile_compiled_kernels
 from pixel_lightning.models import network
 
@@ -37,14 +48,7 @@ def measure(arch: str, config: str, batch: int, steps: int) -> dict:
     compile_s = time.perf_counter() - t
     for step in run.values():
         step()
-    img_s: dict[str, list[float]] = {"eager": [], "compiled": []}
-    for i in range(steps):
-        for name in ("eager", "compiled") if i % 2 == 0 else ("compiled", "eager"):
-            t = time.perf_counter()
-            run[name]()
-            img_s[name].append(batch / (time.perf_counter() - t))
-    ratios = sorted(c / e for c, e in zip(img_s["compiled"], img_s["eager"], strict=True))
-    q1, q3 = ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]
+    img_s = alternated(run, steps, batch)
 
     kernels = {
         name: sum(calls_of(lambda m=m: forward_backward(m, x)).values())
@@ -55,9 +59,7 @@ def measure(arch: str, config: str, batch: int, steps: int) -> dict:
         "compile_first_step_s": compile_s,
         "eager_median": statistics.median(img_s["eager"]),
         "compiled_median": statistics.median(img_s["compiled"]),
-        "ratio_of_medians": statistics.median(img_s["compiled"]) / statistics.median(img_s["eager"]),
-        "pair_ratio_median": statistics.median(ratios), "pair_ratio_q1": q1, "pair_ratio_q3": q3,
-        "pair_ratio_min": ratios[0], "pair_ratio_max": ratios[-1],
+        **paired(img_s["compiled"], img_s["eager"]),
         "eager_kernels_per_step": kernels["eager"], "compiled_kernels_per_step": kernels["compiled"],
         "eager_img_s": img_s["eager"], "compiled_img_s": img_s["compiled"],
         "backend": network.COMPILE_OPTIONS.get("backend", "inductor"),
@@ -86,10 +88,8 @@ def main(argv=None) -> list[dict]:
             rows.append(r)
             print(
                 f"{config:8s} {arch:16s} compile {r['compile_first_step_s']:6.1f} s  eager "
-                f"{r['eager_median']:7.1f}  compiled {r['compiled_median']:7.1f} img/s  ratio "
-                f"{r['ratio_of_medians']:.2f} (pairs {r['pair_ratio_q1']:.2f}-{r['pair_ratio_q3']:.2f}, "
-                f"range {r['pair_ratio_min']:.2f}-{r['pair_ratio_max']:.2f})  kernels/step "
-                f"{r['eager_kernels_per_step']} -> {r['compiled_kernels_per_step']}",
+                f"{r['eager_median']:7.1f}  compiled {r['compiled_median']:7.1f} img/s  {paired_text(r)}"
+                f"  kernels/step {r['eager_kernels_per_step']} -> {r['compiled_kernels_per_step']}",
                 flush=True,
             )
     save_rows(a.out, rows)

@@ -25,7 +25,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]  # this tree: benchmarks/ is imported from it
 
-# operators that only make a new view or an uninitialised allocation: no kernel on a GPU
+# operators that only make a new view or an uninitialised allocation, or answer a query about dtypes or
+# shapes: no kernel on a GPU
 METADATA = {
     "aten::view", "aten::_unsafe_view", "aten::reshape", "aten::as_strided", "aten::select",
     "aten::slice", "aten::unbind", "aten::permute", "aten::transpose", "aten::t", "aten::expand",
@@ -38,7 +39,7 @@ METADATA = {
     "aten::result_type", "aten::is_nonzero", "aten::item", "aten::_local_scalar_dense",
     "aten::_has_compatible_shallow_copy_type", "aten::size", "aten::stride", "aten::numel",
     "aten::is_same_size", "aten::_nnz", "aten::as_strided_", "aten::unsqueeze_", "aten::squeeze_",
-    "aten::t_", "aten::transpose_", "aten::_to_copy_meta",
+    "aten::t_", "aten::transpose_", "aten::_to_copy_meta", "aten::promote_types",
 }  # fmt: skip
 
 

@@ -228,14 +228,10 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Autoregressi
     """A Lightning checkpoint of any architecture -> the model (eval mode). ``weights_only=True``: only
     tensors and plain Python values are unpickled. ``run_info``: what the checkpoint's run folder says
     about it, when it is one (:meth:`RunFolder.about_checkpoint`), and its own figures."""
-    try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # truncated, not a torch file, or holding arbitrary objects
-        why = f"{type(e).__name__}: {str(e)[:200]}"
-        raise CheckpointError(f"cannot read {path} as a checkpoint ({why})") from e
-    meta = ckpt.get("pixel_lightning") if isinstance(ckpt, dict) else None
-    if meta is None:
-        raise CheckpointError(f"{path} is not a pixel-lightning checkpoint (no architecture recorded in it)")
+    from pixel_lightning.reliability.checkpoints import read_checkpoint
+
+    ckpt = read_checkpoint(path, map_location)
+    meta = ckpt["pixel_lightning"]
     model = build_from_config(
         {"arch": meta.get("arch"), "module": meta.get("module"), "model": meta.get("config")}, str(path)
     )

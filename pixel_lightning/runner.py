@@ -459,7 +459,7 @@ def load_weights(model: L.LightningModule, path: str | Path) -> None:
     test, the final samples and metrics.json then all use it. ``trainer.test(ckpt_path=...)`` would not:
     the callback's ``on_load_checkpoint`` puts the raw weights back
     (tests/test_run_folder.py::test_ema_reaches_the_test_figure)."""
-    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state_dict"])
+    model.load_state_dict(reliability.read_checkpoint(path)["state_dict"])
 
 
 def diverged(cfg: RunConfig, error: NonFiniteError) -> NonFiniteError:

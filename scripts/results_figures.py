@@ -7,8 +7,8 @@
 - ``<out>/<name>_samples.png``: the final sample grid of one run per model (the first seed), side by side
   (each grid is the run's ``samples/final.png``, drawn from its best checkpoint at the end of training).
 
-Reads what ``recipes/run.py`` writes (metrics.json, config.yaml, samples/final.png, checkpoints). Draws on one
-CPU thread with a fixed generator seed, so the same command redraws the same completions.
+Reads what ``pixel-lightning fit`` writes (metrics.json, config.yaml, samples/final.png, checkpoints). Draws
+on one CPU thread with a fixed generator seed, so the same command redraws the same completions.
 """
 
 from __future__ import annotations
@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pixel_lightning.tools import report  # run discovery and model labels
+from pixel_lightning.runfolder import RunFolder
+from pixel_lightning.tools import report  # runs read back, grouped and labelled as the report does
 
 
 def best_run(runs: list[report.Run]) -> report.Run:
@@ -30,7 +31,7 @@ def best_run(runs: list[report.Run]) -> report.Run:
     usable = [r for r in runs if Path(str(r.metrics.get("test_checkpoint"))).is_file()]
     if not usable:
         raise SystemExit("error: no run with a test checkpoint under the given folder")
-    return min(usable, key=lambda r: r.metrics[f"test/{r.key}"])
+    return min(usable, key=lambda r: r.figure("test"))
 
 
 def test_images(run: report.Run, k: int) -> torch.Tensor:
@@ -103,7 +104,7 @@ def samples_figure(runs: list[report.Run], title: str, path: Path) -> Path | Non
 
     grids = []
     for label, members in report.group_runs(runs).items():
-        png = members[0].path / "samples" / "final.png"
+        png = RunFolder(members[0].path).samples / "final.png"
         if png.is_file():
             grids.append((label.split(" [")[0], plt.imread(png)))
     if not grids:
@@ -136,7 +137,7 @@ def make_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     torch.set_num_threads(1)
-    runs = [report.load_run(r) for r in report.find_runs([args.runs])]
+    runs = report.load_runs([args.runs])
     if not runs:
         print(f"error: no runs under {args.runs}", file=sys.stderr)
         return 2
@@ -162,8 +163,7 @@ def main(argv: list[str] | None = None) -> int:
         label = report.model_label(best.cfg)
         title = (
             f"{name}: bottom half of {args.images} test images occluded, {args.completions} completions"
-            f" each, from {best.path.name} ({label}; test {best.metrics[f'test/{best.key}']:.3f} "
-            f"{'nats' if best.nats else 'bits/dim'})"
+            f" each, from {best.path.name} ({label}; test {best.figure('test'):.3f} {best.unit})"
         )
         written.append(completion_figure(images, done, model.levels, title, out / f"{name}_completions.png"))
         (out / f"{name}_completions.json").write_text(

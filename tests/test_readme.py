@@ -9,7 +9,6 @@ import os
 import re
 import runpy
 import shlex
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
@@ -85,31 +84,22 @@ def _run_py(args: list[str]) -> None:
 
 
 def _sweep_py(args: list[str]) -> None:
-    """No dry-run of its own: the grid loads and every run of it dry-runs."""
+    """No dry-run of its own: its runs load, and the runs of one seed dry-run (the others differ in the seed
+    alone)."""
+    from pixel_lightning import tools
     from pixel_lightning.tools import sweep
 
-    opts = sweep_parser().parse_args(args)
-    grid = sweep.load_grid(opts.sweep)
-    assert grid
-    for combo in grid:
-        _run_py(["--recipe", opts.recipe, *opts.overrides, *combo])
-
-
-def sweep_parser():
-    import argparse
-
-    p = argparse.ArgumentParser()
-    p.add_argument("--sweep", required=True)
-    p.add_argument("--recipe", required=True)
-    p.add_argument("--out")
-    p.add_argument("--seeds")
-    p.add_argument("--in-process", action="store_true")
-    p.add_argument("overrides", nargs="*")
-    return p
+    opts = tools.parser("sweep").parse_args(args)
+    runs = sweep.plan(opts.sweep, opts.recipe, opts.seeds, opts.overrides)
+    assert runs
+    seed = next((o for o in runs[0].overrides if o.startswith("seed=")), None)
+    for run in [r for r in runs if seed is None or seed in r.overrides]:
+        _run_py(["--recipe", run.recipe, *run.overrides])
 
 
 def _report_py(args: list[str], tmp_path: Path) -> None:
     """Runs for real on stand-in run directories (a metrics.json each) at the documented paths."""
+    from pixel_lightning import tools
     from pixel_lightning.tools import report
 
     flags = ("--out", "--title", "--project")
@@ -119,7 +109,7 @@ def _report_py(args: list[str], tmp_path: Path) -> None:
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
         (tmp_path / d / "metrics.json").write_text(json.dumps({"arch": "pixelcnn", "dataset": "mnist"}))
     os.chdir(tmp_path)
-    assert report.main([inside.get(a, a) for a in args]) == 0
+    assert report.main(tools.parser("report").parse_args([inside.get(a, a) for a in args])) == 0
 
 
 def _parses(script: str) -> Callable[[list[str]], None]:
@@ -130,15 +120,6 @@ def _parses(script: str) -> Callable[[list[str]], None]:
         importlib.import_module(script).make_parser().parse_args(args)
 
     return check
-
-
-def _bash(args: list[str]) -> None:
-    """``bash recipes/results_queue.sh EXPERIMENT SEED...``: the script parses, knows the experiment, seeds
-    are integers (running it is the hours of training RESULTS.md reports)."""
-    assert args[0] == "recipes/results_queue.sh", args
-    assert subprocess.run(["bash", "-n", str(ROOT / args[0])]).returncode == 0
-    assert re.search(rf"^\s+{re.escape(args[1])}\)", (ROOT / args[0]).read_text(), re.M), args[1]
-    assert all(a.isdigit() for a in args[2:]), args
 
 
 def _wandb(args: list[str]) -> None:
@@ -209,7 +190,7 @@ def dispatch(command: str) -> tuple[Callable[..., None], list[str]]:
         handlers |= {s: _parses(s) for s in ("scripts.results_figures", "scripts.paper_scale")}
         assert script in handlers, f"no check for documented script {script}: add one to tests/test_readme.py"
         return handlers[script], args
-    handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning, "bash": _bash}
+    handlers = {"wandb": _wandb, "ruff": _this_suite, "pixel-lightning": _pixel_lightning}
     assert prog in handlers, f"no check for documented command {prog}: add one to tests/test_readme.py"
     return handlers[prog], args
 

@@ -265,9 +265,12 @@ def test_guard_keeps_the_newest_sane_step_and_sets_later_checkpoints_aside(tmp_p
     assert guard.sane_step == 2 and stop.value.sane_step == 2
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
+    def saved(step: int) -> dict:  # what the guard reads of a pixel-lightning checkpoint
+        return {"global_step": step, "pixel_lightning": {"arch": "pixelcnn"}, "state_dict": {}}
+
     for step in range(5):
-        torch.save({"global_step": step}, ckpts / f"step={step:09d}.ckpt")
-    torch.save({"global_step": 4}, ckpts / "last.ckpt")
+        torch.save(saved(step), ckpts / f"step={step:09d}.ckpt")
+    torch.save(saved(4), ckpts / "last.ckpt")
     folder, resume_step = set_aside_diverged(ckpts, 2)
     assert resume_step == 2 and folder == tmp_path / "diverged-after-step-2"
     assert sorted(p.name for p in folder.iterdir()) == [

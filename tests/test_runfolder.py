@@ -164,11 +164,8 @@ def layout_literals(path: Path) -> list[str]:
     return found
 
 
-PENDING = ("tools/report.py", "tools/sweep.py")  # switched to RunFolder by their own change; then drop this
-
-
 def test_only_the_run_folder_names_the_layouts_files():
     files = [f for f in sorted(PACKAGE.rglob("*.py")) if f.name != "runfolder.py"]
-    found = [hit for f in files if not str(f).endswith(PENDING) for hit in layout_literals(f)]
+    found = [hit for f in files for hit in layout_literals(f)]
     assert found == [], "ask pixel_lightning.runfolder.RunFolder for these paths"
     assert len(layout_literals(PACKAGE / "runfolder.py")) >= len(LAYOUT_NAMES)  # the check sees them

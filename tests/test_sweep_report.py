@@ -1,21 +1,33 @@
-"""The residual/skip sweep, run locally at tiny size, and its report: four rows and a plot."""
+"""Sweeps run locally (the residual/skip grid at tiny size; the batches behind docs/RESULTS.md with a
+stand-in for training) and the report: grouping by identity, seeds, pairs, records."""
 
 from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import statistics
-import subprocess
 from pathlib import Path
 
+import pytest
 import yaml
 from exp_helpers import TINY
 
+from pixel_lightning import tools
+from pixel_lightning.errors import InputError
 from pixel_lightning.tools import report, sweep
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_sweep(*argv: str) -> int:
+    """``pixel-lightning sweep ARGV`` in this process."""
+    return sweep.main(tools.parser("sweep").parse_args(argv))
+
+
+def run_report(*argv: str) -> int:
+    """``pixel-lightning report ARGV`` in this process."""
+    return report.main(tools.parser("report").parse_args(argv))
 
 
 def test_sweep_file_is_a_wandb_grid_over_residual_and_skip():
@@ -37,7 +49,7 @@ def test_local_sweep_runs_the_grid_and_reports_four_rows_and_a_plot(tmp_path, ca
     args = ["--sweep", "residual_skip", "--recipe", "quickstart", "--out", str(out), "--in-process"]
     args += [*tiny, "trainer.max_steps=3", "trainer.val_check_interval=2", "sample.n=0"]
     args += [f"data.data_dir={tmp_path / 'data'}"]
-    assert sweep.main(args) == 0
+    assert run_sweep(*args) == 0
     runs = sorted(p.name for p in out.iterdir() if (p / "metrics.json").is_file())
     assert runs == [
         "residual=false,skip=false",
@@ -60,7 +72,7 @@ def test_local_sweep_runs_the_grid_and_reports_four_rows_and_a_plot(tmp_path, ca
 
     # the same command again: every run is finished, none is run again (metrics.json untouched)
     stamps = {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")}
-    assert sweep.main(args) == 0
+    assert run_sweep(*args) == 0
     assert {p: p.stat().st_mtime_ns for p in out.glob("*/metrics.json")} == stamps
     assert capsys.readouterr().out.count("finished already") == 4
 
@@ -73,7 +85,7 @@ def test_local_sweep_runs_the_grid_and_reports_four_rows_and_a_plot(tmp_path, ca
         shutil.copytree(out / name, seed1)
         for run, value, seed in ((out / name, a, 0), (seed1, b, 1)):
             set_result(run, value, seed)
-    assert report.main([str(out), "--out", str(tmp_path / "report")]) == 0
+    assert run_report(str(out), "--out", str(tmp_path / "report")) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     by_model = text.split("## By run")[0]
     both = next(line for line in by_model.splitlines() if "residual+skip" in line)
@@ -102,16 +114,31 @@ def test_elapsed_seconds_sums_the_logged_step_times():
 
 def test_sweep_seeds_repeat_every_grid_point(tmp_path, monkeypatch):
     calls = []
-    monkeypatch.setattr(sweep, "fit", lambda argv, in_process: calls.append(argv) or 0)
-    monkeypatch.setattr(report, "main", lambda argv: calls.append(argv) or 0)
+    monkeypatch.setattr(sweep, "fit", lambda argv, log: calls.append(argv) or 0)
+    monkeypatch.setattr(report, "main", lambda args: calls.append(args.by) or 0)
     args = ["--sweep", "residual_skip", "--recipe", "quickstart", "--out", str(tmp_path), "--seeds", "0,1"]
-    assert sweep.main([*args, "trainer.max_steps=3"]) == 0  # the override after --seeds stays an override
+    assert run_sweep(*args, "trainer.max_steps=3") == 0  # the override after --seeds stays an override
     outs = [argv[argv.index("--out") + 1] for argv in calls[:-1]]  # the last call is the report
     assert len(outs) == 8 and outs[0].endswith("residual=false,skip=false,seed=0")
+    assert outs[3].endswith("residual=true,skip=true,seed=0")  # seed 0 of every grid point first
     assert outs[-1].endswith("residual=true,skip=true,seed=1")
     assert all(f"seed={out[-1]}" in argv for out, argv in zip(outs, calls, strict=False))
     assert all("trainer.max_steps=3" in argv for argv in calls[:-1])
-    assert calls[-1][-2:] == ["--by=model.residual", "--by=model.skip"]  # the report: a row per grid point
+    assert all("logger.group=residual_skip-quickstart" in argv for argv in calls[:-1])
+    assert calls[-1] == ["model.residual", "model.skip"]  # the report: a row per grid point
+
+
+def test_sweep_refuses_what_it_cannot_run(tmp_path):
+    with pytest.raises(InputError, match="unknown sweep 'residual'; valid sweeps: ablation, "):
+        sweep.plan("residual", None, None)
+    with pytest.raises(InputError, match="names no recipe: give one with --recipe"):
+        sweep.plan("residual_skip", None, None)
+    with pytest.raises(InputError, match="neither runs nor parameters: it is a base"):
+        sweep.plan("results_long", None, None)
+    with pytest.raises(InputError, match="--only pixelcnn-s9: no such run in sweep 'mnist'"):
+        run_sweep("--sweep", "mnist", "--out", str(tmp_path), "--only", "pixelcnn-s9")
+    with pytest.raises(InputError, match="give the folder with --records DIR"):
+        run_sweep("--sweep", "mnist", "--out", str(tmp_path), "--records-only")
 
 
 # ----------------------------------------------------------------------------- grouping by identity
@@ -156,7 +183,7 @@ def test_report_refuses_to_average_runs_of_two_budgets(tmp_path, capsys):
     a = write_run(tmp_path / "runs" / "ref", 0, 80.0, "trainer.max_steps=300")
     b = write_run(tmp_path / "runs" / "ddp", 0, 140.0, "trainer.max_steps=20", world_size=2)
     out = tmp_path / "report"
-    assert report.main([str(tmp_path / "runs"), "--out", str(out)]) == 2
+    assert run_report(str(tmp_path / "runs"), "--out", str(out)) == 2
     err = capsys.readouterr().err
     assert "differ in more than their seed" in err and "--by" in err
     assert f"trainer.max_steps: 20 in {b}; 300 in {a}" in err
@@ -167,11 +194,11 @@ def test_report_refuses_to_average_runs_of_two_budgets(tmp_path, capsys):
     # an lr sweep is refused too; with --by naming the setting, each value gets its own row
     c = write_run(tmp_path / "lr" / "a", 0, 80.0, "model.lr=0.001")
     write_run(tmp_path / "lr" / "b", 0, 82.0, "model.lr=0.01")
-    assert report.main([str(tmp_path / "lr"), "--out", str(out)]) == 2
+    assert run_report(str(tmp_path / "lr"), "--out", str(out)) == 2
     assert f"model.lr: 0.001 in {c}" in capsys.readouterr().err
-    assert report.main([str(tmp_path / "lr"), "--out", str(out), "--by", "model.lrr"]) == 2  # a typo
+    assert run_report(str(tmp_path / "lr"), "--out", str(out), "--by", "model.lrr") == 2  # a typo
     assert "--by model.lrr: no run has such a setting" in capsys.readouterr().err
-    assert report.main([str(tmp_path / "lr"), "--out", str(out), "--by", "model.lr"]) == 0
+    assert run_report(str(tmp_path / "lr"), "--out", str(out), "--by", "model.lr") == 0
     by_model = (out / "report.md").read_text().split("## By run")[0]
     rows = [line for line in by_model.splitlines() if "pixelcnn" in line]
     assert (
@@ -189,7 +216,7 @@ def test_report_averages_a_seed_group_and_sums_seconds_over_resumed_segments(tmp
     for seed, value in ((0, 80.0), (1, 81.0), (2, 85.0)):
         rates = [(1, 16.0), (2, 16.0), (4, 16.0)]
         write_run(runs / f"s{seed}", seed, value, "trainer.max_steps=4", f"logger.name=s{seed}", rates=rates)
-    assert report.main([str(runs), "--out", str(tmp_path / "report")]) == 0
+    assert run_report(str(runs), "--out", str(tmp_path / "report")) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     by_model, by_run = text.split("## By run")
     (line,) = [line for line in by_model.splitlines() if "pixelcnn" in line]
@@ -210,7 +237,7 @@ def test_report_tests_every_pair_of_models_over_their_seeds(tmp_path):
     write_run(
         tmp_path / "runs" / "h64-s0", 0, 70.0, "trainer.max_steps=4", "model.hidden=64"
     )  # 1 seed: no test
-    assert report.main([str(tmp_path / "runs"), "--out", str(tmp_path / "report")]) == 0
+    assert run_report(str(tmp_path / "runs"), "--out", str(tmp_path / "report")) == 0
     text = (tmp_path / "report" / "report.md").read_text()
     pairs = [
         line for line in text.split("Welch's t-test)")[1].split("## By run")[0].splitlines() if "h=" in line
@@ -230,70 +257,93 @@ def test_report_tests_every_pair_of_models_over_their_seeds(tmp_path):
 # ----------------------------------------------------------------------------- issue 22's runs and records
 
 
-def queue(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
-    """``bash recipes/results_queue.sh ARGS`` with a stand-in ``python`` on PATH that logs its arguments
-    and writes the run folder a finished run leaves (record files plus a checkpoint and a W&B folder)."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir(exist_ok=True)
-    fake = bin_dir / "python"
-    fake.write_text(
-        "#!/usr/bin/env bash\n"
-        f'echo "$*" >> {tmp_path}/calls.txt\n'
-        'out=""; prev=""; for a in "$@"; do [[ $prev == --out ]] && out=$a; prev=$a; done\n'
-        "[[ -n $out ]] || exit 0\n"
-        'mkdir -p "$out/logs" "$out/checkpoints" "$out/wandb"\n'
-        "for f in config.yaml metrics.json logs/metrics.csv checkpoints/last.ckpt wandb/run; do\n"
-        '  echo x > "$out/$f"\n'
-        "done\n"
-    )
-    fake.chmod(0o755)
-    env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "RUNS": str(tmp_path / "runs")}
-    env["RECORDS"] = str(tmp_path / "records")
-    return subprocess.run(
-        ["bash", str(ROOT / "recipes/results_queue.sh"), *args], env=env, capture_output=True, text=True
-    )
+def fake_fit(calls: list[list[str]]):
+    """A stand-in for ``pixel-lightning fit``: logs its arguments and leaves the run folder a finished run
+    leaves (the record files, a checkpoint, a W&B folder)."""
+
+    def fit(argv: list[str], log: Path | None) -> int:
+        calls.append(argv)
+        out = Path(argv[argv.index("--out") + 1])
+        for name in ("config.yaml", "metrics.json", "logs/metrics.csv", "checkpoints/last.ckpt", "wandb/run"):
+            (out / name).parent.mkdir(parents=True, exist_ok=True)
+            (out / name).write_text("x")
+        return 0
+
+    return fit
 
 
-def test_long_queue_runs_three_seeds_at_the_issues_budget_and_keeps_records(tmp_path):
-    done = queue(tmp_path, "mnist_long")
-    assert done.returncode == 0, done.stderr
-    calls = (tmp_path / "calls.txt").read_text().splitlines()
-    assert len(calls) == 12  # the 4 Table 4 models x seeds 0, 1, 2
-    assert all("trainer.max_steps=2000" in c and "checkpoint.every_n_steps=100" in c for c in calls)
-    assert sorted(c.split("seed=")[1].split()[0] for c in calls) == ["0"] * 4 + ["1"] * 4 + ["2"] * 4
-    records = tmp_path / "records" / "mnist"
-    assert sorted(p.name for p in records.iterdir())[:2] == ["diagonal_bilstm_1l-s0", "diagonal_bilstm_1l-s1"]
-    for run in records.iterdir():  # the record only: no checkpoint, no W&B folder
+def test_long_sweeps_run_three_seeds_at_the_issues_budget_and_keep_records(tmp_path, monkeypatch):
+    """Issue 22's runs as the shell queue these sweeps replace ran them: the same run folders and settings
+    (checked against it once, for all 60 runs), so runs the queue started continue under the sweep."""
+    calls: list[list[str]] = []
+    monkeypatch.setattr(sweep, "fit", fake_fit(calls))
+    monkeypatch.setattr(report, "main", lambda args: 0)
+    runs, records = tmp_path / "runs", tmp_path / "records"
+    assert (
+        run_sweep("--sweep", "mnist_long", "--out", str(runs / "mnist"), "--records", str(records / "mnist"))
+        == 0
+    )
+    assert [Path(c[c.index("--out") + 1]).name for c in calls] == [
+        f"{model}-s{seed}"
+        for seed in (0, 1, 2)
+        for model in ("pixelcnn", "row_lstm", "diagonal_bilstm_1l", "diagonal_bilstm_7l")
+    ]
+    shared = {"threads=1", "logger=csv", "trainer.max_epochs=-1", "trainer.log_every_n_steps=10"}
+    shared |= {"checkpoint.every_n_steps=100", "checkpoint.every_n_minutes=null", "sample.every_n_epochs=0"}
+    shared |= {"trainer.enable_progress_bar=false", "data.source=embedded", "trainer.max_steps=2000"}
+    shared |= {"trainer.val_check_interval=50", "trainer.limit_val_batches=8", "sample.n=16"}
+    for c, seed in zip(calls, [0] * 4 + [1] * 4 + [2] * 4, strict=True):
+        assert set(c) - shared - {"--recipe", "--out", c[1], c[3]} == {f"seed={seed}"}, c
+    assert calls[1][1] == "mnist_row_lstm"
+    for run in (records / "mnist").iterdir():  # the record only: no checkpoint, no W&B folder
         assert sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()) == [
             "config.yaml",
             "logs/metrics.csv",
             "metrics.json",
         ]
-    # the same command again: every run is finished, none is run again
-    assert queue(tmp_path, "mnist_long").returncode == 0
-    assert len((tmp_path / "calls.txt").read_text().splitlines()) == 12
+    assert len(list((records / "mnist").iterdir())) == 12
 
-    ablation = queue(tmp_path, "ablation_long", "0")
-    assert ablation.returncode == 0, ablation.stderr
-    (sweep,) = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "tools.sweep" in c]
-    assert "trainer.max_steps=1000" in sweep and "--seeds 0" in sweep
-    assert queue(tmp_path, "natural_long", "1").returncode == 0
-    natural = [c for c in (tmp_path / "calls.txt").read_text().splitlines() if "skimage_patches" in c]
-    assert len(natural) == 4 and all("trainer.max_steps=600" in c and "seed=1" in c for c in natural)
+    # the same command again: every run is finished, none is run again; an unfinished one is run again
+    # (the runner resumes it from its checkpoint)
+    (runs / "mnist" / "row_lstm-s1" / "metrics.json").unlink()
+    calls.clear()
+    assert run_sweep("--sweep", "mnist_long", "--out", str(runs / "mnist")) == 0
+    assert [c[c.index("--out") + 1] for c in calls] == [str(runs / "mnist" / "row_lstm-s1")]
+
+    calls.clear()
+    assert run_sweep("--sweep", "ablation_long", "--out", str(runs / "ablation"), "--seeds", "0") == 0
+    assert [Path(c[c.index("--out") + 1]).name for c in calls] == [
+        f"residual={r},skip={s},seed=0" for r in ("false", "true") for s in ("false", "true")
+    ]
+    assert all(
+        "trainer.max_steps=1000" in c and "logger.group=residual_skip-mnist_row_lstm" in c for c in calls
+    )
+    calls.clear()
+    assert run_sweep("--sweep", "natural_long", "--out", str(runs / "natural"), "--seeds", "1") == 0
+    assert len(calls) == 4 and all("trainer.max_steps=600" in c and "seed=1" in c for c in calls)
+    assert all("data.name=skimage_patches" in c for c in calls) and "model.arch=multiscale" in calls[3]
 
 
 def test_report_regenerates_a_table_from_committed_records(tmp_path):
     """The records layout, docs/results/runs/<experiment>/<run>/{config.yaml, metrics.json, logs/metrics.csv},
-    copied by `results_queue.sh records`, is all report.py needs."""
+    copied by ``pixel-lightning sweep --records DIR --records-only``, is all the report needs."""
     runs = tmp_path / "runs" / "long" / "mnist"
     for seed in range(3):
         write_run(runs / f"pixelcnn-s{seed}", seed, 80.0 + seed, "trainer.max_steps=4", rates=[(1, 16.0)])
-        write_run(runs / f"wide-s{seed}", seed, 90.0 + seed, "trainer.max_steps=4", "model.hidden=32")
+        write_run(
+            runs / f"row_lstm-s{seed}", seed, 90.0 + seed, "trainer.max_steps=4", "model.hidden=32"
+        )  # a stand-in
         (runs / f"pixelcnn-s{seed}" / "checkpoints").mkdir()
-    assert queue(tmp_path, "records", "mnist_long").returncode == 0
     records = tmp_path / "records" / "mnist"
+    assert (
+        run_sweep("--sweep", "mnist_long", "--out", str(runs), "--records", str(records), "--records-only")
+        == 0
+    )
+    assert sorted(p.name for p in records.iterdir()) == [
+        f"{m}-s{s}" for m in ("pixelcnn", "row_lstm") for s in (0, 1, 2)
+    ]
     assert not any(records.rglob("checkpoints"))
-    assert report.main([str(records), "--out", str(tmp_path / "report")]) == 0
+    assert run_report(str(records), "--out", str(tmp_path / "report")) == 0
     by_model = (tmp_path / "report" / "report.md").read_text().split("## Pairs")[0]
     rows = [line for line in by_model.splitlines() if "pixelcnn" in line]
     assert len(rows) == 2 and all("| 0,1,2 |" in r for r in rows)

@@ -18,6 +18,7 @@ from pixel_lightning.reliability.checkpoints import (
     CheckpointInfo,
     check_compatible,
     find_resume_checkpoint,
+    read_checkpoint,
 )
 from pixel_lightning.reliability.guard import NonFiniteGuard, set_aside_diverged
 from pixel_lightning.reliability.history import HistoryLogger
@@ -29,7 +30,15 @@ from pixel_lightning.runfolder import RunFolder
 if TYPE_CHECKING:
     from pixel_lightning.config import CheckpointConfig, GuardConfig
 
-__all__ = ["LAST", "AtomicCheckpointIO", "HistoryLogger", "RunLock", "ensure_writable", "set_aside_diverged"]
+__all__ = [
+    "LAST",
+    "AtomicCheckpointIO",
+    "HistoryLogger",
+    "RunLock",
+    "ensure_writable",
+    "read_checkpoint",
+    "set_aside_diverged",
+]
 
 
 def callbacks(run_dir: str | Path, checkpoint: CheckpointConfig, guard: GuardConfig) -> list[Callback]:

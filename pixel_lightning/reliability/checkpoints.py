@@ -232,25 +232,40 @@ class CheckpointInfo:
     metrics: dict[str, float] = field(default_factory=dict)  # trainer.callback_metrics when it was taken
 
 
+def read_checkpoint(path: str | Path, map_location: str = "cpu", fix: str | None = None) -> dict[str, Any]:
+    """The one checkpoint reader (resume, the guard, ``pixel-lightning test``, ``load_model``): a
+    pixel-lightning checkpoint as a dict, read with ``weights_only=True`` so that only tensors and plain
+    Python values are unpickled, whoever asks. CheckpointError naming the file when it is empty, unreadable
+    or not pixel-lightning's (``fix``: what the caller's user can do about it)."""
+    path = Path(path)
+    try:
+        if path.stat().st_size == 0:
+            raise CheckpointError(f"cannot read {path} as a checkpoint: it is empty (truncated)", fix)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
+        reason = " ".join(str(e).split())[:160]
+        raise CheckpointError(
+            f"cannot read {path} as a checkpoint: corrupt, truncated, or holding more than tensors and plain "
+            f"values ({type(e).__name__}: {reason})",
+            fix,
+        ) from e
+    meta = ckpt.get("pixel_lightning") if isinstance(ckpt, dict) else None
+    if not isinstance(meta, dict) or "arch" not in meta or "state_dict" not in ckpt:
+        raise CheckpointError(
+            f"{path} is not a pixel-lightning checkpoint (no architecture recorded in it)",
+            fix or "point to a checkpoint written by pixel-lightning",
+        )
+    return ckpt
+
+
 def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     """Load and validate ``path``: readable, a pixel-lightning checkpoint, every weight finite."""
     path = Path(path)
     fix = (
         f"delete {path} (an older checkpoint in the same folder is used), or start a new run with a new --out"
     )
-    if path.stat().st_size == 0:
-        raise CheckpointError(f"checkpoint {path} is empty (truncated)", fix)
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        reason = " ".join(str(e).split())[:160]
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated ({reason})", fix) from e
-    meta = ckpt.get("pixel_lightning") if isinstance(ckpt, dict) else None
-    if not isinstance(meta, dict) or "arch" not in meta or "state_dict" not in ckpt:
-        raise CheckpointError(
-            f"{path} is not a pixel-lightning checkpoint (no architecture recorded in it)",
-            "point to a checkpoint written by pixel-lightning, or start a new run with a new --out",
-        )
+    ckpt = read_checkpoint(path, fix=fix)
+    meta = ckpt["pixel_lightning"]
     if bad := non_finite_tensors(ckpt["state_dict"]):
         raise CheckpointError(f"checkpoint {path} has non-finite weights ({', '.join(bad[:3])})", fix)
     record = ckpt.get("callbacks", {}).get(PeriodicCheckpoint.KEY, {})

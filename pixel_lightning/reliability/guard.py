@@ -17,7 +17,8 @@ import lightning.pytorch as pl
 import torch
 from lightning.pytorch.callbacks import Callback
 
-from pixel_lightning.errors import ConfigError, NonFiniteError
+from pixel_lightning.errors import CheckpointError, ConfigError, NonFiniteError
+from pixel_lightning.reliability.checkpoints import read_checkpoint
 
 DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not the noise of one batch
 
@@ -94,8 +95,8 @@ def set_aside_diverged(directory: Path, sane_step: int) -> tuple[Path | None, in
 
     def saved_at(path: Path) -> int | None:
         try:
-            return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["global_step"])
-        except Exception:  # a corrupt file is the resume's to report, not ours
+            return int(read_checkpoint(path)["global_step"])
+        except (CheckpointError, KeyError, TypeError, ValueError):  # a bad file is the resume's to report
             return None
 
     steps = {p: step for p in sorted(Path(directory).glob("*.ckpt")) if (step := saved_at(p)) is not None}

@@ -1,18 +1,18 @@
 """Compare runs like the paper's tables: markdown tables (per model over seeds, per run) and learning curves.
 
-    python -m pixel_lightning.tools.report RUN_DIR_OR_SWEEP_DIR... [--out DIR] [--title TEXT]
+    pixel-lightning report RUN_DIR_OR_SWEEP_DIR... [--out DIR] [--title TEXT] [--by KEY]
 
 Reads each run directory's ``metrics.json``, ``config.yaml`` and ``logs/metrics.csv`` (written by every
-``recipes/run.py`` run, whatever the logger). Writes into ``--out``:
+``pixel-lightning fit`` run, whatever the logger). Writes into ``--out``:
 
 - ``report.md``: one row per model (runs that differ only in ``seed`` are one model): test and train NLL as
   mean +- sample standard deviation and min..max over the seeds, steps, training seconds, training images/s,
   parameters and the paper's figure (labelled not comparable: other data, other scale); then one row per run.
   Runs are one model only when every setting but the seed is equal: config.yaml (less where the run writes
-  and how it logs: :data:`NOT_IDENTITY`) and the world size in metrics.json. Runs that look like one model
-  (same architecture, size, connections and data) but differ in anything else, the budget or the learning
-  rate say, are refused (exit 2, naming the settings and the runs) unless ``--by KEY`` names the settings
-  meant to differ: each value then gets its own row.
+  and how it logs: :data:`NOT_MODEL_SETTINGS`) and the world size in metrics.json. Runs that look like one
+  model (same architecture, size, connections and data) but differ in anything else, the budget or the
+  learning rate say, are refused (exit 2, naming the settings and the runs) unless ``--by KEY`` names the
+  settings meant to differ: each value then gets its own row.
   Nats for binarized MNIST, bits/dim for natural images. Multi-scale runs add their bits/dim split into the
   low-resolution image and the full image given it (``test/bits_per_dim_low`` / ``_cond``).
 - ``curves.png``: the validation metric against optimizer steps (left) and against wall-clock seconds of
@@ -28,8 +28,6 @@ When W&B is online, the per-run table is also logged as a W&B Table.
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import math
 import statistics
 import sys
@@ -39,6 +37,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from pixel_lightning.errors import cli_errors
+from pixel_lightning.runfolder import NATS, RunFolder, leaves, metric_key, unit_of
 
 COLUMNS = [
     "run",
@@ -69,8 +70,10 @@ MODEL_COLUMNS = [
 ]
 # config.yaml settings that change neither what a run trains nor how it is measured: where it writes, how it
 # logs, how often it checkpoints (resume is exact), the final samples, and the seed itself. Every other
-# setting (and the world size) is part of a run's identity: runs of one model differ in these alone.
-NOT_IDENTITY = (
+# setting (and the world size) is part of a run's identity: runs of one model differ in these alone. Not
+# runfolder.NOT_IDENTITY (what one run may change when it resumes): the budget, which a run may raise, is
+# part of a result, and the seed, which a run keeps, is what the seeds of one model differ in.
+NOT_MODEL_SETTINGS = (
     "seed",
     "out",
     "description",
@@ -104,14 +107,17 @@ class Run:
     curves: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     @property
-    def nats(self) -> bool:
-        paper = self.metrics.get("paper") or self.cfg.get("paper") or {}
-        return paper.get("unit") == "nats" or self.metrics.get("dataset") in ("mnist", "binarized_mnist")
+    def unit(self) -> str:
+        """``nats`` or ``bits/dim``: the run folder's rule (runfolder.unit_of) on its metrics.json."""
+        return unit_of(self.metrics)
 
     @property
-    def key(self) -> str:
-        """The metric in the unit of this data set: ``nll_nats`` (MNIST) or ``bits_per_dim``."""
-        return "nll_nats" if self.nats else "bits_per_dim"
+    def nats(self) -> bool:
+        return self.unit == NATS
+
+    def figure(self, split: str = "test") -> float | None:
+        """The run's final NLL on ``split`` in its unit (``test/nll_nats`` or ``test/bits_per_dim``)."""
+        return self.metrics.get(metric_key(self.unit, split))
 
     @property
     def seed(self) -> int | None:
@@ -120,17 +126,14 @@ class Run:
     @property
     def identity(self) -> dict[str, str]:
         """Every setting but the seed, flattened (``trainer.max_steps``), values as YAML text: config.yaml
-        less :data:`NOT_IDENTITY`, plus metrics.json's ``world_size`` (the processes that trained it).
+        less :data:`NOT_MODEL_SETTINGS`, plus metrics.json's ``world_size`` (the processes that trained it).
         Without a config.yaml, metrics.json's recipe, data, model and budget stand in."""
         source = self.cfg or {
             k: self.metrics.get(k) for k in ("recipe", "dataset", "variant", "model", "budget")
         }
-        flat = {k: v for k, v in flatten(source).items() if not ignored(k)}
+        flat = {k: v for k, v in leaves(source) if not ignored(k)}
         flat["world_size"] = self.metrics.get("world_size", 1)
-        return {
-            k: yaml.safe_dump(v, default_flow_style=True).strip().removesuffix("...").strip()
-            for k, v in flat.items()
-        }
+        return {k: yaml_text(v) for k, v in flat.items()}
 
     @property
     def train_seconds(self) -> float | None:
@@ -140,35 +143,24 @@ class Run:
         return seconds[-1][1] if seconds else None
 
 
-def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"model": {"lr": 1e-3}}`` -> ``{"model.lr": 1e-3}`` (lists stay values)."""
-    out: dict[str, Any] = {}
-    for key, value in tree.items():
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+def yaml_text(value: object) -> str:
+    """A value as the YAML text an override takes (``False`` -> ``false``, ``[1, 28, 28]``)."""
+    return yaml.safe_dump(value, default_flow_style=True).strip().removesuffix("...").strip()
 
 
 def ignored(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in NOT_IDENTITY)
+    return any(key == k or key.startswith(k + ".") for k in NOT_MODEL_SETTINGS)
 
 
-def find_runs(paths: list[str]) -> list[Path]:
-    """Run directories (those holding metrics.json) given directly or anywhere under a sweep directory."""
-    runs: list[Path] = []
-    for p in map(Path, paths):
-        found = [p] if (p / "metrics.json").is_file() else sorted(m.parent for m in p.rglob("metrics.json"))
-        runs.extend(r for r in found if r not in runs)
-    return runs
+def load_runs(paths: Sequence[str | Path]) -> list[Run]:
+    """The finished runs given directly or anywhere under the folders ``paths`` (RunFolder.find)."""
+    return [load_run(folder.path) for folder in RunFolder.find(paths)]
 
 
 def load_run(path: Path) -> Run:
-    cfg_path = path / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
-    run = Run(path, json.loads((path / "metrics.json").read_text()), cfg or {})
-    run.curves = read_curve(path, f"val/{run.key}", images_per_step(run))
+    folder = RunFolder(path)
+    run = Run(folder.path, folder.read_metrics() or {}, folder.read_config())
+    run.curves = read_curve(folder.path, metric_key(run.unit, "val"), images_per_step(run))
     return run
 
 
@@ -230,14 +222,14 @@ def row(run: Run | Path) -> dict[str, Any]:
         "model": model_label(run.cfg) if run.cfg else m.get("arch", "?"),
         "data": m.get("variant") or m.get("dataset"),
         "seed": run.seed if run.seed is not None else "-",
-        "test": fmt(m.get(f"test/{run.key}"), digits) + split_text(run),
-        "train": fmt(m.get(f"train/{run.key}"), digits),
+        "test": fmt(run.figure("test"), digits) + split_text(run),
+        "train": fmt(run.figure("train"), digits),
         "steps": m.get("global_step", "-"),
         "train s": fmt(run.train_seconds, 0),
         "last fit s": fmt((m.get("seconds") or {}).get("fit"), 0),
         "img/s": fmt(median_images_per_sec(run), 1),
         "paper test (train)": paper_text(run),
-        "unit": "nats" if run.nats else "bits/dim",
+        "unit": run.unit,
     }
 
 
@@ -298,9 +290,8 @@ def check_same_identity(label: str, runs: list[Run]) -> None:
 def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
     """One model's line: the seeds' mean, sample standard deviation and range."""
     first, digits = runs[0], 2 if runs[0].nats else 3
-    key = first.key
-    tests = [r.metrics[f"test/{key}"] for r in runs if r.metrics.get(f"test/{key}") is not None]
-    trains = [r.metrics[f"train/{key}"] for r in runs if r.metrics.get(f"train/{key}") is not None]
+    tests = [x for x in (r.figure("test") for r in runs) if x is not None]
+    trains = [x for x in (r.figure("train") for r in runs) if x is not None]
     fits = [r.train_seconds for r in runs if r.train_seconds is not None]
     rates = [x for x in (median_images_per_sec(r) for r in runs) if x is not None]
     steps = sorted({r.metrics.get("global_step") for r in runs})
@@ -315,7 +306,7 @@ def model_row(label: str, runs: list[Run]) -> dict[str, Any]:
         "img/s": fmt(statistics.fmean(rates), 1) if rates else "-",
         "params": first.metrics.get("params", "-"),
         "paper test (train), not comparable": paper_text(first),
-        "unit": "nats" if first.nats else "bits/dim",
+        "unit": first.unit,
     }
 
 
@@ -335,7 +326,7 @@ def pair_rows(groups: dict[str, list[Run]]) -> list[dict[str, Any]]:
     Seeds all apart is no test on its own: for two equally good models with n seeds each it happens with
     probability 2 / C(2n, n) (1/3 with 2 seeds, 1/10 with 3)."""
     tests = {
-        label: [r.metrics[f"test/{r.key}"] for r in runs if r.metrics.get(f"test/{r.key}") is not None]
+        label: [x for x in (r.figure("test") for r in runs) if x is not None]
         for label, runs in groups.items()
     }
     labels = [label for label, values in tests.items() if len(values) >= 2]
@@ -377,21 +368,17 @@ def read_curve(run: Path, val_key: str = "val/bits_per_dim", images: int = 16) -
     """From logs/metrics.csv: ``train`` (step, train/loss in bits/dim), ``val`` (step, ``val_key``),
     ``images_per_sec`` (step, rate) and ``seconds`` (step, wall-clock seconds of the fit up to that step)."""
     curves: dict[str, list] = {"train": [], "val": [], "images_per_sec": [], "seconds": []}
-    path = run / "logs" / "metrics.csv"
-    if not path.is_file():
-        return curves
-    with path.open() as f:
-        for rec in csv.DictReader(f):
-            if not rec.get("step"):
-                continue
-            step = int(float(rec["step"]))
-            for name, col in (
-                ("train", "train/loss"),
-                ("val", val_key),
-                ("images_per_sec", "train/images_per_sec"),
-            ):
-                if rec.get(col):
-                    curves[name].append((step, float(rec[col])))
+    for rec in RunFolder(run).read_history():
+        if not rec.get("step"):
+            continue
+        step = int(float(rec["step"]))
+        for name, col in (
+            ("train", "train/loss"),
+            ("val", val_key),
+            ("images_per_sec", "train/images_per_sec"),
+        ):
+            if rec.get(col):
+                curves[name].append((step, float(rec[col])))
     curves["seconds"] = elapsed_seconds(curves["images_per_sec"], images)
     return curves
 
@@ -452,7 +439,7 @@ def plot(
             timed = [(t, v) for t, v in timed if t is not None]
             if timed:
                 by_time.plot(*zip(*timed, strict=True), style, color=color, ms=3, lw=1.2, alpha=0.85)
-    unit = "nats" if runs and runs[0].nats else "bits/dim"
+    unit = runs[0].unit if runs else "bits/dim"
     values = [v for r in runs for _, v in r.curves["val"] if v > 0]
     if values and max(values) > 2 * min(values):  # one run far above the rest: keep the rest readable
         by_step.set_yscale("log")
@@ -511,8 +498,7 @@ SECONDS_NOTE = (
 )
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dirs", nargs="+", help="run directories, or sweep directories holding runs")
     p.add_argument("--out", help="where report.md and curves.png go (default: the only dir given, else .)")
     p.add_argument("--title", default="pixel-lightning report", help="heading of report.md and the figure")
@@ -525,12 +511,14 @@ def main(argv: list[str] | None = None) -> int:
         help="a setting meant to differ between runs (e.g. model.lr, trainer.max_steps, world_size): "
         "each value gets its own row instead of the runs being refused as a mixed group",
     )
-    args = p.parse_args(argv)
-    paths = find_runs(args.dirs)
-    if not paths:
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+
+
+def main(args: argparse.Namespace) -> int:
+    runs = load_runs(args.dirs)
+    if not runs:
         print(f"error: no run directories (with metrics.json) under {', '.join(args.dirs)}", file=sys.stderr)
         return 2
-    runs = [load_run(r) for r in paths]
     unknown = [k for k in args.by if not any(k in r.identity or k in LABEL_KEYS for r in runs)]
     if unknown:
         known = ", ".join(sorted({k for r in runs for k in r.identity})[:12])
@@ -557,4 +545,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pixel_lightning.tools import parser
+
+    arguments = parser("report").parse_args()
+    with cli_errors(debug=arguments.debug):  # a damaged metrics.json or config.yaml: exit 2, naming it
+        sys.exit(main(arguments))
