@@ -219,6 +219,15 @@ def test_a_tool_is_its_modules_arguments_and_main(monkeypatch, capsys):
     assert capsys.readouterr().out == "['a', 'b'] o\n"
 
 
+@pytest.mark.parametrize("tool", sorted(cli.TOOLS))
+def test_report_and_sweep_are_subcommands(tool, capsys):
+    """The real tools behind the one parser: their module's arguments, described by its docstring."""
+    with pytest.raises(SystemExit) as e:
+        cli.main([tool, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith(f"usage: pixel-lightning {tool}") and "--out" in out, out
+
+
 LIGHT = [
     ("pixel-lightning", ["--help"]),
     ("pixel-lightning", ["--list"]),
