@@ -62,7 +62,29 @@ METRICS_KEYS = (
     "global_step", "epochs", "world_size", "model", "budget",  # world_size: processes that trained it
     "test_checkpoint", "test_batches",  # the file the test figures were measured on; batches of all ranks
     "paper", "seconds", "samples_png",  # the paper's figure; of the last process only; the final grid
+    "host",  # where the last process ran (:func:`host`): seconds and img/s mean nothing without it
 )  # fmt: skip
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``; elsewhere what :mod:`platform` says)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+
+    return platform.processor() or platform.machine()
+
+
+def host(threads: int) -> dict[str, Any]:
+    """metrics.json's ``host``: the CPU, its cores and the torch threads a run used (report.py prints it
+    beside every wall-clock figure)."""
+    import os
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads}
 
 
 NATS, BITS = "nats", "bits/dim"

@@ -46,7 +46,7 @@ from pixel_lightning.config import CheckpointConfig, ConfigError, GuardConfig, R
 from pixel_lightning.data.base import is_user_data
 from pixel_lightning.errors import NonFiniteError
 from pixel_lightning.recipebook import paper_figure
-from pixel_lightning.runfolder import RunFolder, budget, figure_text, leaves, unit
+from pixel_lightning.runfolder import RunFolder, budget, figure_text, host, leaves, unit
 from pixel_lightning.visual import save_grid
 
 # ----------------------------------------------------------------------------- data and model
@@ -429,6 +429,7 @@ def _run(
             "global_step": trainer.global_step,
             "epochs": trainer.current_epoch,
             "world_size": trainer.world_size,
+            "host": host(torch.get_num_threads()),
             "test_checkpoint": best or "final weights (no validation ran)",
             "test_batches": test_batches,
             "paper": {k: getattr(cfg.paper, k) for k in ("test", "train", "unit", "where")},

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import shlex
 import statistics
 import sys
 from collections.abc import Sequence
@@ -401,20 +402,30 @@ def seconds_at(seconds: list[tuple[int, float]], step: int) -> float | None:
     return before[-1] if before else None
 
 
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
+def cpus(runs: list[Run], declared: str | None = None) -> str:
+    """Where the runs ran: the CPUs their metrics.json record (``host``), and ``declared`` (--host) for
+    runs that record none; never this machine's, which need not be theirs."""
+    recorded = sorted({r.metrics["host"]["cpu"] for r in runs if isinstance(r.metrics.get("host"), dict)})
+    if any(not isinstance(r.metrics.get("host"), dict) for r in runs):
+        recorded.append(declared or "not recorded in metrics.json (pass --host)")
+    return "; ".join(recorded)
 
-    return platform.processor() or platform.machine()
+
+def regenerate_command(args: argparse.Namespace) -> str:
+    """The command that wrote this report (tests/test_results_records.py runs it again)."""
+    words = ["pixel-lightning", "report", *args.dirs, "--out", str(args.out_dir), "--title", args.title]
+    words += [w for key in args.by for w in ("--by", key)]
+    if args.host:
+        words += ["--host", args.host]
+    return shlex.join(words)
 
 
 def plot(
-    runs: list[Run] | list[Path], path: Path, title: str = "learning curves", by: Sequence[str] = ()
+    runs: list[Run] | list[Path],
+    path: Path,
+    title: str = "learning curves",
+    by: Sequence[str] = (),
+    host: str = "",
 ) -> Path:
     """Validation metric against steps (left) and wall-clock seconds (right): a colour per model."""
     import matplotlib
@@ -450,7 +461,7 @@ def plot(
     for ax in (by_step, by_time):
         ax.grid(alpha=0.3)
     by_step.legend(fontsize=7)
-    fig.suptitle(f"{title}\n(one colour per model, one line per seed; CPU: {cpu_model()})", fontsize=10)
+    fig.suptitle(f"{title}\n(one colour per model, one line per seed; CPU: {host})", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -478,7 +489,9 @@ def log_to_wandb(rows: list[dict[str, Any]], plot_path: Path, project: str) -> b
     return True
 
 
-def report_text(runs: list[Run], title: str, png: str, by: Sequence[str] = ()) -> str:
+def report_text(
+    runs: list[Run], title: str, png: str, by: Sequence[str] = (), host: str = "", command: str = ""
+) -> str:
     groups = group_runs(runs, by)
     by_model = markdown([model_row(label, members) for label, members in groups.items()], MODEL_COLUMNS)
     by_run = markdown([row(r) for r in runs])
@@ -487,7 +500,8 @@ def report_text(runs: list[Run], title: str, png: str, by: Sequence[str] = ()) -
     by_pair = f"{heading}\n\n{markdown(pairs, PAIR_COLUMNS)}\n" if pairs else ""
     return (
         f"# {title}\n\n## By model (mean ± sample sd over seeds)\n\n{by_model}\n{by_pair}"
-        f"## By run\n\n{by_run}\n{SECONDS_NOTE}\n\n![learning curves]({png})\n\nCPU: {cpu_model()}\n"
+        f"## By run\n\n{by_run}\n{SECONDS_NOTE}\n\n![learning curves]({png})\n\nCPU: {host}\n"
+        + (f"\nRegenerate: `{command}`\n" if command else "")
     )
 
 
@@ -511,6 +525,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         help="a setting meant to differ between runs (e.g. model.lr, trainer.max_steps, world_size): "
         "each value gets its own row instead of the runs being refused as a mixed group",
     )
+    p.add_argument("--host", help="the CPU the runs ran on, for runs whose metrics.json does not record it")
     p.add_argument("--debug", action="store_true", help="show full tracebacks")
 
 
@@ -532,10 +547,11 @@ def main(args: argparse.Namespace) -> int:
     except MixedGroupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = Path(args.out or (args.dirs[0] if len(args.dirs) == 1 else "."))
+    out = args.out_dir = Path(args.out or (args.dirs[0] if len(args.dirs) == 1 else "."))
     out.mkdir(parents=True, exist_ok=True)
-    png = plot(runs, out / "curves.png", args.title, args.by)
-    text = report_text(runs, args.title, png.name, args.by)
+    host = cpus(runs, args.host)
+    png = plot(runs, out / "curves.png", args.title, args.by, host)
+    text = report_text(runs, args.title, png.name, args.by, host, regenerate_command(args))
     (out / "report.md").write_text(text)
     print(text, end="")
     print(f"wrote {out / 'report.md'} and {png}")

@@ -1,0 +1,65 @@
+"""docs/results/<experiment>/report.md is re-derivable from the committed run records alone (issue 22): each
+report ends with the command that wrote it, and running that command again on docs/results/runs/ gives the
+same text."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+from pathlib import Path
+
+import pytest
+
+from pixel_lightning.tools import parser
+from pixel_lightning.tools.report import main as report_main
+
+ROOT = Path(__file__).resolve().parents[1]
+REGENERATE = re.compile(r"^Regenerate: `(.+)`$", re.M)
+REPORTS = sorted(
+    p for p in (ROOT / "docs" / "results").glob("*/report.md") if REGENERATE.search(p.read_text())
+)
+
+
+def regenerate(report: Path, out: Path, runs: Path | None = None) -> str:
+    """Run the report's own command again with --out ``out`` (and the records in ``runs``, if given)."""
+    words = shlex.split(REGENERATE.search(report.read_text()).group(1))
+    assert words[:2] == ["pixel-lightning", "report"]
+    args = parser("report").parse_args(words[2:])
+    args.dirs = [str(runs) if runs else str(ROOT / d) for d in args.dirs]
+    args.out, args.project = str(out), "pixel-lightning"
+    assert report_main(args) == 0
+    return (out / "report.md").read_text()
+
+
+def without_command(text: str) -> str:
+    return REGENERATE.sub("", text)
+
+
+def test_the_mnist_report_is_committed_with_its_records():
+    assert ROOT / "docs" / "results" / "mnist_long" / "report.md" in REPORTS
+    runs = sorted((ROOT / "docs" / "results" / "runs" / "mnist").iterdir())
+    assert len(runs) >= 8
+    for run in runs:
+        for name in ("config.yaml", "metrics.json", "logs/metrics.csv"):
+            assert (run / name).is_file(), f"{run} lacks {name}"
+
+
+@pytest.mark.parametrize("report", REPORTS, ids=[p.parent.name for p in REPORTS])
+def test_a_committed_report_is_what_its_records_give(report, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    assert without_command(regenerate(report, tmp_path)) == without_command(report.read_text())
+
+
+def test_a_changed_record_changes_the_report(tmp_path, monkeypatch):
+    """Control: the comparison above can fail."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    report = ROOT / "docs" / "results" / "mnist_long" / "report.md"
+    runs = tmp_path / "runs"
+    shutil.copytree(ROOT / "docs" / "results" / "runs" / "mnist", runs)
+    metrics_file = next(runs.iterdir()) / "metrics.json"
+    metrics = json.loads(metrics_file.read_text())
+    metrics["test/nll_nats"] += 1.0
+    metrics_file.write_text(json.dumps(metrics))
+    assert without_command(regenerate(report, tmp_path / "out", runs)) != without_command(report.read_text())
