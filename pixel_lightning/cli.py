@@ -1,15 +1,19 @@
-"""``pixel-lightning``: the installed command.
+"""``pixel-lightning``: the installed command, and its one parser (``recipes/run.py`` is ``fit``).
 
-    pixel-lightning [fit] --recipe NAME [--out DIR] [key=value ...]     train (recipes/run.py, the default)
+    pixel-lightning [fit] --recipe NAME [--out DIR] [key=value ...]     train (the default subcommand)
     pixel-lightning test     --ckpt SRC [--split test|val] [--out FILE.json] [--config YAML] [key=value ...]
     pixel-lightning sample   --ckpt SRC --n N --out DIR [--seed S]
     pixel-lightning complete --ckpt SRC --images PATH --keep top-half|left-half|MASK.png --n K --out DIR
     pixel-lightning evaluate --ckpt SRC --images PATH [--out FILE.csv]
+    pixel-lightning report|sweep ...                                    pixel_lightning/tools/
 
 ``SRC`` is a Lightning checkpoint, a folder written by ``save_pretrained`` or a Hugging Face Hub id
 (:func:`pixel_lightning.hub.load_model`). ``PATH`` is a folder of PNG files, one PNG file or an ``.npz``
 holding integer images (``sample`` writes one), read by :mod:`pixel_lightning.images`. Exit status 2, with
 one paragraph naming the file, the problem and the fix, for bad input.
+
+Module-level imports stay in the standard library: ``--help`` and ``--list`` import neither torch, Lightning
+nor numpy (tests/test_cli.py checks; benchmarks/startup.py times them). Each subcommand imports what it uses.
 """
 
 from __future__ import annotations
@@ -20,22 +24,28 @@ import io
 import os
 import sys
 from collections.abc import Sequence
+from importlib import import_module
 from pathlib import Path
 from typing import IO, Any
 
-import numpy as np
-
-from pixel_lightning.errors import InputError
-from pixel_lightning.images import check, read_images, read_mask
+from pixel_lightning.errors import InputError, cli_errors
 from pixel_lightning.runfolder import RunFolder, figure_text, unit
 
-SUBCOMMANDS = ("fit", "test", "sample", "complete", "evaluate")
+# the tools' modules, each with add_arguments(parser) and main(args) -> exit status: imported only when chosen
+TOOLS = {
+    "report": ("pixel_lightning.tools.report", "compare finished runs like the paper's tables"),
+    "sweep": ("pixel_lightning.tools.sweep", "run a sweep's grid locally, skipping finished runs"),
+}
+COMMANDS = ("fit", "test", "sample", "complete", "evaluate", *TOOLS)
+Parsers = dict[str, argparse.ArgumentParser]
 
 
 # ----------------------------------------------------------------------------- images in and out
 
 
-def write_npz(path: Path, **arrays: np.ndarray) -> None:
+def write_npz(path: Path, **arrays: Any) -> None:
+    import numpy as np
+
     tmp = path.with_name(path.name + ".tmp.npz")
     np.savez_compressed(tmp, **arrays)
     tmp.replace(path)
@@ -58,6 +68,8 @@ def out_dir(path: str | Path) -> Path:
 def keep_mask(keep: str, shape: tuple[int, int, int]):
     """--keep -> bool (C, H, W): True where the input is kept."""
     import torch
+
+    from pixel_lightning.images import read_mask
 
     C, H, W = shape
     mask = torch.zeros(shape, dtype=torch.bool)
@@ -120,6 +132,33 @@ def run_config(args: argparse.Namespace, run: RunFolder | None, run_info: dict[s
     return load_config(run_info["recipe"], [*source, *args.overrides])
 
 
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Train a recipe, test its best checkpoint and write the results (:func:`pixel_lightning.runner.run`);
+    ``--list`` and ``--dry-run`` stop before anything trains."""
+    from pixel_lightning.recipebook import list_text, paper_figure
+
+    if args.list:
+        print(list_text())
+        return 0
+    from pixel_lightning.config import ConfigError, load_config
+
+    if not args.recipe and not args.config:
+        raise ConfigError(
+            "no recipe given: pass --recipe NAME (python recipes/run.py --list shows them) or --config PATH"
+        )
+    out = [f"out={args.out}"] if args.out else []
+    cfg = load_config(args.recipe, [*args.overrides, *out], config_path=args.config)
+    if args.dry_run:
+        print(f"# recipe {cfg.recipe}: {cfg.description}")
+        print(f"# paper: {paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)} ({cfg.paper.where})")
+        print(cfg.to_yaml(), end="")
+        return 0
+    from pixel_lightning.runner import run
+
+    run(cfg)  # checks the run directory first (writable, not in use, this run's)
+    return 0
+
+
 def cmd_test(args: argparse.Namespace) -> int:
     """Re-evaluate a checkpoint on the test (or validation) split of its run's data: the metrics the run
     logged as ``test/*`` (``val/*``), as JSON."""
@@ -164,6 +203,7 @@ def cmd_test(args: argparse.Namespace) -> int:
 
 
 def cmd_sample(args: argparse.Namespace) -> int:
+    import numpy as np
     import torch
 
     from pixel_lightning.hub import load_model
@@ -184,6 +224,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     import torch
 
     from pixel_lightning.hub import load_model
+    from pixel_lightning.images import check, read_images
     from pixel_lightning.visual import display_scale, row_figure, save_png, to_rgb
 
     at_least_one("--n", args.n)
@@ -211,6 +252,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
     from pixel_lightning.hub import load_model
+    from pixel_lightning.images import check, read_images
     from pixel_lightning.metrics import bits_per_dim
 
     at_least_one("--batch-size", args.batch_size)
@@ -249,7 +291,9 @@ def write_csv(f: IO[str], names: list[str], nll, bpd) -> None:
 # ----------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Parsers]:
+    """The command's parser and its subcommands' parsers by name. Of the tools, only ``tool``'s module is
+    imported, to add its arguments: the others appear in ``--help`` by name."""
     p = argparse.ArgumentParser(
         prog="pixel-lightning",
         description="Train, sample, complete and evaluate PixelRNN / PixelCNN models (van den Oord et al., "
@@ -257,8 +301,22 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="train: pixel-lightning --recipe quickstart   |   recipes: pixel-lightning --list   |   "
         "help of one: pixel-lightning sample --help",
     )
-    sub = p.add_subparsers(dest="command", metavar="{fit,test,sample,complete,evaluate}")
-    sub.add_parser("fit", help="train a recipe (the default; python recipes/run.py --help for its options)")
+    sub = p.add_subparsers(dest="command")
+    f = sub.add_parser(
+        "fit",
+        help="train a recipe, test its best checkpoint, write the results (the default; = recipes/run.py)",
+        description="Run a pixel-lightning recipe: fit, test on the best checkpoint, write the results "
+        "(python recipes/run.py takes the same arguments).",
+        epilog="example: pixel-lightning fit --recipe quickstart trainer.max_steps=200 logger=none",
+    )
+    f.add_argument("--recipe", help="recipe name (pixel_lightning/recipes/<name>.yaml); --list shows them")
+    f.add_argument("--config", help="a YAML config, e.g. a run's <out>/config.yaml (reproduces that run)")
+    f.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
+    f.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    f.add_argument("--out", help="run directory (default runs/<recipe>)")
+    f.add_argument("--debug", action="store_true", help="show full tracebacks")
+    f.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.hidden=32")
+    f.set_defaults(func=cmd_fit)
 
     t = sub.add_parser("test", help="re-evaluate a checkpoint on its run's test (or validation) data: JSON")
     t.add_argument(
@@ -304,22 +362,29 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--out", help="CSV file (default: standard output); the mean goes to standard error")
     e.add_argument("--batch-size", type=int, default=64)
     e.set_defaults(func=cmd_evaluate)
-    return p
+
+    for name, (module_name, help_) in TOOLS.items():
+        if name != tool:
+            sub.add_parser(name, help=help_)
+            continue
+        module = import_module(module_name)
+        raw = argparse.RawDescriptionHelpFormatter  # the module's docstring is its description
+        q = sub.add_parser(name, help=help_, description=module.__doc__, formatter_class=raw)
+        module.add_arguments(q)
+        q.set_defaults(func=module.main)
+    return p, sub.choices
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``pixel-lightning`` console script."""
+    """The ``pixel-lightning`` console script (and ``recipes/run.py``: ``main(["fit", ...])``)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] not in (*SUBCOMMANDS, "-h", "--help"):
+    if not argv or argv[0] not in (*COMMANDS, "-h", "--help"):
         argv = ["fit", *argv]  # fit is the default subcommand: pixel-lightning --recipe quickstart
-    if argv[0] == "fit":
-        from pixel_lightning.runner import main as fit_main
-
-        return fit_main(argv[1:])
-    args = build_parser().parse_args(argv)
-    from pixel_lightning.errors import cli_errors
-
-    with cli_errors(debug=args.debug):  # bad input: InputError and friends, naming the file (exit 2)
+    parser, commands = build_parser(tool=argv[0])
+    if argv[0] not in commands:
+        parser.parse_args(argv)  # --help: prints and exits
+    args = commands[argv[0]].parse_intermixed_args(argv[1:])  # overrides before and after options
+    with cli_errors(debug=getattr(args, "debug", False)):  # bad input: InputError and friends (exit 2)
         return args.func(args)
 
 

@@ -1,10 +1,9 @@
-"""The recipe files and the command line's parser, importable without torch or Lightning, so that
-``recipes/run.py --help`` and ``--list`` answer at once (recipes/run.py loads this file by its path, without
-the package: keep its imports to the standard library and PyYAML)."""
+"""The recipe files (``pixel_lightning/recipes/*.yaml``) and their listing, importable without torch or
+Lightning, so that ``pixel-lightning --list`` answers at once: keep its imports to the standard library and
+PyYAML."""
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Any
 
@@ -56,22 +55,6 @@ def paper_figure(test: float | None, train: float | None, unit: str) -> str:
     return f"{test:.2f}" + (f" ({train:.2f})" if train is not None else "") + f" {unit}"
 
 
-def make_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="recipes/run.py",
-        description="Run a pixel-lightning recipe: fit, test on the best checkpoint, write the results.",
-        epilog="example: python recipes/run.py --recipe quickstart trainer.max_steps=200 logger=none",
-    )
-    p.add_argument("--recipe", help="recipe name (recipes/<name>.yaml); --list shows them")
-    p.add_argument("--config", help="a YAML config, e.g. a run's <out>/config.yaml (reproduces that run)")
-    p.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
-    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
-    p.add_argument("--out", help="run directory (default runs/<recipe>)")
-    p.add_argument("--debug", action="store_true", help="show full tracebacks")
-    p.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.hidden=32")
-    return p
-
-
 def list_text() -> str:
     rows = describe_recipes()
     width = max(len(r["name"]) for r in rows)
@@ -80,11 +63,3 @@ def list_text() -> str:
         where = f" ({r['where']})" if r["where"] else ""
         lines.append(f"{r['name'].ljust(width)}  {r['paper']}{where}  |  {r['description']}")
     return "\n".join(lines)
-
-
-def quick_main(argv: list[str]) -> int:
-    """``--help`` (argparse exits) and ``--list``, before anything heavy is imported."""
-    args = make_parser().parse_intermixed_args(argv)
-    if args.list:
-        print(list_text())
-    return 0

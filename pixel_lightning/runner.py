@@ -13,7 +13,6 @@ config, and only rank 0 writes files.
 
 from __future__ import annotations
 
-import argparse
 import logging
 import math
 import netrc
@@ -43,10 +42,10 @@ from pixel_lightning.callbacks import (
     draw_samples,
     log_image,
 )
-from pixel_lightning.config import CheckpointConfig, ConfigError, GuardConfig, RunConfig, load_config
+from pixel_lightning.config import CheckpointConfig, ConfigError, GuardConfig, RunConfig
 from pixel_lightning.data.base import is_user_data
-from pixel_lightning.errors import NonFiniteError, cli_errors
-from pixel_lightning.recipebook import list_text, make_parser, paper_figure
+from pixel_lightning.errors import NonFiniteError
+from pixel_lightning.recipebook import paper_figure
 from pixel_lightning.runfolder import RunFolder, budget, figure_text, host, leaves, unit
 from pixel_lightning.visual import save_grid
 
@@ -504,34 +503,8 @@ def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
 # ----------------------------------------------------------------------------- command line
 
 
-def config_from_args(args: argparse.Namespace) -> RunConfig:
-    overrides = list(args.overrides)
-    if args.out:
-        overrides.append(f"out={args.out}")
-    if not args.recipe and not args.config:
-        raise ConfigError(
-            "no recipe given: pass --recipe NAME (python recipes/run.py --list shows them) or --config PATH"
-        )
-    return load_config(args.recipe, overrides, config_path=args.config)
-
-
-def cli(args: argparse.Namespace) -> int:
-    """The body of recipes/run.py (errors propagate; :func:`main` reports them)."""
-    if args.list:
-        print(list_text())
-        return 0
-    cfg = config_from_args(args)
-    if args.dry_run:
-        print(f"# recipe {cfg.recipe}: {cfg.description}")
-        print(f"# paper: {paper_figure(cfg.paper.test, cfg.paper.train, cfg.paper.unit)} ({cfg.paper.where})")
-        print(cfg.to_yaml(), end="")
-        return 0
-    run(cfg)  # checks the run directory first (writable, not in use, this run's)
-    return 0
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """recipes/run.py: parse, run, and report user errors in one paragraph (a traceback with --debug)."""
-    args = make_parser().parse_intermixed_args(argv)  # overrides before and after --out
-    with cli_errors(debug=args.debug):  # user errors: one paragraph, exit 2; see pixel_lightning/errors.py
-        return cli(args)
+    """``pixel-lightning fit ARGS`` (:func:`pixel_lightning.cli.main`), for callers of the runner by name."""
+    from pixel_lightning.cli import main as cli_main
+
+    return cli_main(["fit", *(sys.argv[1:] if argv is None else argv)])

@@ -13,19 +13,18 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import sys
 from pathlib import Path
 
+import pixel_lightning.cli
+import pixel_lightning.runner  # noqa: F401  the heavy imports, paid once
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "recipes"))
-
-import run as run_script  # noqa: E402  recipes/run.py
-
-import pixel_lightning.cli  # noqa: E402
-import pixel_lightning.runner  # noqa: E402, F401  the heavy imports, paid once
-
-PROGRAMS = {"recipes/run.py": run_script.main, "pixel-lightning": pixel_lightning.cli.main}
+PROGRAMS = {
+    "recipes/run.py": runpy.run_path(str(ROOT / "recipes" / "run.py"))["main"],  # not as __main__: no run
+    "pixel-lightning": pixel_lightning.cli.main,
+}
 
 
 def child(request: dict) -> None:

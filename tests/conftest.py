@@ -8,7 +8,6 @@ import io
 import os
 import pickle
 import struct
-import sys
 import tarfile
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,8 +21,9 @@ if os.environ.get("PYTEST_XDIST_WORKER"):  # workers share the cores: one torch 
 os.environ.setdefault("WANDB_MODE", "disabled")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# pytest imports this checkout (`pythonpath` in pyproject.toml); the commands tests start import it too
+ROOT = Path(__file__).resolve().parents[1]
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import random
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -23,11 +22,9 @@ import lightning as L
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from benchmarks.tiny import TinyData, tiny_model, tiny_trainer  # noqa: E402
-from pixel_lightning import reliability  # noqa: E402
-from pixel_lightning.errors import cli_errors  # noqa: E402
+from benchmarks.tiny import TinyData, tiny_model, tiny_trainer
+from pixel_lightning import reliability
+from pixel_lightning.errors import cli_errors
 
 
 class StepPrinter(L.Callback):

@@ -11,11 +11,13 @@ import os
 import shutil
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import yaml
 from helpers import lightning_checkpoint, tiny_model
 from PIL import Image
 from test_cli_errors import ForkServer
@@ -179,13 +181,82 @@ def test_fit_is_the_default_subcommand(capsys):
     assert "recipe quickstart" in capsys.readouterr().out
     assert cli.main(["fit", "--list"]) == 0
     assert "mnist_diagonal_bilstm_7l" in capsys.readouterr().out
+    for fit in ([], ["fit"]):  # overrides before and after the options
+        argv = ["model.hidden=5", "--recipe", "quickstart", "--out", "o", "trainer.max_steps=7", "--dry-run"]
+        assert cli.main([*fit, *argv]) == 0
+        config = yaml.safe_load(capsys.readouterr().out)
+        assert (config["model"]["hidden"], config["trainer"]["max_steps"], config["out"]) == (5, 7, "o")
 
 
 def test_help_lists_the_subcommands(capsys):
     with pytest.raises(SystemExit) as e:
         cli.main(["--help"])
     out = capsys.readouterr().out
-    assert e.value.code == 0 and all(s in out for s in ("fit", "test", "sample", "complete", "evaluate"))
+    subcommands = ("fit", "test", "sample", "complete", "evaluate", "report", "sweep")
+    assert e.value.code == 0 and all(f"    {s} " in out for s in subcommands), out
+
+
+def test_fit_help_is_the_parser_of_fit(capsys):
+    """One parser: ``pixel-lightning fit --help`` shows fit's own options (recipes/run.py --help too)."""
+    for argv in (["fit", "--help"], ["--recipe", "x", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            cli.main(argv)
+        out = capsys.readouterr().out
+        assert e.value.code == 0 and out.startswith("usage: pixel-lightning fit"), out
+        assert all(option in out for option in ("--recipe", "--config", "--list", "--dry-run", "--out"))
+
+
+def test_a_tool_is_its_modules_arguments_and_main(monkeypatch, capsys):
+    """``report`` and ``sweep`` run their module's ``add_arguments`` and ``main``; only the chosen tool's
+    module is imported (the other names one that does not exist)."""
+    tool = types.ModuleType("a_tool")
+    tool.add_arguments = lambda p: (p.add_argument("dirs", nargs="+"), p.add_argument("--out"))
+    tool.main = lambda args: print(args.dirs, args.out) or 3
+    monkeypatch.setitem(sys.modules, "a_tool", tool)
+    monkeypatch.setitem(cli.TOOLS, "report", ("a_tool", "a tool"))
+    monkeypatch.setitem(cli.TOOLS, "sweep", ("no_such_module", "not imported"))
+    assert cli.main(["report", "a", "--out", "o", "b"]) == 3
+    assert capsys.readouterr().out == "['a', 'b'] o\n"
+
+
+@pytest.mark.parametrize("tool", sorted(cli.TOOLS))
+def test_report_and_sweep_are_subcommands(tool, capsys):
+    """The real tools behind the one parser: their module's arguments, described by its docstring."""
+    with pytest.raises(SystemExit) as e:
+        cli.main([tool, "--help"])
+    out = capsys.readouterr().out
+    assert e.value.code == 0 and out.startswith(f"usage: pixel-lightning {tool}") and "--out" in out, out
+
+
+LIGHT = [
+    ("pixel-lightning", ["--help"]),
+    ("pixel-lightning", ["--list"]),
+    ("pixel-lightning", ["fit", "--help"]),
+    ("pixel-lightning", ["sample", "--help"]),
+    ("recipes/run.py", ["--help"]),
+    ("recipes/run.py", ["--list"]),
+]
+
+
+@pytest.mark.parametrize(("program", "argv"), LIGHT, ids=[f"{p} {' '.join(a)}" for p, a in LIGHT])
+def test_help_and_list_import_neither_torch_nor_lightning(program, argv):
+    """What makes them answer at once, as the installed console script runs them (``from
+    pixel_lightning.cli import main``); nor are the tools imported. The time: benchmarks/startup.py."""
+    main = {
+        "pixel-lightning": "from pixel_lightning.cli import main",
+        "recipes/run.py": "import runpy; main = runpy.run_path('recipes/run.py')['main']",
+    }[program]
+    code = (
+        f"import sys\n{main}\n"
+        f"try:\n    code = main({argv!r})\nexcept SystemExit as e:\n    code = e.code\n"
+        "print(code, sorted(m for m in sys.modules if m in ('torch', 'lightning') or '.tools.' in m))"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "0 []", result.stdout[-2000:]
+    assert ("quickstart" if "--list" in argv else "usage: pixel-lightning") in result.stdout
 
 
 @pytest.mark.slow

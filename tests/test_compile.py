@@ -130,11 +130,7 @@ def test_compiled_network_is_the_same_function_bf16_and_fp32(arch, extra):
 @pytest.mark.slow
 def test_compile_speed_benchmark_quick(tmp_path):
     """benchmarks/compile_speed.py --quick: both timed, kernels counted, the JSON written."""
-    import sys
-    from pathlib import Path
-
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
-    import compile_speed
+    from benchmarks import compile_speed
 
     n = torch.get_num_threads()
     try:

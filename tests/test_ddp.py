@@ -31,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = textwrap.dedent(
     """
     import sys
-    sys.path.insert(0, {root!r})
     import lightning as L
     import torch
     from pixel_lightning.config import load_config
@@ -68,7 +67,7 @@ def single_process_nll(checkpoint: str, data_dir: Path, n: int) -> tuple[float, 
 @pytest.mark.timeout(300)
 def test_ddp_two_cpu_processes_match_single_process(tmp_path):
     script = tmp_path / "ddp_run.py"
-    script.write_text(SCRIPT.format(root=str(ROOT)))
+    script.write_text(SCRIPT.format())
     out, data_dir = tmp_path / "run", tmp_path / "data"
     overrides = [
         f"out={out}",

@@ -4,20 +4,16 @@ smallest version, whose checks hold and can fail."""
 from __future__ import annotations
 
 import json
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 
 CPU = ["--device", "cpu", "--modes", "fp32", "bf16", "--steps", "1"]  # compiled: tests/test_compile.py
 
 
 @pytest.fixture(autouse=True)
 def _keep_global_state():
-    import gpu_check
+    from benchmarks import gpu_check
 
     n, backend = torch.get_num_threads(), gpu_check.network.COMPILE_OPTIONS.get("backend")
     yield
@@ -27,7 +23,7 @@ def _keep_global_state():
 
 
 def test_without_cuda_it_says_so_and_exits_0(monkeypatch, capsys, tmp_path):
-    import gpu_check
+    from benchmarks import gpu_check
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert gpu_check.main(["--out", str(tmp_path / "g.json")]) == 0
@@ -36,7 +32,7 @@ def test_without_cuda_it_says_so_and_exits_0(monkeypatch, capsys, tmp_path):
 
 
 def test_cpu_smoke_version(tmp_path):
-    import gpu_check
+    from benchmarks import gpu_check
 
     out = tmp_path / "g.json"
     assert gpu_check.main([*CPU, "--out", str(out)]) == 0
@@ -52,8 +48,7 @@ def test_cpu_smoke_version(tmp_path):
 
 def test_a_causality_leak_fails_the_check(monkeypatch, tmp_path):
     """The control: the Diagonal BiLSTM without its one-row shift sees its own row's future."""
-    import gpu_check
-
+    from benchmarks import gpu_check
     from pixel_lightning.nn import diagonal_lstm
 
     monkeypatch.setattr(diagonal_lstm, "BACKWARD_SHIFT", 0)

@@ -7,6 +7,7 @@ import importlib
 import json
 import os
 import re
+import runpy
 import shlex
 from collections.abc import Callable
 from pathlib import Path
@@ -74,11 +75,12 @@ def documented_commands(page: Path) -> list[str]:
     return commands
 
 
-def _run_py(args: list[str]) -> None:
-    from pixel_lightning.runner import main
+def dry(args: list[str]) -> list[str]:
+    return [*args, "--dry-run"] if not {"--list", "--dry-run"} & set(args) else args
 
-    dry = [] if {"--list", "--dry-run"} & set(args) else ["--dry-run"]
-    assert main([*args, *dry]) == 0
+
+def _run_py(args: list[str]) -> None:
+    assert runpy.run_path(str(ROOT / "recipes" / "run.py"))["main"](dry(args)) == 0  # not as __main__
 
 
 def _sweep_py(args: list[str]) -> None:
@@ -96,9 +98,9 @@ def _sweep_py(args: list[str]) -> None:
 
 
 def _report_py(args: list[str], tmp_path: Path) -> None:
-    """Runs for real on stand-in run directories (a metrics.json each) at the documented paths."""
-    from pixel_lightning import tools
-    from pixel_lightning.tools import report
+    """``pixel-lightning report``, for real on stand-in run directories (a metrics.json each) at the
+    documented paths."""
+    from pixel_lightning import cli
 
     flags = ("--out", "--title", "--project")
     dirs = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] not in flags)]
@@ -107,7 +109,7 @@ def _report_py(args: list[str], tmp_path: Path) -> None:
         (tmp_path / d).mkdir(parents=True, exist_ok=True)
         (tmp_path / d / "metrics.json").write_text(json.dumps({"arch": "pixelcnn", "dataset": "mnist"}))
     os.chdir(tmp_path)
-    assert report.main(tools.parser("report").parse_args([inside.get(a, a) for a in args])) == 0
+    assert cli.main(["report", *(inside.get(a, a) for a in args)]) == 0
 
 
 def _parses(script: str) -> Callable[[list[str]], None]:
@@ -139,17 +141,22 @@ def _pip(args: list[str]) -> None:
 
 
 def _pixel_lightning(args: list[str], tmp_path: Path) -> None:
-    """``fit`` (the default) dry-runs; ``sample``, ``complete``, ``evaluate`` run for real, in ``tmp_path``,
-    on a tiny stand-in model (the quickstart's shape, 1x28x28 binary) and stand-in images written at the
-    documented ``--ckpt`` and ``--images`` paths."""
+    """``fit`` (the default) dry-runs, ``sweep`` and ``report`` as above; ``sample``, ``complete``,
+    ``evaluate`` run for real, in ``tmp_path``, on a tiny stand-in model (the quickstart's shape, 1x28x28
+    binary) and stand-in images written at the documented ``--ckpt`` and ``--images`` paths."""
     import numpy as np
     import torch
     from helpers import lightning_checkpoint, tiny_model
 
     from pixel_lightning import cli
 
+    if args[:1] == ["sweep"]:
+        return _sweep_py(args[1:])
+    if args[:1] == ["report"]:
+        return _report_py(args[1:], tmp_path)
     if not args or args[0] not in ("sample", "complete", "evaluate"):
-        return _run_py(args[1:] if args[:1] == ["fit"] else args)
+        assert cli.main(dry(args)) == 0  # fit, named or the default
+        return
     os.chdir(tmp_path)
     value = dict(zip(args, args[1:], strict=False))
     ckpt = Path(value["--ckpt"])
@@ -182,8 +189,7 @@ def dispatch(command: str) -> tuple[Callable[..., None], list[str]]:
         if args[:2] == ["-m", "pytest"]:
             return _this_suite, args[2:]
         script, args = (args[1], args[2:]) if args[0] == "-m" else (args[0], args[1:])
-        handlers = {"recipes/run.py": _run_py, "pixel_lightning.tools.sweep": _sweep_py}
-        handlers |= {"pixel_lightning.tools.report": _report_py}
+        handlers = {"recipes/run.py": _run_py}
         handlers |= {s: _parses(s) for s in ("scripts.results_figures", "scripts.paper_scale")}
         assert script in handlers, f"no check for documented script {script}: add one to tests/test_readme.py"
         return handlers[script], args
