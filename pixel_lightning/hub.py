@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 WEIGHTS = constants.SAFETENSORS_SINGLE_FILE  # "model.safetensors"
 CONFIG = constants.CONFIG_NAME  # "config.json"
 PAPER_URL = "https://arxiv.org/abs/1601.06759"
+CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
 
 class HubMixin(
@@ -303,97 +304,32 @@ def load_model(source: str | Path, map_location: str = "cpu", **hub_kwargs: Any)
 
 def model_card(model: AutoregressiveImageModel) -> ModelCard:
     """A model card from what is known: the architecture and sizes always, the data and test figure
-    (beside the paper's) when the model came from a finished run."""
+    (beside the paper's) when the model came from a finished run. The prose is templates/model_card.md;
+    this computes its values."""
+    from pixel_lightning.data.base import is_user_data
     from pixel_lightning.models import registry
 
     c, run = model.config, model.run_info
     arch = registry.get(model.arch).title
     if hasattr(c, "base"):  # multi-scale: networks of a base architecture
         arch = f"{arch} ({registry.get(c.base).title} body, {c.low_res}x{c.low_res} -> full size)"
-    C, H, W = c.image_shape
-    params = sum(p.numel() for p in model.parameters())
     data = ModelCardData(
         library_name="pixel-lightning",
         license="mit",
         tags=["pixel-rnn", "autoregressive", "image-generation", "pytorch-lightning", model.arch],
         pipeline_tag="unconditional-image-generation",
     )
-    lines = [
-        f"# {arch}" + (f" on {run['dataset']}" if run.get("dataset") else ""),
-        "",
-        "An exact-likelihood autoregressive image model from *Pixel Recurrent Neural Networks* "
-        f"(van den Oord, Kalchbrenner, Kavukcuoglu, ICML 2016, [arXiv:1601.06759]({PAPER_URL})), "
-        "built with pixel-lightning.",
-        "",
-        "## Model",
-        "",
-        "| | |",
-        "|---|---|",
-        f"| architecture | {arch} |",
-        f"| images | {C}x{H}x{W}, {c.levels} levels per sub-pixel |",
-        f"| layers, h | {c.layers}, {c.hidden} |",
-        f"| residual, skip | {c.residual}, {c.skip} |",
-        f"| output head | {c.head_channels} maps, {'sigmoid' if c.levels == 2 else 'softmax'} |",
-        f"| parameters | {params:,} |",
-        "",
-        "## Data and results",
-        "",
-    ]
-    lines += results_lines(run)
-    lines += [
-        "",
-        "## Use",
-        "",
-        "```python",
-        "import pixel_lightning",
-        "model = pixel_lightning.load_model(path_or_hub_id)  # this folder, or this repository's id",
-        "x = model.sample(16)                 # int64 (16, C, H, W)",
-        "logp = model.log_prob(x)             # (16,) nats",
-        "```",
-        "",
-        "From the command line, `pixel-lightning sample --ckpt` takes the same folder or id.",
-        "",
-    ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines))
-
-
-def results_lines(run: dict[str, Any]) -> list[str]:
-    """The card's data and results: the figures of these weights only (their step, their validation
-    figure, and the run's test figure when it was measured on them), the paper's beside the paper's data."""
-    from pixel_lightning.data.base import is_user_data
-
-    if not run:
-        return [
-            "This model was not saved from a finished pixel-lightning run, so its training data and test "
-            "likelihood are not recorded here."
-        ]
-    paper, unit = run.get("paper") or {}, unit_of(run)
-    lines = [
-        f"- data: `{run.get('dataset', 'unknown dataset')}`, variant `{run.get('variant', 'not recorded')}`"
-        " (likelihoods of different variants are not comparable)",
-    ]
-    if figure_text(run, unit) is not None:
-        lines.append(f"- test negative log-likelihood: {figure_text(run, unit)}")
-    elif run.get("tested_checkpoint"):
-        step = f", step {run['global_step']}" if run.get("global_step") is not None else ""
-        lines.append(
-            f"- test negative log-likelihood: not recorded for this checkpoint (`{run.get('checkpoint')}`"
-            f"{step}); the run's test figure belongs to `{run['tested_checkpoint']}`"
-        )
-    for name in sorted(k for k in run if k.startswith("val/")):
-        lines.append(f"- validation `{name}` of these weights: {run[name]:.4f}")
-    if is_user_data(run.get("variant")):
-        lines.append("- paper: no figure (the data is the user's own, not the paper's)")
-    elif paper.get("test") is not None:
-        lines.append(f"- paper: {paper['test']} {paper.get('unit', unit)} ({paper.get('where', '')})")
-    else:
-        lines.append("- paper: no figure published for this configuration")
-    if run.get("global_step") is not None:
-        epochs = f" ({run['epochs']} epochs)" if run.get("epochs") is not None else ""
-        lines.append(f"- trained for {run['global_step']} steps{epochs}")
-    if run.get("recipe"):
-        lines.append(
-            f"- recipe: `{run['recipe']}`, trained by `python recipes/run.py --recipe {run['recipe']}` "
-            "with the overrides recorded in that run's config.yaml"
-        )
-    return lines
+    unit = unit_of(run)
+    return ModelCard.from_template(
+        data,
+        template_path=str(CARD_TEMPLATE),
+        arch=arch,
+        c=c,
+        params=sum(p.numel() for p in model.parameters()),
+        run=run,
+        paper=run.get("paper") or {},
+        unit=unit,
+        test=figure_text(run, unit),
+        user_data=is_user_data(run.get("variant")),
+        paper_url=PAPER_URL,
+    )
