@@ -35,18 +35,12 @@ if TYPE_CHECKING:
 
 WEIGHTS = constants.SAFETENSORS_SINGLE_FILE  # "model.safetensors"
 CONFIG = constants.CONFIG_NAME  # "config.json"
-PAPER_URL = "https://arxiv.org/abs/1601.06759"
 CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
 
-class HubMixin(
-    PyTorchModelHubMixin,
-    library_name="pixel-lightning",
-    paper_url=PAPER_URL,
-    license="mit",
-    tags=["pixel-rnn", "autoregressive", "image-generation", "pytorch-lightning"],
-):
+class HubMixin(PyTorchModelHubMixin):
     """``save_pretrained`` / ``push_to_hub`` / ``from_pretrained`` for every pixel-lightning model.
+    The mixin's card metadata arguments are not used: :func:`model_card` writes the card.
 
     ``run_info`` (a dict, may be empty) describes the run that trained the model: ``recipe``, ``dataset``,
     ``variant``, test metrics, the paper's figure. :func:`load_model` fills it from the run folder of a
@@ -331,5 +325,4 @@ def model_card(model: AutoregressiveImageModel) -> ModelCard:
         unit=unit,
         test=figure_text(run, unit),
         user_data=is_user_data(run.get("variant")),
-        paper_url=PAPER_URL,
     )
