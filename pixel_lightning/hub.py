@@ -40,7 +40,7 @@ CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
 
 class HubMixin(PyTorchModelHubMixin):
     """``save_pretrained`` / ``push_to_hub`` / ``from_pretrained`` for every pixel-lightning model.
-    The mixin's card metadata arguments are not used: :func:`model_card` writes the card.
+    The mixin's card metadata arguments are not used: :meth:`generate_model_card` writes the card.
 
     ``run_info`` (a dict, may be empty) describes the run that trained the model: ``recipe``, ``dataset``,
     ``variant``, test metrics, the paper's figure. :func:`load_model` fills it from the run folder of a
@@ -53,7 +53,35 @@ class HubMixin(PyTorchModelHubMixin):
         (save_directory / CONFIG).write_text(json.dumps(config_json(self), indent=2, sort_keys=True) + "\n")
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        return model_card(self)
+        """The README.md: the architecture and sizes always, the data and test figure (beside the
+        paper's) when the model came from a finished run. The prose is templates/model_card.md; this
+        computes its values."""
+        from pixel_lightning.data.base import is_user_data
+        from pixel_lightning.models import registry
+
+        c, run = self.config, self.run_info
+        arch = registry.get(self.arch).title
+        if hasattr(c, "base"):  # multi-scale: networks of a base architecture
+            arch = f"{arch} ({registry.get(c.base).title} body, {c.low_res}x{c.low_res} -> full size)"
+        data = ModelCardData(
+            library_name="pixel-lightning",
+            license="mit",
+            tags=["pixel-rnn", "autoregressive", "image-generation", "pytorch-lightning", self.arch],
+            pipeline_tag="unconditional-image-generation",
+        )
+        unit = unit_of(run)
+        return ModelCard.from_template(
+            data,
+            template_path=str(CARD_TEMPLATE),
+            arch=arch,
+            c=c,
+            params=sum(p.numel() for p in self.parameters()),
+            run=run,
+            paper=run.get("paper") or {},
+            unit=unit,
+            test=figure_text(run, unit),
+            user_data=is_user_data(run.get("variant")),
+        )
 
     @classmethod
     def from_pretrained(  # type: ignore[override]
@@ -290,39 +318,4 @@ def load_model(source: str | Path, map_location: str = "cpu", **hub_kwargs: Any)
     raise CheckpointError(
         f"no checkpoint at {source}",
         "pass a Lightning checkpoint (.ckpt), a folder written by save_pretrained, or a Hub id user/name",
-    )
-
-
-# ----------------------------------------------------------------------------- model card
-
-
-def model_card(model: AutoregressiveImageModel) -> ModelCard:
-    """A model card from what is known: the architecture and sizes always, the data and test figure
-    (beside the paper's) when the model came from a finished run. The prose is templates/model_card.md;
-    this computes its values."""
-    from pixel_lightning.data.base import is_user_data
-    from pixel_lightning.models import registry
-
-    c, run = model.config, model.run_info
-    arch = registry.get(model.arch).title
-    if hasattr(c, "base"):  # multi-scale: networks of a base architecture
-        arch = f"{arch} ({registry.get(c.base).title} body, {c.low_res}x{c.low_res} -> full size)"
-    data = ModelCardData(
-        library_name="pixel-lightning",
-        license="mit",
-        tags=["pixel-rnn", "autoregressive", "image-generation", "pytorch-lightning", model.arch],
-        pipeline_tag="unconditional-image-generation",
-    )
-    unit = unit_of(run)
-    return ModelCard.from_template(
-        data,
-        template_path=str(CARD_TEMPLATE),
-        arch=arch,
-        c=c,
-        params=sum(p.numel() for p in model.parameters()),
-        run=run,
-        paper=run.get("paper") or {},
-        unit=unit,
-        test=figure_text(run, unit),
-        user_data=is_user_data(run.get("variant")),
     )
