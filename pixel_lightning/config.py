@@ -1,19 +1,11 @@
-"""The run configuration: typed dataclasses, recipe loading and dotted command-line overrides.
+"""The run configuration: defaults (the dataclasses below) <- recipes/<name>.yaml <- --config FILE <-
+key=value overrides (parsed as YAML; a ``str`` field takes its text verbatim) -> RunConfig, or ConfigError.
 
-    defaults (the dataclasses below) <- recipes/<name>.yaml <- --config FILE <- key=value overrides
-      -> RunConfig, checked: unknown keys, wrong types and impossible values raise ConfigError
-
-Every field a recipe can set is declared here with a default and a one-line comment. Merging the layers and
-checking names and types is OmegaConf's (structured configs in struct mode: ``OmegaConf.structured``,
-``merge``, ``from_dotlist``, ``to_object``); this file only words its errors (the key, the valid keys or the
-expected type, the fix) and checks values (``RunConfig.validate``). Values on the command line are parsed
-as YAML by OmegaConf's loader (``model.skip=false``, ``trainer.max_steps=200``, ``model.image_shape=[1,8,8]``,
-``trainer.max_time=01:00:00:00`` stays text); a ``str`` field takes its text verbatim.
-
-Why OmegaConf (2.4, which checks unions of primitives such as ``float | int``; 2.3 could not) and not
-jsonargparse: the config already is typed dataclasses, which OmegaConf takes as they are and merges layer by
-layer with the same ``key=value`` syntax (``OmegaConf.from_dotlist``); jsonargparse reads ``--key=value``
-options, so keeping today's syntax would have needed a translation layer of our own.
+Merging the layers and checking names and types is OmegaConf's (structured configs in struct mode); this file
+only words its errors (the key, the valid keys or the expected type, the fix) and checks values
+(``RunConfig.validate``). Why OmegaConf (2.4: it checks unions such as ``float | int``) and not jsonargparse:
+the config already is typed dataclasses, merged layer by layer with the same ``key=value`` syntax;
+jsonargparse reads ``--key=value`` options, which would have needed a translation layer of our own.
 """
 
 from __future__ import annotations
@@ -164,19 +156,6 @@ class TrainerConfig:
             return False
         torch.set_float32_matmul_precision(self.matmul_precision)
         return True
-
-
-TRAINER_OWNED = ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler")
-
-
-def trainer_arguments() -> list[str]:
-    """lightning.Trainer's arguments a config may set (the run sets the others: TRAINER_OWNED)."""
-    import inspect
-
-    import lightning as L
-
-    names = inspect.signature(L.Trainer.__init__).parameters
-    return [n for n in names if n not in ("self", *TRAINER_OWNED)]
 
 
 @dataclass
@@ -365,10 +344,6 @@ def _is_text(hint: Any) -> bool:
     return hint is str or set(typing.get_args(hint)) == {str, type(None)}
 
 
-def _type_name(hint: Any) -> str:
-    return (hint.__name__ if isinstance(hint, type) else str(hint)).replace("None", "null")
-
-
 def overrides_layer(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["model.hidden=32", ...]`` -> ``{"model": {"hidden": 32}}``: OmegaConf's dotlist (values parsed
     as YAML: ``01:00:00:00`` stays a string); a text field's value is kept verbatim."""
@@ -396,66 +371,58 @@ def _shorthands(layer: dict[str, Any]) -> dict[str, Any]:
         declared = {f.name for f in fields(TrainerConfig)}
         undeclared = [k for k in trainer if k not in declared]
         if undeclared:
-            allowed = trainer_arguments()
+            import inspect
+
+            import lightning as L
+
+            # the run sets these itself; any other lightning.Trainer argument a config may set
+            owned = {"self", "logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"}
+            allowed = set(inspect.signature(L.Trainer.__init__).parameters) - owned
             extra = {k: trainer.pop(k) for k in undeclared if k in allowed}
             trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
     return layer
-
-
-def _rejects(cfg: DictConfig, key: str, value: Any) -> bool:
-    """Whether merging ``key: value`` alone into ``cfg`` fails."""
-    single = OmegaConf.create()
-    OmegaConf.update(single, key, value)
-    try:
-        OmegaConf.merge(cfg, single)
-    except OmegaConfBaseException:
-        return True
-    return False
 
 
 def _config_error(
     e: OmegaConfBaseException, cfg: DictConfig, layer: dict[str, Any], source: str
 ) -> ConfigError:
     """OmegaConf's error as one paragraph: the key, what is valid there, and the fix."""
+    from pixel_lightning.models import registry
+
+    def rejects(key: str, value: Any) -> bool:  # whether merging ``key: value`` alone into cfg fails
+        single = OmegaConf.create()
+        OmegaConf.update(single, key, value)
+        try:
+            OmegaConf.merge(cfg, single)
+        except OmegaConfBaseException:
+            return True
+        return False
+
     model = OmegaConf.get_type(cfg, "model")
     if isinstance(e, ConfigKeyError) and dataclasses.is_dataclass(e.object_type):
         names = [f.name for f in fields(e.object_type)]
-        if e.object_type is model and (owners := _architectures_with(e.key)):
+        archs = registry.architectures().items()
+        owners = [n for n, a in sorted(archs) if e.key in {f.name for f in fields(a.config_class)}]
+        if e.object_type is model and owners:
             return ConfigError(f"model.{e.key} is for model.arch={' or '.join(owners)} only; remove it")
         if e.object_type is TrainerConfig:
             names = [n for n in names if n != "extra"] + ["any other lightning.Trainer argument"]
         return ConfigError(f"unknown key {e.full_key!r} {source}; valid keys: {', '.join(names)}")
     key = getattr(e, "full_key", None) or ""
     if not key:  # OmegaConf names no key for a section given a value or a bad list item: find it
-        key = next((k for k, v in leaves(layer) if _rejects(cfg, k, v)), "")
+        key = next((k for k, v in leaves(layer) if rejects(k, v)), "")
     key = re.sub(r"\[\d+\]$", "", key)  # a list item: name the list
     hint = _declared_type(key, model) if key else None
     if dataclasses.is_dataclass(hint):
         return ConfigError(f"{key} is a section: set its keys, e.g. {key}.<key>=<value>")
     if isinstance(e, ValidationError) and key:
-        value, expected = OmegaConf.select(OmegaConf.create(layer), key), _type_name(hint)
+        value = OmegaConf.select(OmegaConf.create(layer), key)
+        expected = (hint.__name__ if isinstance(hint, type) else str(hint)).replace("None", "null")
         return ConfigError(
             f"{key}={value!r} ({source}) has the wrong type: expected {expected}; "
             f"fix it {source}: {key}=<{expected}>"
         )
     return ConfigError(f"{str(e).splitlines()[0]} ({source}); fix {key or 'the config'}")
-
-
-def _architectures_with(key: Any) -> list[str]:
-    """The architectures whose config class declares ``key``."""
-    from pixel_lightning.models import registry
-
-    archs = registry.architectures()
-    return sorted(n for n, a in archs.items() if key in {f.name for f in fields(a.config_class)})
-
-
-def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
-    """``cfg`` with ``layer`` merged over it, checked against the dataclasses (OmegaConf struct mode)."""
-    layer = _shorthands(layer)
-    try:
-        return typing.cast(DictConfig, OmegaConf.merge(cfg, layer))
-    except OmegaConfBaseException as e:
-        raise _config_error(e, cfg, layer, source) from None
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -485,9 +452,7 @@ def load_config(
             raise ConfigError(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
-        data = drop_retired(read_yaml(path, ConfigError))
-        for key in SAVED_ONLY:
-            data.pop(key, None)
+        data = {k: v for k, v in drop_retired(read_yaml(path, ConfigError)).items() if k not in SAVED_ONLY}
         name = recipe or data.get("recipe") or ""
         layers.append((data, f"in --config {path}"))
     layers.append((overrides_layer(overrides), "on the command line"))
@@ -496,9 +461,13 @@ def load_config(
     imports = next((d["imports"] for d, _ in reversed(layers) if isinstance(d.get("imports"), list)), [])
     cfg = OmegaConf.structured(RunConfig)
     cfg.model = OmegaConf.structured(model_section(model_config_class(arch, imports)))
-    for data, source in layers:
+    for data, source in layers:  # each checked against the dataclasses (OmegaConf struct mode)
         data.pop("recipe", None)
-        cfg = _merge(cfg, data, source)
+        data = _shorthands(data)
+        try:
+            cfg = typing.cast(DictConfig, OmegaConf.merge(cfg, data))
+        except OmegaConfBaseException as e:
+            raise _config_error(e, cfg, data, source) from None
     try:
         run = typing.cast(RunConfig, OmegaConf.to_object(cfg))
     except OmegaConfBaseException as e:  # e.g. a ${...} interpolation that does not resolve
