@@ -273,7 +273,7 @@ class RunConfig:
         shape, levels, m = data.image_shape, data.levels, self.model
         m.image_shape = tuple(m.image_shape) if m.image_shape is not None else shape
         m.levels = m.levels if m.levels is not None else levels
-        if (tuple(m.image_shape), m.levels) != (shape, levels):
+        if (m.image_shape, m.levels) != (shape, levels):
             raise ConfigError(
                 f"model.image_shape={list(m.image_shape)}, model.levels={m.levels} do not match data.name="
                 f"{self.data.name} ({list(shape)}, {levels} levels); drop them to use the dataset's"
@@ -301,24 +301,20 @@ class RunConfig:
         for key, value, low in rules:
             if value is not None and value < low:
                 raise ConfigError(f"{key}={value} is impossible: it must be >= {low}")
-        if self.trainer.max_epochs < -1 or self.trainer.max_steps < -1:
+        if t.max_epochs < -1 or t.max_steps < -1:
             raise ConfigError("trainer.max_epochs and trainer.max_steps must be >= 1, or -1 for no limit")
         for key in ("max_steps", "max_epochs", "limit_train_batches"):  # a budget that trains nothing
-            if getattr(self.trainer, key) == 0:
+            if getattr(t, key) == 0:
                 raise ConfigError(
                     f"trainer.{key}=0 trains nothing: the run would test an untrained model as its result",
                     f"set trainer.{key} >= 1 (to score a checkpoint: pixel-lightning test --ckpt FILE)",
                 )
-        if self.trainer.max_time is not None and not re.fullmatch(
-            r"\d+:\d\d:\d\d:\d\d", self.trainer.max_time
-        ):
-            raise ConfigError(
-                f"trainer.max_time={self.trainer.max_time!r} is not DD:HH:MM:SS; write e.g. 00:02:30:00"
-            )
-        if self.checkpoint.every_n_minutes is not None and not self.checkpoint.every_n_minutes > 0:
-            raise ConfigError(f"checkpoint.every_n_minutes={self.checkpoint.every_n_minutes} must be > 0")
+        if t.max_time is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", t.max_time):
+            raise ConfigError(f"trainer.max_time={t.max_time!r} is not DD:HH:MM:SS; write e.g. 00:02:30:00")
+        if c.every_n_minutes is not None and not c.every_n_minutes > 0:
+            raise ConfigError(f"checkpoint.every_n_minutes={c.every_n_minutes} must be > 0")
         for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
-            value = getattr(self.trainer, key)
+            value = getattr(t, key)
             if value is not None and (value < 0 or (isinstance(value, float) and value > 1.0)):
                 raise ConfigError(
                     f"trainer.{key}={value} is impossible: a fraction in [0, 1] or a number of batches"
@@ -338,12 +334,6 @@ def _declared_type(key: str, model: type | None = None) -> Any:
     return hint
 
 
-def _is_text(hint: Any) -> bool:
-    """``str`` or ``str | None``: such a value is taken verbatim from the command line (YAML would read
-    ``data.data_dir=0123`` as the octal number 83 and ``logger.name=1e3`` as 1000.0)."""
-    return hint is str or set(typing.get_args(hint)) == {str, type(None)}
-
-
 def overrides_layer(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["model.hidden=32", ...]`` -> ``{"model": {"hidden": 32}}``: OmegaConf's dotlist (values parsed
     as YAML: ``01:00:00:00`` stays a string); a text field's value is kept verbatim."""
@@ -352,8 +342,10 @@ def overrides_layer(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {text!r} is not key=value; write e.g. trainer.max_steps=200")
-        single = OmegaConf.create()
-        if _is_text(_declared_type(key)) and raw not in ("", "null", "~"):
+        # a str or str | None field takes its text verbatim: YAML would read data.data_dir=0123 as the
+        # octal number 83 and logger.name=1e3 as 1000.0
+        hint, single = _declared_type(key), OmegaConf.create()
+        if (hint is str or set(typing.get_args(hint)) == {str, type(None)}) and raw not in ("", "null", "~"):
             OmegaConf.update(single, key, raw.strip())
         else:
             single.merge_with_dotlist([text])
@@ -445,7 +437,6 @@ def load_config(
                 "(python recipes/run.py --list describes them)"
             )
         layers.append((read_yaml(path, ConfigError), f"in {path}"))
-    name = recipe or ""
     if config_path is not None:
         path = Path(config_path)
         if not path.is_file():
@@ -453,7 +444,6 @@ def load_config(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
         data = {k: v for k, v in drop_retired(read_yaml(path, ConfigError)).items() if k not in SAVED_ONLY}
-        name = recipe or data.get("recipe") or ""
         layers.append((data, f"in --config {path}"))
     layers.append((overrides_layer(overrides), "on the command line"))
     models = [d["model"] for d, _ in layers if isinstance(d.get("model"), dict)]
@@ -462,7 +452,6 @@ def load_config(
     cfg = OmegaConf.structured(RunConfig)
     cfg.model = OmegaConf.structured(model_section(model_config_class(arch, imports)))
     for data, source in layers:  # each checked against the dataclasses (OmegaConf struct mode)
-        data.pop("recipe", None)
         data = _shorthands(data)
         try:
             cfg = typing.cast(DictConfig, OmegaConf.merge(cfg, data))
@@ -472,5 +461,5 @@ def load_config(
         run = typing.cast(RunConfig, OmegaConf.to_object(cfg))
     except OmegaConfBaseException as e:  # e.g. a ${...} interpolation that does not resolve
         raise _config_error(e, cfg, {}, "in the config") from None
-    run.recipe = name
+    run.recipe = recipe or run.recipe  # a saved config.yaml names the recipe it came from
     return run.validate()
