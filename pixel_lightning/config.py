@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 import re
 import typing
@@ -363,8 +364,6 @@ def _shorthands(layer: dict[str, Any]) -> dict[str, Any]:
         declared = {f.name for f in fields(TrainerConfig)}
         undeclared = [k for k in trainer if k not in declared]
         if undeclared:
-            import inspect
-
             import lightning as L
 
             # the run sets these itself; any other lightning.Trainer argument a config may set
