@@ -1,25 +1,18 @@
-"""The run configuration: typed dataclasses, recipe loading and dotted command-line overrides.
+"""The run configuration: defaults (the dataclasses below) <- recipes/<name>.yaml <- --config FILE <-
+key=value overrides (parsed as YAML; a ``str`` field takes its text verbatim) -> RunConfig, or ConfigError.
 
-    defaults (the dataclasses below) <- recipes/<name>.yaml <- --config FILE <- key=value overrides
-      -> RunConfig, checked: unknown keys, wrong types and impossible values raise ConfigError
-
-Every field a recipe can set is declared here with a default and a one-line comment. Merging the layers and
-checking names and types is OmegaConf's (structured configs in struct mode: ``OmegaConf.structured``,
-``merge``, ``from_dotlist``, ``to_object``); this file only words its errors (the key, the valid keys or the
-expected type, the fix) and checks values (``RunConfig.validate``). Values on the command line are parsed
-as YAML by OmegaConf's loader (``model.skip=false``, ``trainer.max_steps=200``, ``model.image_shape=[1,8,8]``,
-``trainer.max_time=01:00:00:00`` stays text); a ``str`` field takes its text verbatim.
-
-Why OmegaConf (2.4, which checks unions of primitives such as ``float | int``; 2.3 could not) and not
-jsonargparse: the config already is typed dataclasses, which OmegaConf takes as they are and merges layer by
-layer with the same ``key=value`` syntax (``OmegaConf.from_dotlist``); jsonargparse reads ``--key=value``
-options, so keeping today's syntax would have needed a translation layer of our own.
+Merging the layers and checking names and types is OmegaConf's (structured configs in struct mode); this file
+only words its errors (the key, the valid keys or the expected type, the fix) and checks values
+(``RunConfig.validate``). Why OmegaConf (2.4: it checks unions such as ``float | int``) and not jsonargparse:
+the config already is typed dataclasses, merged layer by layer with the same ``key=value`` syntax;
+jsonargparse reads ``--key=value`` options, which would have needed a translation layer of our own.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
+import inspect
 import os
 import re
 import typing
@@ -166,19 +159,6 @@ class TrainerConfig:
         return True
 
 
-TRAINER_OWNED = ("logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler")
-
-
-def trainer_arguments() -> list[str]:
-    """lightning.Trainer's arguments a config may set (the run sets the others: TRAINER_OWNED)."""
-    import inspect
-
-    import lightning as L
-
-    names = inspect.signature(L.Trainer.__init__).parameters
-    return [n for n in names if n not in ("self", *TRAINER_OWNED)]
-
-
 @dataclass
 class LoggerConfig:
     """Experiment tracking. A local CSV log (<out>/logs/metrics.csv) is always written as well."""
@@ -294,7 +274,7 @@ class RunConfig:
         shape, levels, m = data.image_shape, data.levels, self.model
         m.image_shape = tuple(m.image_shape) if m.image_shape is not None else shape
         m.levels = m.levels if m.levels is not None else levels
-        if (tuple(m.image_shape), m.levels) != (shape, levels):
+        if (m.image_shape, m.levels) != (shape, levels):
             raise ConfigError(
                 f"model.image_shape={list(m.image_shape)}, model.levels={m.levels} do not match data.name="
                 f"{self.data.name} ({list(shape)}, {levels} levels); drop them to use the dataset's"
@@ -322,24 +302,20 @@ class RunConfig:
         for key, value, low in rules:
             if value is not None and value < low:
                 raise ConfigError(f"{key}={value} is impossible: it must be >= {low}")
-        if self.trainer.max_epochs < -1 or self.trainer.max_steps < -1:
+        if t.max_epochs < -1 or t.max_steps < -1:
             raise ConfigError("trainer.max_epochs and trainer.max_steps must be >= 1, or -1 for no limit")
         for key in ("max_steps", "max_epochs", "limit_train_batches"):  # a budget that trains nothing
-            if getattr(self.trainer, key) == 0:
+            if getattr(t, key) == 0:
                 raise ConfigError(
                     f"trainer.{key}=0 trains nothing: the run would test an untrained model as its result",
                     f"set trainer.{key} >= 1 (to score a checkpoint: pixel-lightning test --ckpt FILE)",
                 )
-        if self.trainer.max_time is not None and not re.fullmatch(
-            r"\d+:\d\d:\d\d:\d\d", self.trainer.max_time
-        ):
-            raise ConfigError(
-                f"trainer.max_time={self.trainer.max_time!r} is not DD:HH:MM:SS; write e.g. 00:02:30:00"
-            )
-        if self.checkpoint.every_n_minutes is not None and not self.checkpoint.every_n_minutes > 0:
-            raise ConfigError(f"checkpoint.every_n_minutes={self.checkpoint.every_n_minutes} must be > 0")
+        if t.max_time is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", t.max_time):
+            raise ConfigError(f"trainer.max_time={t.max_time!r} is not DD:HH:MM:SS; write e.g. 00:02:30:00")
+        if c.every_n_minutes is not None and not c.every_n_minutes > 0:
+            raise ConfigError(f"checkpoint.every_n_minutes={c.every_n_minutes} must be > 0")
         for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
-            value = getattr(self.trainer, key)
+            value = getattr(t, key)
             if value is not None and (value < 0 or (isinstance(value, float) and value > 1.0)):
                 raise ConfigError(
                     f"trainer.{key}={value} is impossible: a fraction in [0, 1] or a number of batches"
@@ -359,16 +335,6 @@ def _declared_type(key: str, model: type | None = None) -> Any:
     return hint
 
 
-def _is_text(hint: Any) -> bool:
-    """``str`` or ``str | None``: such a value is taken verbatim from the command line (YAML would read
-    ``data.data_dir=0123`` as the octal number 83 and ``logger.name=1e3`` as 1000.0)."""
-    return hint is str or set(typing.get_args(hint)) == {str, type(None)}
-
-
-def _type_name(hint: Any) -> str:
-    return (hint.__name__ if isinstance(hint, type) else str(hint)).replace("None", "null")
-
-
 def overrides_layer(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
     """``["model.hidden=32", ...]`` -> ``{"model": {"hidden": 32}}``: OmegaConf's dotlist (values parsed
     as YAML: ``01:00:00:00`` stays a string); a text field's value is kept verbatim."""
@@ -377,8 +343,10 @@ def overrides_layer(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {text!r} is not key=value; write e.g. trainer.max_steps=200")
-        single = OmegaConf.create()
-        if _is_text(_declared_type(key)) and raw not in ("", "null", "~"):
+        # a str or str | None field takes its text verbatim: YAML would read data.data_dir=0123 as the
+        # octal number 83 and logger.name=1e3 as 1000.0
+        hint, single = _declared_type(key), OmegaConf.create()
+        if (hint is str or set(typing.get_args(hint)) == {str, type(None)}) and raw not in ("", "null", "~"):
             OmegaConf.update(single, key, raw.strip())
         else:
             single.merge_with_dotlist([text])
@@ -396,66 +364,56 @@ def _shorthands(layer: dict[str, Any]) -> dict[str, Any]:
         declared = {f.name for f in fields(TrainerConfig)}
         undeclared = [k for k in trainer if k not in declared]
         if undeclared:
-            allowed = trainer_arguments()
+            import lightning as L
+
+            # the run sets these itself; any other lightning.Trainer argument a config may set
+            owned = {"self", "logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"}
+            allowed = set(inspect.signature(L.Trainer.__init__).parameters) - owned
             extra = {k: trainer.pop(k) for k in undeclared if k in allowed}
             trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
     return layer
-
-
-def _rejects(cfg: DictConfig, key: str, value: Any) -> bool:
-    """Whether merging ``key: value`` alone into ``cfg`` fails."""
-    single = OmegaConf.create()
-    OmegaConf.update(single, key, value)
-    try:
-        OmegaConf.merge(cfg, single)
-    except OmegaConfBaseException:
-        return True
-    return False
 
 
 def _config_error(
     e: OmegaConfBaseException, cfg: DictConfig, layer: dict[str, Any], source: str
 ) -> ConfigError:
     """OmegaConf's error as one paragraph: the key, what is valid there, and the fix."""
+    from pixel_lightning.models import registry
+
+    def rejects(key: str, value: Any) -> bool:  # whether merging ``key: value`` alone into cfg fails
+        single = OmegaConf.create()
+        OmegaConf.update(single, key, value)
+        try:
+            OmegaConf.merge(cfg, single)
+        except OmegaConfBaseException:
+            return True
+        return False
+
     model = OmegaConf.get_type(cfg, "model")
     if isinstance(e, ConfigKeyError) and dataclasses.is_dataclass(e.object_type):
         names = [f.name for f in fields(e.object_type)]
-        if e.object_type is model and (owners := _architectures_with(e.key)):
+        archs = registry.architectures().items()
+        owners = [n for n, a in sorted(archs) if e.key in {f.name for f in fields(a.config_class)}]
+        if e.object_type is model and owners:
             return ConfigError(f"model.{e.key} is for model.arch={' or '.join(owners)} only; remove it")
         if e.object_type is TrainerConfig:
             names = [n for n in names if n != "extra"] + ["any other lightning.Trainer argument"]
         return ConfigError(f"unknown key {e.full_key!r} {source}; valid keys: {', '.join(names)}")
     key = getattr(e, "full_key", None) or ""
     if not key:  # OmegaConf names no key for a section given a value or a bad list item: find it
-        key = next((k for k, v in leaves(layer) if _rejects(cfg, k, v)), "")
+        key = next((k for k, v in leaves(layer) if rejects(k, v)), "")
     key = re.sub(r"\[\d+\]$", "", key)  # a list item: name the list
     hint = _declared_type(key, model) if key else None
     if dataclasses.is_dataclass(hint):
         return ConfigError(f"{key} is a section: set its keys, e.g. {key}.<key>=<value>")
     if isinstance(e, ValidationError) and key:
-        value, expected = OmegaConf.select(OmegaConf.create(layer), key), _type_name(hint)
+        value = OmegaConf.select(OmegaConf.create(layer), key)
+        expected = (hint.__name__ if isinstance(hint, type) else str(hint)).replace("None", "null")
         return ConfigError(
             f"{key}={value!r} ({source}) has the wrong type: expected {expected}; "
             f"fix it {source}: {key}=<{expected}>"
         )
     return ConfigError(f"{str(e).splitlines()[0]} ({source}); fix {key or 'the config'}")
-
-
-def _architectures_with(key: Any) -> list[str]:
-    """The architectures whose config class declares ``key``."""
-    from pixel_lightning.models import registry
-
-    archs = registry.architectures()
-    return sorted(n for n, a in archs.items() if key in {f.name for f in fields(a.config_class)})
-
-
-def _merge(cfg: DictConfig, layer: dict[str, Any], source: str) -> DictConfig:
-    """``cfg`` with ``layer`` merged over it, checked against the dataclasses (OmegaConf struct mode)."""
-    layer = _shorthands(layer)
-    try:
-        return typing.cast(DictConfig, OmegaConf.merge(cfg, layer))
-    except OmegaConfBaseException as e:
-        raise _config_error(e, cfg, layer, source) from None
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -478,17 +436,13 @@ def load_config(
                 "(python recipes/run.py --list describes them)"
             )
         layers.append((read_yaml(path, ConfigError), f"in {path}"))
-    name = recipe or ""
     if config_path is not None:
         path = Path(config_path)
         if not path.is_file():
             raise ConfigError(
                 f"--config {path}: no such file; give a YAML file such as <run dir>/config.yaml"
             )
-        data = drop_retired(read_yaml(path, ConfigError))
-        for key in SAVED_ONLY:
-            data.pop(key, None)
-        name = recipe or data.get("recipe") or ""
+        data = {k: v for k, v in drop_retired(read_yaml(path, ConfigError)).items() if k not in SAVED_ONLY}
         layers.append((data, f"in --config {path}"))
     layers.append((overrides_layer(overrides), "on the command line"))
     models = [d["model"] for d, _ in layers if isinstance(d.get("model"), dict)]
@@ -496,12 +450,15 @@ def load_config(
     imports = next((d["imports"] for d, _ in reversed(layers) if isinstance(d.get("imports"), list)), [])
     cfg = OmegaConf.structured(RunConfig)
     cfg.model = OmegaConf.structured(model_section(model_config_class(arch, imports)))
-    for data, source in layers:
-        data.pop("recipe", None)
-        cfg = _merge(cfg, data, source)
+    for data, source in layers:  # each checked against the dataclasses (OmegaConf struct mode)
+        data = _shorthands(data)
+        try:
+            cfg = typing.cast(DictConfig, OmegaConf.merge(cfg, data))
+        except OmegaConfBaseException as e:
+            raise _config_error(e, cfg, data, source) from None
     try:
         run = typing.cast(RunConfig, OmegaConf.to_object(cfg))
     except OmegaConfBaseException as e:  # e.g. a ${...} interpolation that does not resolve
         raise _config_error(e, cfg, {}, "in the config") from None
-    run.recipe = name
+    run.recipe = recipe or run.recipe  # a saved config.yaml names the recipe it came from
     return run.validate()
