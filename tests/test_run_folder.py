@@ -265,6 +265,7 @@ def test_guard_keeps_the_newest_sane_step_and_sets_later_checkpoints_aside(tmp_p
     assert guard.sane_step == 2 and stop.value.sane_step == 2
     ckpts = tmp_path / "checkpoints"
     ckpts.mkdir()
+
     def saved(step: int) -> dict:  # what the guard reads of a pixel-lightning checkpoint
         return {"global_step": step, "pixel_lightning": {"arch": "pixelcnn"}, "state_dict": {}}
 
