@@ -232,16 +232,19 @@ class CheckpointInfo:
     metrics: dict[str, float] = field(default_factory=dict)  # trainer.callback_metrics when it was taken
 
 
-def read_checkpoint(path: str | Path, map_location: str = "cpu", fix: str | None = None) -> dict[str, Any]:
+def read_checkpoint(
+    path: str | Path, map_location: str = "cpu", fix: str | None = None, mmap: bool = False
+) -> dict[str, Any]:
     """The one checkpoint reader (resume, the guard, ``pixel-lightning test``, ``load_model``): a
     pixel-lightning checkpoint as a dict, read with ``weights_only=True`` so that only tensors and plain
     Python values are unpickled, whoever asks. CheckpointError naming the file when it is empty, unreadable
-    or not pixel-lightning's (``fix``: what the caller's user can do about it)."""
+    or not pixel-lightning's (``fix``: what the caller's user can do about it; ``mmap``: read lazily, for a
+    caller that needs one field of many files)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
             raise CheckpointError(f"cannot read {path} as a checkpoint: it is empty (truncated)", fix)
-        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
         reason = " ".join(str(e).split())[:160]
         raise CheckpointError(

@@ -95,7 +95,7 @@ def set_aside_diverged(directory: Path, sane_step: int) -> tuple[Path | None, in
 
     def saved_at(path: Path) -> int | None:
         try:
-            return int(read_checkpoint(path)["global_step"])
+            return int(read_checkpoint(path, mmap=True)["global_step"])
         except (CheckpointError, KeyError, TypeError, ValueError):  # a bad file is the resume's to report
             return None
 

@@ -411,9 +411,9 @@ def cpus(runs: list[Run], declared: str | None = None) -> str:
     return "; ".join(recorded)
 
 
-def regenerate_command(args: argparse.Namespace) -> str:
+def regenerate_command(args: argparse.Namespace, out: Path) -> str:
     """The command that wrote this report (tests/test_results_records.py runs it again)."""
-    words = ["pixel-lightning", "report", *args.dirs, "--out", str(args.out_dir), "--title", args.title]
+    words = ["pixel-lightning", "report", *args.dirs, "--out", str(out), "--title", args.title]
     words += [w for key in args.by for w in ("--by", key)]
     if args.host:
         words += ["--host", args.host]
@@ -547,11 +547,11 @@ def main(args: argparse.Namespace) -> int:
     except MixedGroupError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    out = args.out_dir = Path(args.out or (args.dirs[0] if len(args.dirs) == 1 else "."))
+    out = Path(args.out or (args.dirs[0] if len(args.dirs) == 1 else "."))
     out.mkdir(parents=True, exist_ok=True)
     host = cpus(runs, args.host)
     png = plot(runs, out / "curves.png", args.title, args.by, host)
-    text = report_text(runs, args.title, png.name, args.by, host, regenerate_command(args))
+    text = report_text(runs, args.title, png.name, args.by, host, regenerate_command(args, out))
     (out / "report.md").write_text(text)
     print(text, end="")
     print(f"wrote {out / 'report.md'} and {png}")
