@@ -173,8 +173,9 @@ class PeriodicCheckpoint(Checkpoint):
         if self._saved_step != step:
             if batch_end:
                 write_step_row(trainer)
-            trainer.save_checkpoint(self.dirpath / step_name(step))
-            trainer.save_checkpoint(self.dirpath / LAST)
+            # the whole training state (said, so that Lightning does not log that it assumed it)
+            for name in (step_name(step), LAST):
+                trainer.save_checkpoint(self.dirpath / name, weights_only=False)
             self._due, self._saved_step, self._timer = False, step, time.monotonic()
             older = [p for s, p in step_files(self.dirpath) if s <= step] if trainer.is_global_zero else []
             for path in older[: max(0, len(older) - self.keep)]:
