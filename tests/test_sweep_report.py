@@ -208,6 +208,27 @@ def test_report_refuses_to_average_runs_of_two_budgets(tmp_path, capsys):
     )
 
 
+def test_report_groups_records_of_older_versions_with_todays(tmp_path):
+    """A record written before issue 21 (``model.extra: {}``, no ``imports``) and one written today are
+    seeds of one model: the retired key and the new plugin list are not settings of the model (the
+    photo runs of issue 22 were refused as a mixed group before this)."""
+    runs = tmp_path / "runs"
+    write_run(runs / "s0", 0, 80.0)
+    old = write_run(runs / "s1", 1, 82.0)
+    config = yaml.safe_load((old / "config.yaml").read_text())
+    config["model"]["extra"] = {}
+    config.pop("imports")
+    (old / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    out = tmp_path / "report"
+    assert run_report(str(runs), "--out", str(out)) == 0
+    rows = [
+        line
+        for line in (out / "report.md").read_text().split("## By run")[0].splitlines()
+        if "| 0,1 |" in line
+    ]
+    assert len(rows) == 1 and "81.00" in rows[0]
+
+
 def test_report_averages_a_seed_group_and_sums_seconds_over_resumed_segments(tmp_path):
     runs = tmp_path / "runs"
     # seeds 0, 1, 2 of one model (they differ in where they wrote and logged, not in a setting of the model),

@@ -40,7 +40,7 @@ from typing import Any
 import yaml
 
 from pixel_lightning.errors import cli_errors
-from pixel_lightning.runfolder import NATS, RunFolder, leaves, metric_key, unit_of
+from pixel_lightning.runfolder import NATS, RunFolder, drop_retired, leaves, metric_key, unit_of
 
 COLUMNS = [
     "run",
@@ -77,6 +77,7 @@ MODEL_COLUMNS = [
 NOT_MODEL_SETTINGS = (
     "seed",
     "out",
+    "imports",  # where the architecture's class is found; model.arch and its fields are the model
     "description",
     "logger",
     "data.data_dir",
@@ -128,10 +129,13 @@ class Run:
     def identity(self) -> dict[str, str]:
         """Every setting but the seed, flattened (``trainer.max_steps``), values as YAML text: config.yaml
         less :data:`NOT_MODEL_SETTINGS`, plus metrics.json's ``world_size`` (the processes that trained it).
+        Keys earlier versions wrote and no longer mean anything (runfolder.drop_retired) are not settings.
         Without a config.yaml, metrics.json's recipe, data, model and budget stand in."""
-        source = self.cfg or {
-            k: self.metrics.get(k) for k in ("recipe", "dataset", "variant", "model", "budget")
-        }
+        source = (
+            drop_retired(self.cfg)
+            if self.cfg
+            else {k: self.metrics.get(k) for k in ("recipe", "dataset", "variant", "model", "budget")}
+        )
         flat = {k: v for k, v in leaves(source) if not ignored(k)}
         flat["world_size"] = self.metrics.get("world_size", 1)
         return {k: yaml_text(v) for k, v in flat.items()}
