@@ -168,7 +168,11 @@ def main(argv: list[str] | None = None) -> int:
         written.append(completion_figure(images, done, model.levels, title, out / f"{name}_completions.png"))
         (out / f"{name}_completions.json").write_text(
             json.dumps(
-                {"run": str(best.path), "checkpoint": best.metrics["test_checkpoint"], "seed": args.seed}
+                {  # by name, not path: the run's record is docs/results/runs/<experiment>/<run>
+                    "run": best.path.name,
+                    "checkpoint": f"checkpoints/{Path(best.metrics['test_checkpoint']).name}",
+                    "seed": args.seed,
+                }
             )
             + "\n"
         )
