@@ -63,3 +63,23 @@ def test_a_changed_record_changes_the_report(tmp_path, monkeypatch):
     metrics["test/nll_nats"] += 1.0
     metrics_file.write_text(json.dumps(metrics))
     assert without_command(regenerate(report, tmp_path / "out", runs)) != without_command(report.read_text())
+
+
+def test_every_report_results_md_cites_is_regenerated_from_committed_records():
+    """Issue 22: docs/RESULTS.md shows no run without a record. Each report it links to ends with a
+    command over docs/results/runs/<experiment>, whose every run folder holds the three record files and
+    appears in the report's per-run table."""
+    text = (ROOT / "docs" / "RESULTS.md").read_text()
+    cited = sorted(set(re.findall(r"\(results/([\w-]+)/report\.md\)", text)))
+    assert len(cited) == 3, cited  # MNIST, the ablation, the photographs
+    for name in cited:
+        report = ROOT / "docs" / "results" / name / "report.md"
+        assert report in REPORTS, f"{report} has no Regenerate command"
+        args = parser("report").parse_args(shlex.split(REGENERATE.search(report.read_text()).group(1))[2:])
+        assert len(args.dirs) == 1 and args.dirs[0].startswith("docs/results/runs/"), args.dirs
+        runs = sorted(p for p in (ROOT / args.dirs[0]).iterdir() if p.is_dir())
+        assert len(runs) == 12, (name, len(runs))  # 4 models x 3 seeds
+        by_run = report.read_text().split("## By run")[1]
+        for run in runs:
+            assert all((run / f).is_file() for f in ("config.yaml", "metrics.json", "logs/metrics.csv")), run
+            assert f"| {run.name} |" in by_run, (name, run.name)
