@@ -19,8 +19,10 @@ on the batch. Then, with every assumption on the command line and in the JSON:
     epoch  = t_step x ceil(train images / batch)
 
 Defaults as benchmarks/README.md: 8 us of host time per operator in eager PyTorch (the two terms added,
-not overlapped), fp32 at half of 67 TFLOP/s (an H100's fp32 peak: no code of this project switches TF32
-on, and torch's default leaves it off for matmuls). An estimate, not a GPU measurement.
+not overlapped) and half of the GPU's peak for the products. The peak follows the recipe's
+``trainer.matmul_precision``: ``high`` (the default) and ``medium`` switch TF32 on for CUDA runs, so an
+H100's dense TF32 peak (495 TFLOP/s); ``highest`` keeps fp32 (67 TFLOP/s). Each row also gives the fp32
+figure, for comparison. An estimate, not a GPU measurement.
 """
 
 from __future__ import annotations
@@ -82,14 +84,28 @@ def step_cost(model: Any, batch: int) -> dict[str, Any]:
     }
 
 
-def estimate(recipe: str, tflops: float, utilization: float, us_per_call: float) -> dict[str, Any]:
-    """One recipe's counts and its estimated GPU time per step, per epoch and for the recipe's epochs."""
-    cfg, model = cuda_model(recipe)
+# trainer.matmul_precision values under which CUDA matmuls run as TF32 (config.TrainerConfig)
+TF32_PRECISIONS = ("high", "medium")
+
+
+def estimate(
+    recipe: str,
+    tflops: float,
+    utilization: float,
+    us_per_call: float,
+    tflops_tf32: float,
+    overrides: list[str] = (),
+) -> dict[str, Any]:
+    """One recipe's counts and its estimated GPU time per step, per epoch and for the recipe's epochs, at
+    the peak its ``trainer.matmul_precision`` selects (``fp32_*``: the same at the fp32 peak)."""
+    cfg, model = cuda_model(recipe, overrides)
     cost = step_cost(model, cfg.data.batch_size)
     images = TRAIN_IMAGES[cfg.data.name]
     steps = math.ceil(images / cfg.data.batch_size)
+    tf32 = cfg.trainer.matmul_precision in TF32_PRECISIONS
     launch_s = cost["calls"] * us_per_call * 1e-6
-    flop_s = cost["flops"] / (tflops * 1e12 * utilization)
+    flop_s = cost["flops"] / ((tflops_tf32 if tf32 else tflops) * 1e12 * utilization)
+    fp32_flop_s = cost["flops"] / (tflops * 1e12 * utilization)
     epochs = cfg.trainer.max_epochs
     # DDP on 8 GPUs, each its recipe batch (global 8x: 1/8 of the steps), or the recipe's global batch
     # split 8 ways (the same steps, each with the same calls and 1/8 of the FLOPs; all-reduce not counted)
@@ -98,6 +114,8 @@ def estimate(recipe: str, tflops: float, utilization: float, us_per_call: float)
     return {
         "recipe": recipe,
         "wavefront": cfg.model.wavefront,
+        "matmul_precision": cfg.trainer.matmul_precision,
+        "peak_tflops": tflops_tf32 if tf32 else tflops,
         "images_per_epoch": images,
         "epochs": epochs,
         "steps_per_epoch": steps,
@@ -109,6 +127,8 @@ def estimate(recipe: str, tflops: float, utilization: float, us_per_call: float)
         "recipe_hours_1gpu": epochs * steps * (launch_s + flop_s) / 3600,
         "recipe_hours_8gpu_batch_per_gpu": epochs * per_gpu_8 / 3600,
         "recipe_hours_8gpu_global_batch": epochs * split_8 / 3600,
+        "fp32_step_ms": {"launch": launch_s * 1e3, "flop": fp32_flop_s * 1e3},
+        "fp32_recipe_hours_1gpu": epochs * steps * (launch_s + fp32_flop_s) / 3600,
     }
 
 
@@ -116,6 +136,7 @@ def make_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--recipes", nargs="+", default=RECIPES)
     p.add_argument("--tflops", type=float, default=67.0, help="GPU fp32 peak, TFLOP/s (default: H100)")
+    p.add_argument("--tflops-tf32", type=float, default=495.0, help="dense TF32 peak (default: H100)")
     p.add_argument("--utilization", type=float, default=0.5, help="achieved fraction of the peak")
     p.add_argument("--us-per-call", type=float, default=8.0, help="host microseconds per operator call")
     p.add_argument("--threads", type=int, default=1, help="torch threads for the counting steps")
@@ -128,22 +149,25 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
     rows = []
     print(
-        "| recipe | batch | GFLOP/img (batch 2) | calls/step | step: launches + FLOPs | h/epoch, 1 GPU | "
-        "recipe h, 1 GPU | recipe h, 8 GPUs (batch per GPU / global batch) |"
+        "| recipe | batch | GFLOP/img (batch 2) | calls/step | precision | step: launches + FLOPs | h/epoch, "
+        "1 GPU | recipe h, 1 GPU (fp32) | recipe h, 8 GPUs (batch per GPU / global batch) |"
     )
-    print("|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|")
     for recipe in args.recipes:
-        r = estimate(recipe, args.tflops, args.utilization, args.us_per_call)
+        r = estimate(recipe, args.tflops, args.utilization, args.us_per_call, args.tflops_tf32)
         rows.append(r)
         print(
             f"| {recipe} | {r['batch']} | {r['gflop_per_image']:.2f} ({r['gflop_per_image_batch2']:.2f}) | "
-            f"{r['calls']:,} | {r['step_ms']['launch']:.1f} + {r['step_ms']['flop']:.1f} ms | "
-            f"{r['epoch_hours_1gpu']:.3g} | {r['recipe_hours_1gpu']:.3g} ({r['epochs']} ep.) | "
+            f"{r['calls']:,} | {r['matmul_precision']} | {r['step_ms']['launch']:.1f} + "
+            f"{r['step_ms']['flop']:.1f} ms | {r['epoch_hours_1gpu']:.3g} | {r['recipe_hours_1gpu']:.3g} "
+            f"({r['fp32_recipe_hours_1gpu']:.3g}; {r['epochs']} ep.) | "
             f"{r['recipe_hours_8gpu_batch_per_gpu']:.3g} / {r['recipe_hours_8gpu_global_batch']:.3g} |",
             flush=True,
         )
     assumptions = {
         "tflops_fp32": args.tflops,
+        "tflops_tf32": args.tflops_tf32,
+        "peak": "TF32 where the recipe's trainer.matmul_precision is high or medium, else fp32",
         "utilization": args.utilization,
         "us_per_call": args.us_per_call,
         "counted": "forward + backward of one training step (no optimizer step); Row LSTM as on CUDA",

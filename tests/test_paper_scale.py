@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
@@ -58,3 +59,19 @@ def test_paper_scale_estimate_counts_every_product_of_a_step_as_launches_does():
     model.zero_grad(set_to_none=True)
     calls, flops = launches.step_counts(model, common.images(model, 2))
     assert (cost["flops_batch2"], cost["calls"]) == (flops, sum(calls.values()))
+
+
+def test_the_estimate_runs_at_the_peak_the_recipes_matmul_precision_selects():
+    """Issue 22: the recipes switch TF32 on for CUDA runs (trainer.matmul_precision=high, issue 20), so the
+    estimate's products run at the TF32 peak; with ``highest`` at the fp32 peak. The calls do not change."""
+    tiny = ["model.hidden=4", "model.layers=1", "model.head_channels=8"]
+    peaks = dict(tflops=67.0, utilization=0.5, us_per_call=8.0, tflops_tf32=495.0)
+    default = paper_scale.estimate("cifar10_row_lstm", **peaks, overrides=tiny)
+    fp32 = paper_scale.estimate(
+        "cifar10_row_lstm", **peaks, overrides=[*tiny, "trainer.matmul_precision=highest"]
+    )
+    assert (default["matmul_precision"], default["peak_tflops"]) == ("high", 495.0)
+    assert (fp32["matmul_precision"], fp32["peak_tflops"]) == ("highest", 67.0)
+    assert default["calls"] == fp32["calls"] and default["flops"] == fp32["flops"] > 0
+    assert default["step_ms"]["flop"] * 495 == pytest.approx(fp32["step_ms"]["flop"] * 67)
+    assert default["fp32_step_ms"] == fp32["step_ms"]
