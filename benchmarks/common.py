@@ -10,6 +10,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 
@@ -42,6 +43,19 @@ def build(
     return model.to(device)
 
 
+def cuda_model(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tuple[Any, Any]:
+    """(config, model) of a recipe as it would train on CUDA, built on the CPU: a Row LSTM (alone or as
+    a multi-scale base) runs as one wavefront there (``model.wavefront=None`` is the CUDA default)."""
+    from pixel_lightning.config import load_config
+    from pixel_lightning.runner import build_model_for
+
+    cfg = load_config(recipe, ["threads=1", *overrides])
+    base = getattr(cfg.model, "base", cfg.model.arch)
+    if base == "row_lstm" and getattr(cfg.model, "wavefront", False) is None:
+        cfg = load_config(recipe, ["threads=1", *overrides, "model.wavefront=true"])
+    return cfg, build_model_for(cfg)
+
+
 def images(model, batch: int, seed: int = 0) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     return torch.randint(0, model.levels, (batch, *model.image_shape), generator=g).to(model.device)
@@ -66,6 +80,7 @@ def train_step(model, x: torch.Tensor, autocast=None, lr: float = 1e-5) -> Calla
         forward_backward(model, x, autocast)
         opt.step()
 
+    step.optimizer = opt  # type: ignore[attr-defined]  # its state's size: benchmarks/memory.py
     return step
 
 

@@ -50,17 +50,6 @@ RECIPES = [
 ]
 
 
-def cuda_model(recipe: str, overrides: list[str] = ()) -> tuple[Any, Any]:
-    """(config, model) of a recipe as it would train on CUDA: a Row LSTM runs as one wavefront there."""
-    from pixel_lightning.config import load_config
-    from pixel_lightning.runner import build_model_for
-
-    cfg = load_config(recipe, ["threads=1", *overrides])
-    if cfg.model.arch == "row_lstm" and cfg.model.wavefront is None:
-        cfg = load_config(recipe, ["threads=1", *overrides, "model.wavefront=true"])
-    return cfg, build_model_for(cfg)
-
-
 def step_cost(model: Any, batch: int) -> dict[str, Any]:
     """Operator calls and FLOPs of one training step (forward + backward) on ``batch`` images, from steps
     of 1 and 2 images (the FLOPs are affine in the batch). Each step starts without gradients, as a
@@ -98,6 +87,8 @@ def estimate(
 ) -> dict[str, Any]:
     """One recipe's counts and its estimated GPU time per step, per epoch and for the recipe's epochs, at
     the peak its ``trainer.matmul_precision`` selects (``fp32_*``: the same at the fp32 peak)."""
+    from benchmarks.common import cuda_model
+
     cfg, model = cuda_model(recipe, overrides)
     cost = step_cost(model, cfg.data.batch_size)
     images = TRAIN_IMAGES[cfg.data.name]

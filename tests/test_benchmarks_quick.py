@@ -99,3 +99,20 @@ def test_row_lstm_breakdown_times_both_functions(tmp_path):
     assert 0 < row["rest"] < row["step_ms"]
     assert LSTMScan.forward is forward
     assert (tmp_path / "b.json").exists()
+
+
+def test_memory_benchmark_quick(tmp_path):
+    """benchmarks/memory.py --quick (issue 20), tiny models of two recipes: the line through the peaks at
+    batches 2 and 4 predicts the peak measured at batch 8 within 10 %, the peak grows with the batch, a
+    bigger GPU fits a bigger batch, and the JSON is written."""
+    from benchmarks import memory
+
+    out = tmp_path / "memory.json"
+    rows = memory.main(["--quick", "--out", str(out)])
+    assert [r["recipe"] for r in rows] == ["quickstart", "cifar10_row_lstm"]
+    for r in rows:
+        assert r["per_image_gib"] > 0 and r["peaks_mib"][2] < r["peaks_mib"][4] < r["peaks_mib"][8]
+        assert r["check"]["measured_gib"] == pytest.approx(r["check"]["predicted_gib"], rel=0.1)
+        fits = list(r["fits"].values())
+        assert 0 < fits[0] < fits[1] < fits[2]
+    assert out.is_file()

@@ -47,7 +47,7 @@ def test_paper_scale_estimate_counts_every_product_of_a_step_as_launches_does():
     of every matrix product of a real step at the recipe's batch, and its FLOPs and calls at 2 images equal
     benchmarks/launches.py's: a tiny Row LSTM as on CUDA (the wavefront, whose products are in-place
     ``baddbmm_``, which torch's plain FlopCounterMode misses)."""
-    cfg, model = paper_scale.cuda_model("quickstart", [*TINY_ROW_LSTM, "data.batch_size=3"])
+    cfg, model = common.cuda_model("quickstart", [*TINY_ROW_LSTM, "data.batch_size=3"])
     assert cfg.model.wavefront is True
     cost = paper_scale.step_cost(model, cfg.data.batch_size)
     model.zero_grad(set_to_none=True)
