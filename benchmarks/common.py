@@ -51,7 +51,7 @@ def cuda_model(recipe: str, overrides: list[str] | tuple[str, ...] = ()) -> tupl
 
     cfg = load_config(recipe, ["threads=1", *overrides])
     base = getattr(cfg.model, "base", cfg.model.arch)
-    if base == "row_lstm" and getattr(cfg.model, "wavefront", False) is None:
+    if base == "row_lstm" and cfg.model.wavefront is None:
         cfg = load_config(recipe, ["threads=1", *overrides, "model.wavefront=true"])
     return cfg, build_model_for(cfg)
 

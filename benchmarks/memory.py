@@ -114,7 +114,7 @@ def recipe_row(
         "at_recipe_batch_gib": (fixed + recipe_batch * per_image) / GIB,
         "fits": {f"{m} GiB": int(((m - reserve) * GIB - fixed) // per_image) for m in GPUS_GIB},
     }
-    if check in runs and check > b2:
+    if check > b2:
         row["check"] = {
             "batch": check,
             "predicted_gib": (fixed + check * per_image) / GIB,

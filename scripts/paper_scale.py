@@ -20,8 +20,9 @@ on the batch. Then, with every assumption on the command line and in the JSON:
 
 Defaults as benchmarks/README.md: 8 us of host time per operator in eager PyTorch (the two terms added,
 not overlapped) and half of the GPU's peak for the products. The peak follows the recipe's
-``trainer.matmul_precision``: ``high`` (the default) and ``medium`` switch TF32 on for CUDA runs, so an
-H100's dense TF32 peak (495 TFLOP/s); ``highest`` keeps fp32 (67 TFLOP/s). Each row also gives the fp32
+``trainer.matmul_precision``: ``high`` (the default) switches TF32 on for CUDA runs, so an H100's dense
+TF32 peak (495 TFLOP/s), also taken for ``medium`` (which may use bf16 passes: faster, so an upper bound);
+``highest`` keeps fp32 (67 TFLOP/s). Each row also gives the fp32
 figure, for comparison. An estimate, not a GPU measurement.
 """
 
@@ -93,9 +94,9 @@ def estimate(
     cost = step_cost(model, cfg.data.batch_size)
     images = TRAIN_IMAGES[cfg.data.name]
     steps = math.ceil(images / cfg.data.batch_size)
-    tf32 = cfg.trainer.matmul_precision in TF32_PRECISIONS
+    peak = tflops_tf32 if cfg.trainer.matmul_precision in TF32_PRECISIONS else tflops
     launch_s = cost["calls"] * us_per_call * 1e-6
-    flop_s = cost["flops"] / ((tflops_tf32 if tf32 else tflops) * 1e12 * utilization)
+    flop_s = cost["flops"] / (peak * 1e12 * utilization)
     fp32_flop_s = cost["flops"] / (tflops * 1e12 * utilization)
     epochs = cfg.trainer.max_epochs
     # DDP on 8 GPUs, each its recipe batch (global 8x: 1/8 of the steps), or the recipe's global batch
@@ -106,7 +107,7 @@ def estimate(
         "recipe": recipe,
         "wavefront": cfg.model.wavefront,
         "matmul_precision": cfg.trainer.matmul_precision,
-        "peak_tflops": tflops_tf32 if tf32 else tflops,
+        "peak_tflops": peak,
         "images_per_epoch": images,
         "epochs": epochs,
         "steps_per_epoch": steps,

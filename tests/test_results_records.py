@@ -22,11 +22,16 @@ REPORTS = sorted(
 )
 
 
-def regenerate(report: Path, out: Path, runs: Path | None = None) -> str:
-    """Run the report's own command again with --out ``out`` (and the records in ``runs``, if given)."""
+def command_args(report: Path):
+    """The parsed arguments of the ``pixel-lightning report`` command at the end of ``report``."""
     words = shlex.split(REGENERATE.search(report.read_text()).group(1))
     assert words[:2] == ["pixel-lightning", "report"]
-    args = parser("report").parse_args(words[2:])
+    return parser("report").parse_args(words[2:])
+
+
+def regenerate(report: Path, out: Path, runs: Path | None = None) -> str:
+    """Run the report's own command again with --out ``out`` (and the records in ``runs``, if given)."""
+    args = command_args(report)
     args.dirs = [str(runs) if runs else str(ROOT / d) for d in args.dirs]
     args.out, args.project = str(out), "pixel-lightning"
     assert report_main(args) == 0
@@ -75,7 +80,7 @@ def test_every_report_results_md_cites_is_regenerated_from_committed_records():
     for name in cited:
         report = ROOT / "docs" / "results" / name / "report.md"
         assert report in REPORTS, f"{report} has no Regenerate command"
-        args = parser("report").parse_args(shlex.split(REGENERATE.search(report.read_text()).group(1))[2:])
+        args = command_args(report)
         assert len(args.dirs) == 1 and args.dirs[0].startswith("docs/results/runs/"), args.dirs
         runs = sorted(p for p in (ROOT / args.dirs[0]).iterdir() if p.is_dir())
         assert len(runs) == 12, (name, len(runs))  # 4 models x 3 seeds
