@@ -171,16 +171,10 @@ def flop_counter():
 
 def machine(device: str = "cpu") -> str:
     import os
-    import platform
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from pixel_lightning.runfolder import cpu_model
+
+    cpu = cpu_model()
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     if torch.device(device).type == "cuda":
         cpu = f"{torch.cuda.get_device_name(device)} (host: {cpu})"

@@ -1,4 +1,4 @@
-"""``pixel-lightning``: the installed command, and its one parser (``recipes/run.py`` is ``fit``).
+"""``pixel-lightning``: the installed command and its one parser (``recipes/run.py`` is ``fit``).
 
     pixel-lightning [fit] --recipe NAME [--out DIR] [key=value ...]     train (the default subcommand)
     pixel-lightning test     --ckpt SRC [--split test|val] [--out FILE.json] [--config YAML] [key=value ...]
@@ -7,13 +7,9 @@
     pixel-lightning evaluate --ckpt SRC --images PATH [--out FILE.csv]
     pixel-lightning report|sweep ...                                    pixel_lightning/tools/
 
-``SRC`` is a Lightning checkpoint, a folder written by ``save_pretrained`` or a Hugging Face Hub id
-(:func:`pixel_lightning.hub.load_model`). ``PATH`` is a folder of PNG files, one PNG file or an ``.npz``
-holding integer images (``sample`` writes one), read by :mod:`pixel_lightning.images`. Exit status 2, with
-one paragraph naming the file, the problem and the fix, for bad input.
-
-Module-level imports stay in the standard library: ``--help`` and ``--list`` import neither torch, Lightning
-nor numpy (tests/test_cli.py checks; benchmarks/startup.py times them). Each subcommand imports what it uses.
+``SRC``: a checkpoint, a ``save_pretrained`` folder or a Hub id (:func:`pixel_lightning.hub.load_model`);
+``PATH``: PNG files or an ``.npz`` of integer images (:mod:`pixel_lightning.images`). Module-level imports
+stay in the standard library, so that ``--help`` and ``--list`` answer at once (tests/test_cli.py).
 """
 
 from __future__ import annotations
@@ -26,7 +22,7 @@ import sys
 from collections.abc import Sequence
 from importlib import import_module
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from pixel_lightning.errors import InputError, cli_errors
 from pixel_lightning.runfolder import RunFolder, figure_text, unit
@@ -46,9 +42,19 @@ Parsers = dict[str, argparse.ArgumentParser]
 def write_npz(path: Path, **arrays: Any) -> None:
     import numpy as np
 
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, **arrays)
-    tmp.replace(path)
+    from pixel_lightning.atomic import atomic_write
+
+    atomic_write(path, lambda f: np.savez_compressed(f, **arrays))
+
+
+def write_out(text: str, out: str | None) -> None:
+    """``text`` to the file ``out`` (atomically), or to standard output."""
+    if out:
+        from pixel_lightning.atomic import atomic_write
+
+        atomic_write(Path(out), text)
+    else:
+        sys.stdout.write(text)
 
 
 def out_dir(path: str | Path) -> Path:
@@ -106,30 +112,22 @@ def tested_batches(args: argparse.Namespace, run: RunFolder | None) -> int | Non
 
 
 def run_config(args: argparse.Namespace, run: RunFolder | None, run_info: dict[str, Any]) -> Any:
-    """The config of the data to test on, with the ``key=value`` overrides on top: ``--config``, else the
-    config.yaml of a checkpoint file's ``run`` (with the data source the run resolved: ``auto`` -> the one
-    it used); else, for a ``save_pretrained`` folder or Hub id, the recipe its ``config.json`` records
-    (``run_info``)."""
-    import yaml
-
+    """The config of the data to test on, the ``key=value`` overrides on top: ``--config``, else the run's
+    config.yaml (a checkpoint file), else the recipe a ``save_pretrained`` folder or Hub id records; with
+    the data source the run resolved (``auto`` -> the one it used)."""
     from pixel_lightning.config import ConfigError, load_config
+    from pixel_lightning.recipebook import read_yaml
 
     fix = "pass --config <run dir>/config.yaml, or a recipe's YAML, naming the data to test on"
     path = Path(args.config) if args.config else run.config_file if run else None
     if (path is None and Path(args.ckpt).is_file()) or (path is not None and not path.is_file()):
         raise ConfigError(f"no run config for {args.ckpt} (looked for {path or 'its run folder'})", fix)
-    if path is not None:
-        try:
-            loaded = yaml.safe_load(path.read_text())
-        except yaml.YAMLError:
-            loaded = None  # load_config reports it, naming the file
-        resolved = (loaded.get("data_resolved") if isinstance(loaded, dict) else None) or {}
-        source = [f"data.source={resolved['source']}"] if resolved.get("source") else []
-        return load_config(None, [*source, *args.overrides], config_path=path)
-    if not run_info.get("recipe"):
+    if path is None and not run_info.get("recipe"):
         raise ConfigError(f"{args.ckpt} records no recipe to take its data from", fix)
-    source = [f"data.source={run_info['data_source']}"] if run_info.get("data_source") else []
-    return load_config(run_info["recipe"], [*source, *args.overrides])
+    resolved = (read_yaml(path, ConfigError).get("data_resolved") or {}) if path else {}
+    source = resolved.get("source") if path else run_info.get("data_source")
+    overrides = [*([f"data.source={source}"] if source else []), *args.overrides]
+    return load_config(None if path else run_info["recipe"], overrides, config_path=path)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -190,13 +188,7 @@ def cmd_test(args: argparse.Namespace) -> int:
         **scalar_metrics(metrics),
         "data": dm.describe(),
     }
-    text = json.dumps(result, indent=1, default=str) + "\n"
-    if args.out:
-        from pixel_lightning.atomic import atomic_write
-
-        atomic_write(Path(args.out), text)
-    else:
-        sys.stdout.write(text)
+    write_out(json.dumps(result, indent=1, default=str) + "\n", args.out)
     figure = figure_text(result, unit(cfg.data.name, cfg.paper.unit), args.split) or "n/a"
     print(f"{args.split}: {figure}" + (f"; wrote {args.out}" if args.out else ""), file=sys.stderr)
     return 0
@@ -225,7 +217,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
 
     from pixel_lightning.hub import load_model
     from pixel_lightning.images import check, read_images
-    from pixel_lightning.visual import display_scale, row_figure, save_png, to_rgb
+    from pixel_lightning.visual import completion_rows, display_scale, row_figure, save_png
 
     at_least_one("--n", args.n)
     model = load_model(args.ckpt)
@@ -236,13 +228,7 @@ def cmd_complete(args: argparse.Namespace) -> int:
     g = torch.Generator().manual_seed(args.seed)
     xc = model.complete(x, mask, n=args.n, generator=g, progress=sys.stderr.isatty())  # (B, K, C, H, W)
     write_npz(out / "completions.npz", completions=xc.numpy(), originals=x.numpy(), mask=mask.numpy())
-    occluded = to_rgb(x, model.levels).copy()  # (B, H, W, 3)
-    occluded[~mask.all(0).numpy()[None].repeat(len(x), 0)] = 128  # hidden pixels grey
-    rows = [
-        [occluded[b], *to_rgb(xc[b], model.levels), to_rgb(x[b : b + 1], model.levels)[0]]
-        for b in range(len(x))
-    ]
-    figure = row_figure(rows, gaps=(0, args.n))  # occluded | completions | original
+    figure = row_figure(completion_rows(x, xc, mask, model.levels), gaps=(0, args.n))
     save_png(out / "completions.png", figure, display_scale(model.image_shape[2]))
     print(f"wrote {out / 'completions.png'} and {out / 'completions.npz'} ({len(x)} images x {args.n})")
     return 0
@@ -265,27 +251,18 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     with torch.no_grad():
         nll = torch.cat([-model.log_prob(b) for b in x.split(args.batch_size)]).double()  # (N,) nats
     bpd = bits_per_dim(nll, model.dims)
-    if args.out:
-        from pixel_lightning.atomic import atomic_write
-
-        text = io.StringIO(newline="")
-        write_csv(text, names, nll, bpd)
-        atomic_write(Path(args.out), text.getvalue())
-    else:
-        write_csv(sys.stdout, names, nll, bpd)
+    table = io.StringIO(newline="")
+    rows = zip(names, nll.tolist(), bpd.tolist(), strict=True)
+    csv.writer(table).writerows(
+        [("image", "nll_nats", "bits_per_dim"), *((n, f"{a:.6f}", f"{b:.6f}") for n, a, b in rows)]
+    )
+    write_out(table.getvalue(), args.out)
     print(
         f"mean over {len(names)} images: {nll.mean():.4f} nats, {bpd.mean():.4f} bits/dim"
         + (f"; wrote {args.out}" if args.out else ""),
         file=sys.stderr,
     )
     return 0
-
-
-def write_csv(f: IO[str], names: list[str], nll, bpd) -> None:
-    w = csv.writer(f)
-    w.writerow(["image", "nll_nats", "bits_per_dim"])
-    for name, a, b in zip(names, nll.tolist(), bpd.tolist(), strict=True):
-        w.writerow([name, f"{a:.6f}", f"{b:.6f}"])
 
 
 # ----------------------------------------------------------------------------- parser
@@ -302,8 +279,16 @@ def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Pars
         "help of one: pixel-lightning sample --help",
     )
     sub = p.add_subparsers(dest="command")
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", help="show full tracebacks")
+    ckpt = argparse.ArgumentParser(add_help=False, parents=[debug])
+    ckpt.add_argument("--ckpt", required=True, help="a run's checkpoint, save_pretrained folder or Hub id")
+    images = argparse.ArgumentParser(add_help=False, parents=[ckpt])
+    images.add_argument("--images", required=True, help="folder of PNG files or an .npz of integer images")
+
     f = sub.add_parser(
         "fit",
+        parents=[debug],
         help="train a recipe, test its best checkpoint, write the results (the default; = recipes/run.py)",
         description="Run a pixel-lightning recipe: fit, test on the best checkpoint, write the results "
         "(python recipes/run.py takes the same arguments).",
@@ -314,40 +299,24 @@ def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Pars
     f.add_argument("--list", action="store_true", help="list the recipes with the paper's figures and exit")
     f.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     f.add_argument("--out", help="run directory (default runs/<recipe>)")
-    f.add_argument("--debug", action="store_true", help="show full tracebacks")
     f.add_argument("overrides", nargs="*", help="dotted key=value overrides, e.g. model.hidden=32")
     f.set_defaults(func=cmd_fit)
 
-    t = sub.add_parser("test", help="re-evaluate a checkpoint on its run's test (or validation) data: JSON")
-    t.add_argument(
-        "--ckpt",
-        required=True,
-        help="a run's checkpoint (<run>/checkpoints/*.ckpt), save_pretrained folder or Hub id",
-    )
+    help_ = "re-evaluate a checkpoint on its run's test (or validation) data: JSON"
+    t = sub.add_parser("test", parents=[ckpt], help=help_)
     t.add_argument("--split", choices=("test", "val"), default="test", help="split (default test)")
     t.add_argument("--out", help="JSON file (default: standard output)")
-    t.add_argument(
-        "--config",
-        help="the run config (default: <run>/config.yaml beside checkpoints/, or the recorded recipe)",
-    )
+    t.add_argument("--config", help="the run config (default: <run>/config.yaml, or the recorded recipe)")
     t.add_argument("overrides", nargs="*", help="key=value changes to that config, e.g. data.data_dir=DIR")
-    t.add_argument("--debug", action="store_true", help="show full tracebacks")
     t.set_defaults(func=cmd_test)
 
-    def common(q: argparse.ArgumentParser) -> None:
-        q.add_argument("--ckpt", required=True, help="Lightning checkpoint, save_pretrained folder or Hub id")
-        q.add_argument("--debug", action="store_true", help="show full tracebacks")
-
-    s = sub.add_parser("sample", help="draw images: a PNG grid and an .npz of the integer images")
-    common(s)
+    s = sub.add_parser("sample", parents=[ckpt], help="draw images: a PNG grid and an .npz of the images")
     s.add_argument("--n", type=int, default=16, help="number of images (default 16)")
     s.add_argument("--out", required=True, help="folder for samples.png and samples.npz")
     s.add_argument("--seed", type=int, default=0, help="seed of the sampler's uniforms (default 0)")
     s.set_defaults(func=cmd_sample)
 
-    c = sub.add_parser("complete", help="complete occluded images (the paper's Figure 1)")
-    common(c)
-    c.add_argument("--images", required=True, help="folder of PNG files or an .npz of integer images")
+    c = sub.add_parser("complete", parents=[images], help="complete occluded images (the paper's Figure 1)")
     c.add_argument(
         "--keep", default="top-half", help="top-half (default), left-half or MASK.png (white = keep)"
     )
@@ -356,9 +325,7 @@ def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Pars
     c.add_argument("--seed", type=int, default=0)
     c.set_defaults(func=cmd_complete)
 
-    e = sub.add_parser("evaluate", help="NLL in nats and bits/dim per image, as CSV")
-    common(e)
-    e.add_argument("--images", required=True, help="folder of PNG files or an .npz of integer images")
+    e = sub.add_parser("evaluate", parents=[images], help="NLL in nats and bits/dim per image, as CSV")
     e.add_argument("--out", help="CSV file (default: standard output); the mean goes to standard error")
     e.add_argument("--batch-size", type=int, default=64)
     e.set_defaults(func=cmd_evaluate)

@@ -1,18 +1,13 @@
 """Saving and loading trained models: Lightning checkpoints, ``save_pretrained`` folders and Hugging Face
-Hub ids, all without unpickling arbitrary objects.
+Hub ids, none of them unpickling arbitrary objects.
 
     model.save_pretrained("my-model")         # model.safetensors + config.json + README.md (model card)
     model.push_to_hub("user/pixelcnn-mnist")  # the same folder, uploaded
     pixel_lightning.load_model("my-model" | "user/pixelcnn-mnist" | "runs/x/checkpoints/best.ckpt")
 
-``save_pretrained`` and ``push_to_hub`` are huggingface_hub's ``PyTorchModelHubMixin`` (safetensors
-weights, upload) with this module's ``config.json`` and model card. ``from_pretrained`` is replaced
-(:meth:`HubMixin.from_pretrained`): the mixin instantiates the class it is called on and passes the JSON
-keys as constructor arguments, so it cannot pick the architecture recorded in the file (needed by
-``AutoregressiveImageModel.from_pretrained`` and the ``--ckpt`` of the command line), and it loads
-weights with ``strict=False``, which would accept a folder with missing weights silently
-(``tests/test_hub.py::test_missing_weights_are_an_error``). Downloads still go through
-``hf_hub_download``.
+Saving and uploading are huggingface_hub's ``PyTorchModelHubMixin``. Its ``from_pretrained`` is replaced:
+it builds the class it is called on (not the architecture the file records) and loads with
+``strict=False`` (tests/test_hub.py::test_missing_weights_are_an_error).
 """
 
 from __future__ import annotations
@@ -33,18 +28,17 @@ from pixel_lightning.runfolder import RunFolder, figure_text, unit_of
 if TYPE_CHECKING:
     from pixel_lightning.models.base import AutoregressiveImageModel
 
-WEIGHTS = constants.SAFETENSORS_SINGLE_FILE  # "model.safetensors"
-CONFIG = constants.CONFIG_NAME  # "config.json"
+WEIGHTS, CONFIG = constants.SAFETENSORS_SINGLE_FILE, constants.CONFIG_NAME  # model.safetensors, config.json
 CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 class HubMixin(PyTorchModelHubMixin):
     """``save_pretrained`` / ``push_to_hub`` / ``from_pretrained`` for every pixel-lightning model.
-    The mixin's card metadata arguments are not used: :meth:`generate_model_card` writes the card.
 
-    ``run_info`` (a dict, may be empty) describes the run that trained the model: ``recipe``, ``dataset``,
-    ``variant``, test metrics, the paper's figure. :func:`load_model` fills it from the run folder of a
-    checkpoint (:meth:`RunFolder.about_checkpoint`); it is written into ``config.json`` and the model card."""
+    ``run_info`` describes the run that trained the model (``recipe``, ``dataset``, ``variant``, test
+    figures, the paper's): :func:`load_model` fills it from a checkpoint's run folder; config.json and the
+    model card record it."""
 
     run_info: dict[str, Any] = {}
 
@@ -53,13 +47,12 @@ class HubMixin(PyTorchModelHubMixin):
         (save_directory / CONFIG).write_text(json.dumps(config_json(self), indent=2, sort_keys=True) + "\n")
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
-        """The README.md: the architecture and sizes always, the data and test figure (beside the
-        paper's) when the model came from a finished run. The prose is templates/model_card.md; this
-        computes its values."""
+        """README.md from templates/model_card.md: the architecture and sizes, and the data and test figure
+        beside the paper's when the model came from a finished run."""
         from pixel_lightning.data.base import is_user_data
         from pixel_lightning.models import registry
 
-        c, run = self.config, self.run_info
+        c, run, unit = self.config, self.run_info, unit_of(self.run_info)
         arch = registry.get(self.arch).title
         if hasattr(c, "base"):  # multi-scale: networks of a base architecture
             arch = f"{arch} ({registry.get(c.base).title} body, {c.low_res}x{c.low_res} -> full size)"
@@ -69,7 +62,6 @@ class HubMixin(PyTorchModelHubMixin):
             tags=["pixel-rnn", "autoregressive", "image-generation", "pytorch-lightning", self.arch],
             pipeline_tag="unconditional-image-generation",
         )
-        unit = unit_of(run)
         return ModelCard.from_template(
             data,
             template_path=str(CARD_TEMPLATE),
@@ -87,9 +79,8 @@ class HubMixin(PyTorchModelHubMixin):
     def from_pretrained(  # type: ignore[override]
         cls, pretrained_model_name_or_path: str | Path, *, map_location: str = "cpu", **hub_kwargs: Any
     ) -> AutoregressiveImageModel:
-        """Load a ``save_pretrained`` folder or a Hub model id (``hub_kwargs``: ``revision``,
-        ``cache_dir``, ``token``, ``local_files_only``, ... as for ``hf_hub_download``), in eval mode.
-        Called on a concrete architecture, a folder of another one is refused."""
+        """A ``save_pretrained`` folder or Hub id (``hub_kwargs``: as for ``hf_hub_download``), in eval
+        mode; called on a concrete architecture, a folder of another one is refused."""
         model = load_pretrained(pretrained_model_name_or_path, map_location, **hub_kwargs)
         if not isinstance(model, cls):
             raise CheckpointError(
@@ -99,11 +90,8 @@ class HubMixin(PyTorchModelHubMixin):
         return model
 
 
-# ----------------------------------------------------------------------------- config.json
-
-
 def config_json(model: AutoregressiveImageModel) -> dict[str, Any]:
-    """What ``config.json`` holds: plain JSON, enough to rebuild the model and describe its run."""
+    """config.json: plain JSON, enough to rebuild the model and describe its run."""
     from pixel_lightning import __version__
     from pixel_lightning.models import registry
 
@@ -116,10 +104,13 @@ def config_json(model: AutoregressiveImageModel) -> dict[str, Any]:
     }
 
 
+def one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())[:200]
+
+
 def build_from_config(config: dict[str, Any], source: str) -> AutoregressiveImageModel:
-    """The model ``config`` records (``arch``, ``model`` fields, and the ``module`` defining the
-    architecture), untrained. The module is imported first when it is not a built-in one: only an
-    installed or importable module of that name (``PYTHONPATH``), nothing from ``source`` itself."""
+    """The untrained model ``config`` records (``arch``, ``model`` fields, ``module``). A module that is not
+    built in is imported first: only an installed or importable one, nothing from ``source`` itself."""
     from pixel_lightning.models import registry
 
     arch, module = config.get("arch"), config.get("module")
@@ -138,14 +129,25 @@ def build_from_config(config: dict[str, Any], source: str) -> AutoregressiveImag
             f"save it with model.save_pretrained; architectures: {registry.names()}",
         )
     cls = registry.get(arch).model_class
-    fields = set(cls.config_fields())
     try:
-        return cls(**{k: v for k, v in config["model"].items() if k in fields})
+        return cls(**{k: v for k, v in config["model"].items() if k in set(cls.config_fields())})
     except (TypeError, ValueError) as e:  # sizes of the wrong type or impossible values
         raise CheckpointError(
             f"{source}: the recorded {arch} sizes cannot build a model ({type(e).__name__}: {one_line(e)})",
             "the config was edited or damaged: save the model again with model.save_pretrained",
         ) from e
+
+
+def check_finite(model: torch.nn.Module, source: str | Path) -> None:
+    """Refuse NaN or infinite weights: such a model's samples and likelihoods are not results."""
+    from pixel_lightning.reliability.checkpoints import non_finite_tensors
+
+    if bad := non_finite_tensors(model.state_dict()):
+        raise CheckpointError(
+            f"{source} holds non-finite weights (NaN or infinity in {', '.join(bad[:3])}"
+            f"{', ...' if len(bad) > 3 else ''}): its samples and likelihoods would be meaningless",
+            "use an earlier checkpoint of the run (training diverged before this one was written)",
+        )
 
 
 def load_pretrained(
@@ -162,7 +164,17 @@ def load_pretrained(
                 raise CheckpointError(f"{folder} has no {f.name}", "pass a folder written by save_pretrained")
     else:
         config_file, weights_file = hub_files(str(source), **hub_kwargs)
-    config = read_config_json(config_file)
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise CheckpointError(
+            f"cannot read {config_file} as JSON ({type(e).__name__}: {one_line(e)})",
+            "restore the file, or save the folder again with model.save_pretrained",
+        ) from e
+    if not isinstance(config, dict):
+        raise CheckpointError(
+            f"{config_file} holds a JSON {type(config).__name__}, not an object", "save it again"
+        )
     model = build_from_config(config, str(source))
     try:
         missing, unexpected = load_safetensors(model, str(weights_file), strict=False, device=map_location)
@@ -182,31 +194,16 @@ def load_pretrained(
     return model.eval()
 
 
-def read_config_json(path: Path) -> dict[str, Any]:
-    """A ``config.json`` as a dict, or a CheckpointError naming the file."""
-    try:
-        config = json.loads(Path(path).read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CheckpointError(
-            f"cannot read {path} as JSON ({type(e).__name__}: {one_line(e)})",
-            "restore the file, or save the folder again with model.save_pretrained",
-        ) from e
-    if not isinstance(config, dict):
-        raise CheckpointError(f"{path} holds a JSON {type(config).__name__}, not an object", "save it again")
-    return config
-
-
 def hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[Path, Path]:
-    """(config.json, model.safetensors) of a Hub model id, downloaded or from the cache.
+    """(config.json, model.safetensors) of a Hub model id, downloaded or cached. Offline, huggingface_hub
+    retries each download for ~25 s before using the cache: one quick request says whether it answers."""
+    from pixel_lightning.data.sources import hub_reachable
 
-    Without a network huggingface_hub retries each download for about 25 s before using the cache; one
-    quick request tells first whether the Hub answers, and offline the cache is used at once."""
     offline = constants.is_offline_mode() or hub_kwargs.get("local_files_only")
-    if not offline and not hub_reachable():
-        hub_kwargs = {**hub_kwargs, "local_files_only": True}
-        offline = True
+    if not offline and not hub_reachable(f"api/models/{repo_id}", timeout=3.0):
+        hub_kwargs, offline = {**hub_kwargs, "local_files_only": True}, True
     try:
-        return tuple(Path(hf_hub_download(repo_id, f, **hub_kwargs)) for f in (CONFIG, WEIGHTS))  # type: ignore[return-value]
+        config, weights = (Path(hf_hub_download(repo_id, f, **hub_kwargs)) for f in (CONFIG, WEIGHTS))
     except LocalEntryNotFoundError as e:
         if not offline:
             raise
@@ -216,41 +213,12 @@ def hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[Path, Path]:
             "pass a checkpoint file or a save_pretrained folder, or load the id once where the Hub is "
             "reachable (it is cached then; HF_HUB_OFFLINE=1 uses the cache only)",
         ) from e
-
-
-def hub_reachable(timeout: float = 3.0) -> bool:
-    """Does the Hub endpoint answer one request within ``timeout`` seconds (no retries)?"""
-    from huggingface_hub import get_session
-
-    try:
-        get_session().head(constants.ENDPOINT, timeout=timeout)
-    except Exception:  # noqa: BLE001 - no DNS, refused, timed out: all mean offline here
-        return False
-    return True
-
-
-def check_finite(model: torch.nn.Module, source: str | Path) -> None:
-    """Refuse weights holding NaN or infinity: such a model's samples and likelihoods are not results."""
-    bad = [name for name, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()]
-    if bad:
-        raise CheckpointError(
-            f"{source} holds non-finite weights (NaN or infinity in {', '.join(bad[:3])}"
-            f"{', ...' if len(bad) > 3 else ''}): its samples and likelihoods would be meaningless",
-            "use an earlier checkpoint of the run (training diverged before this one was written)",
-        )
-
-
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200]
-
-
-# ----------------------------------------------------------------------------- Lightning checkpoints
+    return config, weights
 
 
 def load_checkpoint(path: str | Path, map_location: str = "cpu") -> AutoregressiveImageModel:
-    """A Lightning checkpoint of any architecture -> the model (eval mode). ``weights_only=True``: only
-    tensors and plain Python values are unpickled. ``run_info``: what the checkpoint's run folder says
-    about it, when it is one (:meth:`RunFolder.about_checkpoint`), and its own figures."""
+    """A Lightning checkpoint of any architecture -> the model (eval mode), read with ``weights_only=True``;
+    ``run_info`` from its run folder, when it is in one, and its own step, epoch and best score."""
     from pixel_lightning.reliability.checkpoints import read_checkpoint
 
     ckpt = read_checkpoint(path, map_location)
@@ -269,31 +237,17 @@ def load_checkpoint(path: str | Path, map_location: str = "cpu") -> Autoregressi
     check_finite(model, path)
     run = RunFolder.of_checkpoint(path)
     info = run.about_checkpoint(path) if run is not None else {}
-    model.run_info = {**info, **own_figures(ckpt, Path(path))} if info else {}
+    if info:
+        own = {"global_step": ckpt.get("global_step"), "epochs": ckpt.get("epoch")}
+        info.update({k: v for k, v in own.items() if isinstance(v, int)})
+        for state in (ckpt.get("callbacks") or {}).values():  # the ModelCheckpoint that kept it as best
+            if not isinstance(state, dict) or not str(state.get("monitor")).startswith("val/"):
+                continue  # (the periodic checkpoints' callback "monitors" the step: not a figure)
+            best, score = state.get("best_model_path"), state.get("best_model_score")
+            if best and Path(str(best)).name == Path(path).name and score is not None:
+                info[str(state["monitor"])] = float(score)
+    model.run_info = info
     return model.eval()
-
-
-def own_figures(ckpt: dict[str, Any], path: Path) -> dict[str, Any]:
-    """A Lightning checkpoint's own step and epoch, and its validation figure when it is the file a
-    ``ModelCheckpoint`` kept as best (that callback's state records the score it was kept for)."""
-    out: dict[str, Any] = {}
-    if isinstance(ckpt.get("global_step"), int):
-        out["global_step"] = ckpt["global_step"]
-    if isinstance(ckpt.get("epoch"), int):
-        out["epochs"] = ckpt["epoch"]
-    for state in (ckpt.get("callbacks") or {}).values():
-        if not isinstance(state, dict) or not str(state.get("monitor")).startswith("val/"):
-            continue  # (the periodic checkpoints' callback "monitors" the step: not a figure)
-        score, best = state.get("best_model_score"), state.get("best_model_path")
-        if best and Path(str(best)).name == path.name and score is not None:
-            out[str(state["monitor"])] = float(score)
-    return out
-
-
-# ----------------------------------------------------------------------------- any source
-
-
-HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def load_model(source: str | Path, map_location: str = "cpu", **hub_kwargs: Any) -> AutoregressiveImageModel:

@@ -1,15 +1,12 @@
 """The run folder: the one place that knows what a run writes where, which run a folder holds, and how to
-read it back (``pixel-lightning test``, the model card, report, sweep, figures).
+read it back (``pixel-lightning test``, the model card, report, sweep). Standard library and yaml only.
 
-    <run>/config.yaml        the resolved config + data_resolved (callbacks.RunRecord, once data is set up)
-    <run>/metrics.json       the result (runner.run, at the end): METRICS_KEYS
+    <run>/config.yaml        the resolved config + data_resolved (callbacks.RunRecord)
+    <run>/metrics.json       the result (runner.run, at the end): METRICS_KEYS and the last scalar figures
     <run>/checkpoints/       best-*.ckpt, last.ckpt and periodic ones (pixel_lightning.reliability)
-    <run>/logs/metrics.csv   the metric history, kept exact across resumes (reliability.HistoryLogger)
-    <run>/samples/           sample grids: epoch_XXXX.png, final.png
-    <run>/wandb/             W&B's record files; <run>/wandb_id.txt: the run's W&B id (a resume continues it)
+    <run>/logs/metrics.csv   the metric history, exact across resumes (reliability.HistoryLogger)
+    <run>/samples/           sample grids; <run>/wandb/ W&B's files, <run>/wandb_id.txt the run's W&B id
     <run>/run.lock           held by the process writing the folder (reliability.RunLock)
-
-Only the standard library and yaml are imported, so the command line and the tools read runs cheaply.
 """
 
 from __future__ import annotations
@@ -17,6 +14,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -30,40 +28,32 @@ if TYPE_CHECKING:
     from pixel_lightning.config import RunConfig
 
 BUDGET = ("max_epochs", "max_steps", "max_time")  # trainer.*: how long a run trains (raised: it continues)
-SAVED_ONLY = ("data_resolved",)  # keys config.yaml adds to the run's config (what the data turned out to be)
+SAVED_ONLY = ("data_resolved",)  # keys config.yaml adds to the run's config
+
+# What a run may change from one start to the next (besides the model's RESUMABLE_CHANGES): every other
+# setting is the run's identity, and another identity into the same --out is refused (docs/reliability.md).
+NOT_IDENTITY = (
+    "out", *(f"trainer.{k}" for k in BUDGET), "logger", "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps", "checkpoint.every_n_steps", "checkpoint.every_n_minutes",
+    "checkpoint.keep_last_k", "checkpoint.requeue", "guard", "threads", "imports",
+)  # fmt: skip
+
+# metrics.json's keys besides the run's last scalar figures (floats) by their logged names
+METRICS_KEYS = (
+    "recipe", "arch", "dataset", "variant", "residual", "skip", "params", "global_step", "epochs",
+    "world_size", "model", "budget", "test_checkpoint", "test_batches", "paper", "seconds", "samples_png",
+    "host",  # where the last process ran: seconds and img/s mean nothing without it
+)  # fmt: skip
+
+NATS, BITS = "nats", "bits/dim"
+NATS_DATASETS = ("mnist", "binarized_mnist")  # binary images: the paper gives NLL in nats (Tables 2, 4)
 
 
 def drop_retired(config: dict[str, Any]) -> dict[str, Any]:
-    """A saved config.yaml without the keys earlier versions wrote that no longer exist: ``model.extra``
-    (read by no architecture; removed in issue 21), so older runs still resume and load."""
+    """A saved config without ``model.extra`` (removed in issue 21), so that older runs resume and load."""
     if not isinstance(config.get("model"), dict):
         return config
     return {**config, "model": {k: v for k, v in config["model"].items() if k != "extra"}}
-
-
-# What a run folder's run may change from one start to the next, besides the model's RESUMABLE_CHANGES (lr:
-# a guard's recovery); every other setting is the run's identity, and another identity into the same --out
-# is refused (RunFolder.check_same_run, docs/reliability.md).
-NOT_IDENTITY = (
-    "out", *(f"trainer.{k}" for k in BUDGET),  # where it is written, how long it trains
-    "logger", "trainer.enable_progress_bar", "trainer.log_every_n_steps",  # what is shown and logged
-    "checkpoint.every_n_steps", "checkpoint.every_n_minutes", "checkpoint.keep_last_k",  # how it is kept
-    "checkpoint.requeue", "guard", "threads",  # how it is protected and how fast it runs
-    "imports",  # where the architectures come from (model.arch and its fields are the identity)
-)  # fmt: skip
-
-# ----------------------------------------------------------------------------- metrics.json and its unit
-
-
-# metrics.json, written once by runner.run at the end of a run: these keys, plus the run's last scalar figures
-# (floats) by their logged names (train/loss, val/nll_nats, test/bits_per_dim, lr-RMSprop, ...)
-METRICS_KEYS = (
-    "recipe", "arch", "dataset", "variant", "residual", "skip", "params",  # variant: the data actually used
-    "global_step", "epochs", "world_size", "model", "budget",  # world_size: processes that trained it
-    "test_checkpoint", "test_batches",  # the file the test figures were measured on; batches of all ranks
-    "paper", "seconds", "samples_png",  # the paper's figure; of the last process only; the final grid
-    "host",  # where the last process ran (:func:`host`): seconds and img/s mean nothing without it
-)  # fmt: skip
 
 
 def cpu_model() -> str:
@@ -80,44 +70,32 @@ def cpu_model() -> str:
 
 
 def host(threads: int) -> dict[str, Any]:
-    """metrics.json's ``host``: the CPU, its cores and the torch threads a run used (report.py prints it
-    beside every wall-clock figure)."""
-    import os
-
+    """metrics.json's ``host``: the CPU, its cores and the torch threads the run used."""
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads}
 
 
-NATS, BITS = "nats", "bits/dim"
-NATS_DATASETS = ("mnist", "binarized_mnist")  # binary images: the paper gives NLL in nats (Tables 2, 4)
-
-
 def unit(dataset: str | None, paper_unit: str | None = None) -> str:
-    """The unit a run's likelihood is reported in, as the paper does (Section 5.1): nats for binarized
-    MNIST (by its data set, or a recipe whose paper figure is in nats), else bits per dimension."""
+    """The unit of a run's likelihood, as the paper reports it (Section 5.1): nats for binarized MNIST (by
+    its data set, or a recipe whose paper figure is in nats), else bits per dimension."""
     return NATS if dataset in NATS_DATASETS or paper_unit == NATS else BITS
 
 
 def unit_of(record: Mapping[str, Any]) -> str:
-    """:func:`unit` of a metrics.json or a model's ``run_info`` (by their ``dataset`` and ``paper``)."""
+    """:func:`unit` of a metrics.json or a model's ``run_info``."""
     return unit(record.get("dataset"), (record.get("paper") or {}).get("unit"))
 
 
 def metric_key(unit_name: str, split: str = "test") -> str:
-    """The logged figure of ``split`` in ``unit_name``: ``test/nll_nats`` or ``test/bits_per_dim``."""
     return f"{split}/nll_nats" if unit_name == NATS else f"{split}/bits_per_dim"
 
 
 def figure_text(figures: Mapping[str, Any], unit_name: str, split: str = "test") -> str | None:
-    """``80.1234 nats (0.1470 bits/dim)``: the figure of ``split`` in ``unit_name``, the other unit's in
-    parentheses; None when ``figures`` (metrics.json, ``run_info``) lacks it."""
+    """``80.1234 nats (0.1470 bits/dim)``; None when ``figures`` lacks the figure."""
     ours, other_unit = figures.get(metric_key(unit_name, split)), BITS if unit_name == NATS else NATS
     if ours is None:
         return None
     other = figures.get(metric_key(other_unit, split))
     return f"{ours:.4f} {unit_name}" + (f" ({other:.4f} {other_unit})" if other is not None else "")
-
-
-# ----------------------------------------------------------------------------- the run's identity
 
 
 def leaves(layer: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, Any]]:
@@ -132,33 +110,27 @@ def leaves(layer: Mapping[str, Any], prefix: str = "") -> Iterator[tuple[str, An
 def identity_differences(
     saved: Mapping[str, Any], current: Mapping[str, Any], resumable: Iterable[str] = ()
 ) -> list[str]:
-    """``key=A there, key=B here`` for each identity setting (not in NOT_IDENTITY, nor a ``resumable``
-    model field) that differs between two configs in ``RunConfig.to_dict`` form (``saved``: config.yaml)."""
+    """``key=A there, key=B here`` for each identity setting (not NOT_IDENTITY, nor a ``resumable`` model
+    field) that differs between two configs in ``RunConfig.to_dict`` form (``saved``: config.yaml)."""
     ignore = (*NOT_IDENTITY, *(f"model.{k}" for k in resumable))
 
     def identity(config: Mapping[str, Any]) -> dict[str, Any]:
         config = {k: v for k, v in drop_retired(dict(config)).items() if k not in SAVED_ONLY}
-        keep = lambda k: not any(k == x or k.startswith(x + ".") for x in ignore)  # noqa: E731
-        return {k: v for k, v in leaves(config) if keep(k)}
+        return {k: v for k, v in leaves(config) if not any(k == x or k.startswith(x + ".") for x in ignore)}
 
-    def text(value: Any) -> str:  # as written in a recipe or on the command line: false, null, [1, 28, 28]
-        return yaml.safe_dump(value, default_flow_style=True).removesuffix("...\n").strip()
+    def text(config: dict[str, Any], key: str) -> str:  # as in a recipe: false, null, [1, 28, 28]
+        if key not in config:
+            return "(unset)"
+        return yaml.safe_dump(config[key], default_flow_style=True).removesuffix("...\n").strip()
 
     a, b = identity(saved), identity(current)
-    missing = object()
-    return [
-        f"{k}={text(a[k]) if k in a else '(unset)'} there, {k}={text(b[k]) if k in b else '(unset)'} here"
-        for k in sorted(a.keys() | b.keys())
-        if a.get(k, missing) != b.get(k, missing)
-    ]
+    differ = [k for k in sorted(a.keys() | b.keys()) if k not in a or k not in b or a[k] != b[k]]
+    return [f"{k}={text(a, k)} there, {k}={text(b, k)} here" for k in differ]
 
 
 def budget(cfg: RunConfig) -> dict[str, Any]:
     """What bounds training: a finished run re-run with the same budget is not trained again."""
     return {k: getattr(cfg.trainer, k) for k in BUDGET}
-
-
-# ----------------------------------------------------------------------------- the folder
 
 
 class RunFolder:
@@ -186,26 +158,22 @@ class RunFolder:
 
     @classmethod
     def find(cls, paths: Iterable[str | Path]) -> list[RunFolder]:
-        """The finished runs (holding metrics.json) given directly or anywhere under the folders ``paths``
-        (a sweep's), each once, in the order given (sorted under each folder)."""
+        """The finished runs (with metrics.json) at or under ``paths``, each once, in the order given."""
         runs: list[Path] = []
         for p in map(Path, paths):
             found = [p] if (p / cls.METRICS).is_file() else sorted(m.parent for m in p.rglob(cls.METRICS))
             runs.extend(r for r in found if r not in runs)
         return [cls(r) for r in runs]
 
-    # ------------------------------------------------------------------------- reading it back
-
     def _read(self, path: Path, parse: Callable[[str], Any]) -> dict[str, Any] | None:
-        """The mapping in ``path`` ({} for an empty file); None when there is no file. RunDirError naming it
-        when it is damaged (UnicodeDecodeError is a ValueError)."""
+        """The mapping in ``path`` ({} when empty, None when missing); RunDirError naming a damaged file."""
         try:
             data = parse(path.read_text())
             if not isinstance(data, dict | None):
                 raise ValueError(f"it holds a {type(data).__name__}, not a mapping")
         except FileNotFoundError:
             return None
-        except (OSError, ValueError, yaml.YAMLError) as e:
+        except (OSError, ValueError, yaml.YAMLError) as e:  # UnicodeDecodeError is a ValueError
             why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
             raise RunDirError(
                 f"cannot read {path} ({why}), the record of the run in {self.path}",
@@ -214,16 +182,14 @@ class RunFolder:
         return data or {}
 
     def read_config(self) -> dict[str, Any]:
-        """config.yaml as a dict ({} when the run wrote none yet); RunDirError when it is damaged."""
         return self._read(self.config_file, yaml.safe_load) or {}
 
     def read_metrics(self) -> dict[str, Any] | None:
-        """metrics.json (METRICS_KEYS and figures); None before the run finished; RunDirError: damaged."""
+        """metrics.json; None before the run finished."""
         return self._read(self.metrics_file, json.loads)
 
     def read_history(self) -> list[dict[str, str]]:
-        """The rows of logs/metrics.csv (every value text, '' where a row lacks a key); [] without a log.
-        A half-written last line (a kill mid-write) is left out."""
+        """The rows of logs/metrics.csv, values as text; a half-written last line (a kill) left out."""
         try:
             text = self.history_file.read_text()
         except FileNotFoundError:
@@ -231,9 +197,8 @@ class RunFolder:
         return list(csv.DictReader(io.StringIO(text[: text.rfind("\n") + 1])))
 
     def about_checkpoint(self, checkpoint: str | Path) -> dict[str, Any]:
-        """What this finished run says about the weights of one of its checkpoints (empty before it
-        finished): the run's data and recipe; the run's test figures, step and epoch only for the checkpoint
-        they were measured on (metrics.json ``test_checkpoint``), else that checkpoint's name."""
+        """What this finished run says about one of its checkpoints ({} before it finished): its data and
+        recipe, and its test figures, step and epoch only for the checkpoint they were measured on."""
         metrics = self.read_metrics()
         if metrics is None:
             return {}
@@ -246,12 +211,9 @@ class RunFolder:
         elif tested:
             info["tested_checkpoint"] = Path(tested).name  # the run's test figure belongs to that file
         info["checkpoint"] = name
-        source = (self.read_config().get("data") or {}).get("source")
-        if source:
+        if source := (self.read_config().get("data") or {}).get("source"):
             info["data_source"] = source
         return info
-
-    # ------------------------------------------------------------------------- writing it
 
     def write_config(self, config: Mapping[str, Any]) -> Path:
         return atomic_write(self.config_file, yaml.safe_dump(dict(config), sort_keys=False))
@@ -263,12 +225,9 @@ class RunFolder:
             raise ValueError(f"metrics.json keys {unknown} are not declared in runfolder.METRICS_KEYS")
         return atomic_write(self.metrics_file, json.dumps(dict(metrics), indent=1, default=str) + "\n")
 
-    # ------------------------------------------------------------------------- one run per folder
-
     def finished(self, cfg: RunConfig) -> dict[str, Any] | None:
-        """metrics.json when the run finished with the same budget, else None (a larger budget continues;
-        a damaged metrics.json is written again at the end). That it is this run is checked before, by
-        :meth:`check_same_run`."""
+        """metrics.json when the run finished with the same budget (a larger one continues; a damaged
+        metrics.json is written again at the end), else None."""
         try:
             metrics = self.read_metrics()
         except RunDirError:
@@ -276,21 +235,17 @@ class RunFolder:
         return metrics if metrics is not None and metrics.get("budget") == budget(cfg) else None
 
     def check_same_run(self, cfg: RunConfig) -> None:
-        """Refuse (OtherRunError, exit 2) a config whose identity (every setting but NOT_IDENTITY and the
-        model's RESUMABLE_CHANGES) differs from the run recorded in config.yaml (RunDirError: damaged), when
-        that run left a result or a checkpoint to resume: nothing here is changed. A folder with no
-        checkpoint and no result (a start that failed before its first checkpoint) holds nothing to mix up.
-        tests/test_run_folder.py::test_another_run_into_the_same_folder_is_refused."""
-        has_state = self.metrics_file.is_file() or any(self.checkpoints.glob("*.ckpt"))  # a result, a resume
+        """OtherRunError (exit 2) when config.yaml records a run of another identity that left a result or
+        a checkpoint; nothing is changed (tests/test_run_folder.py::test_another_run_into_the_same_*)."""
+        has_state = self.metrics_file.is_file() or any(self.checkpoints.glob("*.ckpt"))
         if not has_state or not self.config_file.is_file():
             return
         differ = identity_differences(self.read_config(), cfg.to_dict(), cfg.model.RESUMABLE_CHANGES)
         if differ:
+            more = f"; and {len(differ) - 8} more" if len(differ) > 8 else ""
             raise OtherRunError(
                 f"the run directory {self.path} holds another run (its config.yaml); these settings differ: "
-                + "; ".join(differ[:8])
-                + (f"; and {len(differ) - 8} more" if len(differ) > 8 else "")
-                + ". Nothing in it was changed",
+                f"{'; '.join(differ[:8])}{more}. Nothing in it was changed",
                 f"choose another --out for this run, or continue that one with its settings "
                 f"(--config {self.config_file})",
             )

@@ -47,6 +47,17 @@ def row_figure(
     return canvas
 
 
+def completion_rows(
+    x: torch.Tensor, completions: torch.Tensor, mask: torch.Tensor, levels: int
+) -> list[list[np.ndarray]]:
+    """The paper's Figure 1, one row per image: the input with its hidden pixels grey, its completions, the
+    original. ``x`` int (B, C, H, W), ``completions`` (B, K, C, H, W), ``mask`` bool (C, H, W): kept."""
+    originals = to_rgb(x, levels)  # (B, H, W, 3)
+    occluded = originals.copy()
+    occluded[:, ~mask.all(0).numpy()] = 128
+    return [[occluded[b], *to_rgb(completions[b], levels), originals[b]] for b in range(len(x))]
+
+
 def display_scale(width: int, min_width: int = 56) -> int:
     """Nearest-neighbour factor that draws an image ``width`` pixels wide at least ``min_width`` wide."""
     return max(1, math.ceil(min_width / width))

@@ -59,26 +59,19 @@ def complete(model, images: torch.Tensor, m: int, seed: int) -> torch.Tensor:
     return model.complete(images, mask, m, generator=g)  # (k, m, C, H, W), same draws as before
 
 
-def to_rgb(x: torch.Tensor, levels: int) -> np.ndarray:
-    """int (C, H, W) in [0, levels) -> uint8 (H, W, 3), by visual.to_rgb (the grids' colours)."""
-    from pixel_lightning.visual import to_rgb as batch_to_rgb
-
-    return batch_to_rgb(x[None], levels)[0]
-
-
 def completion_figure(images: torch.Tensor, done: torch.Tensor, levels: int, title: str, path: Path) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from pixel_lightning.visual import completion_rows
+
     k, m = done.shape[:2]
-    h = images.shape[2]
+    kept = torch.zeros(images.shape[1:], dtype=torch.bool)
+    kept[:, : images.shape[2] // 2] = True  # the top half
     fig, axes = plt.subplots(k, m + 2, figsize=(1.3 * (m + 2), 1.3 * k + 0.8), squeeze=False)
-    for i in range(k):
-        occluded = to_rgb(images[i], levels).copy()
-        occluded[h // 2 :] = 128
-        panels = [occluded, *(to_rgb(done[i, j], levels) for j in range(m)), to_rgb(images[i], levels)]
+    for i, panels in enumerate(completion_rows(images, done, kept, levels)):
         for j, panel in enumerate(panels):
             ax = axes[i, j]
             ax.imshow(panel, interpolation="nearest")

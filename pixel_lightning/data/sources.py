@@ -381,11 +381,12 @@ def _hub_offline() -> bool:
     return any(f.strip().upper() in {"1", "ON", "YES", "TRUE"} for f in flags)
 
 
-def hub_reachable(hub_id: str, timeout: float = HUB_TIMEOUT_S) -> bool:
-    """One short request to the Hub (``HF_ENDPOINT``), so an offline machine fails in seconds, not minutes."""
+def hub_reachable(api_path: str, timeout: float = HUB_TIMEOUT_S) -> bool:
+    """One short request to the Hub (``HF_ENDPOINT``), e.g. ``api/datasets/<id>`` or ``api/models/<id>``,
+    so that an offline machine fails in seconds, not after minutes of retries (datasets, models)."""
     endpoint = os.environ.get("HF_ENDPOINT", "https://huggingface.co").rstrip("/")
     try:
-        urllib.request.urlopen(f"{endpoint}/api/datasets/{hub_id}", timeout=timeout).close()
+        urllib.request.urlopen(f"{endpoint}/{api_path}", timeout=timeout).close()
     except urllib.error.HTTPError:
         return True  # the server answered (401/404 are reported by load_dataset with its own message)
     except (urllib.error.URLError, OSError, ValueError):
@@ -404,7 +405,7 @@ def load_hub(hub_id: str, local_help: str):
     )
     if _hub_offline() and not datasets.config.HF_HUB_OFFLINE:
         raise DataError(unreachable)  # offline set after import: datasets would still try the network, slowly
-    if not _hub_offline() and not hub_reachable(hub_id):
+    if not _hub_offline() and not hub_reachable(f"api/datasets/{hub_id}"):
         raise DataError(unreachable)
     try:
         return datasets.load_dataset(hub_id)
