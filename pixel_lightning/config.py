@@ -40,8 +40,7 @@ class ModelSection:
     def __post_init__(self) -> None:  # replaces the config class's: its checks need the dataset's shape
         pass
 
-    def build_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``pixel_lightning.build_model(self.arch, **kwargs)``."""
+    def build_kwargs(self) -> dict[str, Any]:  # for pixel_lightning.build_model(self.arch, **kwargs)
         return {f.name: getattr(self, f.name) for f in fields(self.config_class)}
 
     def __reduce__(self) -> tuple[Any, ...]:  # the class is made at run time: pickle it by its config class
@@ -49,8 +48,7 @@ class ModelSection:
 
 
 @functools.cache
-def model_section(config_class: type) -> type[ModelSection]:
-    """The ``model`` section's dataclass for an architecture's config class."""
+def model_section(config_class: type) -> type[ModelSection]:  # the model section of an architecture
     return dataclass(type("ModelSection", (ModelSection, config_class), {"config_class": config_class}))
 
 
@@ -120,8 +118,7 @@ class TrainerConfig:
     matmul_precision: str = "high"
     extra: dict[str, Any] = field(default_factory=dict)  # any other lightning.Trainer argument, by name
 
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``lightning.Trainer``."""
+    def kwargs(self) -> dict[str, Any]:  # of lightning.Trainer
         return {k: v for k, v in asdict(self).items() if k not in ("extra", "matmul_precision")} | self.extra
 
     def apply_matmul_precision(self) -> bool:
