@@ -1,22 +1,16 @@
 """The run configuration: defaults (the dataclasses below) <- recipes/<name>.yaml <- --config FILE <-
-key=value overrides (parsed as YAML; a ``str`` field takes its text verbatim) -> RunConfig, or ConfigError.
-
-Merging the layers and checking names and types is OmegaConf's (structured configs in struct mode); this file
-only words its errors (the key, the valid keys or the expected type, the fix) and checks values
-(``RunConfig.validate``). Why OmegaConf (2.4: it checks unions such as ``float | int``) and not jsonargparse:
-the config already is typed dataclasses, merged layer by layer with the same ``key=value`` syntax;
-jsonargparse reads ``--key=value`` options, which would have needed a translation layer of our own.
-"""
+key=value overrides -> RunConfig, or ConfigError. OmegaConf (2.4: it checks unions like ``float | int``)
+merges the layers and checks names and types; this file words its errors and checks values. Not
+jsonargparse: it reads ``--key=value`` options, not our ``key=value`` overrides."""
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import os
 import re
 import typing
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -25,27 +19,28 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
-from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, read_yaml, recipe_path
+from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, read_yaml
 from pixel_lightning.runfolder import SAVED_ONLY, drop_retired, leaves
 
 LOGGERS = ("wandb", "csv", "tensorboard", "none")
+MATMUL_PRECISIONS = ("highest", "high", "medium")
 __all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
 
 
-# ----------------------------------------------------------------------------- the sections
-
-
+@dataclass
 class ModelSection:
-    """The ``model`` section (:func:`model_section`): the fields of the architecture's own config class,
-    which checks them (ModelConfig, pixel_lightning/models/base.py, or a subclass), plus ``arch``."""
+    """The ``model`` section: :func:`model_section` adds the fields of the architecture's config class
+    (ModelConfig, models/base.py, or a subclass), which checks them in ``RunConfig.validate``."""
 
     config_class: ClassVar[type]
+    arch: str = "pixelcnn"  # a registered architecture (pixel_lightning/models/registry.py)
+    image_shape: tuple[int, int, int] | None = None  # (C, H, W); None: the dataset's
+    levels: int | None = None  # values per sub-pixel; None: the dataset's (2 for MNIST, else 256)
 
-    def __post_init__(self) -> None:  # the owner checks them in RunConfig.validate, once the data is known
+    def __post_init__(self) -> None:  # replaces the config class's: its checks need the dataset's shape
         pass
 
-    def build_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments for ``pixel_lightning.build_model(self.arch, **kwargs)``."""
+    def build_kwargs(self) -> dict[str, Any]:  # for pixel_lightning.build_model(self.arch, **kwargs)
         return {f.name: getattr(self, f.name) for f in fields(self.config_class)}
 
     def __reduce__(self) -> tuple[Any, ...]:  # the class is made at run time: pickle it by its config class
@@ -53,16 +48,8 @@ class ModelSection:
 
 
 @functools.cache
-def model_section(config_class: type) -> type[ModelSection]:
-    """The ``model`` section's dataclass for an architecture's config class."""
-    extra = [
-        ("arch", str, "pixelcnn"),  # a registered architecture (pixel_lightning/models/registry.py)
-        ("image_shape", tuple[int, int, int] | None, None),  # (C, H, W); None: the dataset's
-        ("levels", int | None, None),  # values per sub-pixel; None: the dataset's (2 for MNIST, else 256)
-    ]
-    return dataclasses.make_dataclass(
-        "ModelSection", extra, bases=(ModelSection, config_class), namespace={"config_class": config_class}
-    )
+def model_section(config_class: type) -> type[ModelSection]:  # the model section of an architecture
+    return dataclass(type("ModelSection", (ModelSection, config_class), {"config_class": config_class}))
 
 
 def _new_section(config_class: type) -> ModelSection:
@@ -70,8 +57,7 @@ def _new_section(config_class: type) -> ModelSection:
 
 
 def model_config_class(arch: str, imports: list[str] | tuple[str, ...] = ()) -> type:
-    """The config class of architecture ``arch``, once the modules ``imports`` (where a user's architectures
-    register) are imported; ConfigError naming a module that does not import, or the registered names."""
+    """The config class of ``arch`` once the modules ``imports`` (a user's architectures) are imported."""
     from pixel_lightning.models import registry
 
     for module in imports:
@@ -118,8 +104,8 @@ class TrainerConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     gradient_clip_val: float | None = None  # clip the gradient norm to this (None: no clipping)
     accumulate_grad_batches: int = 1  # optimizer step every k batches
-    # None below is Lightning's own default (once per epoch, every batch), passed as None so Lightning prints
-    # no "was configured so 100% ..." notice (tests/test_journeys.py::test_a_default_run_prints_no_...)
+    # None: Lightning's default (each epoch, every batch), given so that Lightning prints no "was configured
+    # so 100% ..." notice (tests/test_journeys.py::test_a_default_run_prints_no_lightning_notices)
     val_check_interval: float | int | None = None  # validate every fraction of an epoch (float) or k batches
     check_val_every_n_epoch: int | None = 1  # validate every k epochs (None with an int val_check_interval)
     limit_train_batches: float | int | None = None  # fraction (float) or number (int) of training batches
@@ -128,29 +114,16 @@ class TrainerConfig:
     log_every_n_steps: int = 50  # how often step metrics are written
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     enable_progress_bar: bool = True  # Lightning's progress bars (training, evaluation, sampling)
-    # fp32 matmuls on CUDA: highest (full fp32) | high (TF32 on Ampere and later) | medium (bf16 passes);
-    # set with torch.set_float32_matmul_precision on CUDA runs only (not a lightning.Trainer argument)
+    # fp32 matmuls of CUDA runs (not a Trainer argument): highest | high (TF32 on Ampere+) | medium (bf16)
     matmul_precision: str = "high"
     extra: dict[str, Any] = field(default_factory=dict)  # any other lightning.Trainer argument, by name
 
-    NOT_TRAINER_ARGS: ClassVar[tuple[str, ...]] = ("extra", "matmul_precision")
-    MATMUL_PRECISIONS: ClassVar[tuple[str, ...]] = ("highest", "high", "medium")
-
-    def kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of ``lightning.Trainer``."""
-        own = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in self.NOT_TRAINER_ARGS}
-        return {**own, **self.extra}
-
-    def check_matmul_precision(self) -> None:
-        if self.matmul_precision not in self.MATMUL_PRECISIONS:
-            raise ConfigError(
-                f"trainer.matmul_precision={self.matmul_precision!r} is unknown; choose one of "
-                f"{', '.join(self.MATMUL_PRECISIONS)} (high: TF32 matmuls on CUDA)"
-            )
+    def kwargs(self) -> dict[str, Any]:  # of lightning.Trainer
+        return {k: v for k, v in asdict(self).items() if k not in ("extra", "matmul_precision")} | self.extra
 
     def apply_matmul_precision(self) -> bool:
-        """``torch.set_float32_matmul_precision`` when this run's matmuls are CUDA's (where TF32 exists;
-        on the CPU "medium" would let oneDNN round fp32 matmuls to bf16). Returns whether it was set."""
+        """Whether ``torch.set_float32_matmul_precision`` was called: on CUDA runs only (on the CPU "medium"
+        would let oneDNN round fp32 matmuls to bf16)."""
         import torch
 
         if self.accelerator not in ("auto", "gpu", "cuda") or not torch.cuda.is_available():
@@ -195,8 +168,8 @@ class PaperConfig:
 
 @dataclass
 class CheckpointConfig:
-    """Checkpoints in <out>/checkpoints/: the best by ``monitor``, last.ckpt and periodic ones; re-running
-    the same command resumes from the newest valid one (pixel_lightning.reliability, docs/reliability.md)."""
+    """Checkpoints in <out>/checkpoints/ (best, last.ckpt, periodic); re-running the same command resumes
+    from the newest valid one (docs/reliability.md)."""
 
     monitor: str = "val/nll_nats"  # metric that picks the best checkpoint (lower is better)
     every_n_steps: int | None = None  # save every N optimizer steps (None: every_n_minutes)
@@ -255,9 +228,8 @@ class RunConfig:
         return yaml.safe_dump(self.to_dict(), sort_keys=False)
 
     def validate(self) -> RunConfig:
-        """Check every value, each by its owner (the data's class, the architecture's config class, the
-        guard; the rest here), and fill the dataset's shape and levels into the model. Builds nothing:
-        the DataModule class states its shape and levels."""
+        """Check every value, each by its owner (the DataModule class, the architecture's config class, the
+        guard; the rest here); fill the dataset's shape and levels into the model. Builds nothing."""
         from pixel_lightning.data import DataError, datamodule_class
         from pixel_lightning.reliability.guard import NonFiniteGuard
 
@@ -267,10 +239,7 @@ class RunConfig:
         except DataError as e:
             raise ConfigError(str(e)) from None
         NonFiniteGuard.check(self.guard.max_skips)
-        self._check_positive()
-        self.trainer.check_matmul_precision()
-        if self.logger.kind not in LOGGERS:
-            raise ConfigError(f"logger={self.logger.kind!r} is unknown; choose one of {list(LOGGERS)}")
+        self._check_values()
         shape, levels, m = data.image_shape, data.levels, self.model
         m.image_shape = tuple(m.image_shape) if m.image_shape is not None else shape
         m.levels = m.levels if m.levels is not None else levels
@@ -285,23 +254,19 @@ class RunConfig:
             raise ConfigError(f"{e}; fix it under model.* in the recipe or with model.<key>=<value>") from e
         return self
 
-    def _check_positive(self) -> None:
-        t, c = self.trainer, self.checkpoint
-        rules = [  # (key, value: None is unset, lowest allowed)
-            ("trainer.num_nodes", t.num_nodes, 1),
-            ("trainer.accumulate_grad_batches", t.accumulate_grad_batches, 1),
-            ("trainer.log_every_n_steps", t.log_every_n_steps, 1),
-            ("trainer.devices", t.devices if isinstance(t.devices, int) else None, 1),
-            ("trainer.gradient_clip_val", t.gradient_clip_val, 0),
-            ("sample.every_n_epochs", self.sample.every_n_epochs, 0),
-            ("sample.n", self.sample.n, 0),
-            ("threads", self.threads, 1),
-            ("checkpoint.keep_last_k", c.keep_last_k, 1),
-            ("checkpoint.every_n_steps", c.every_n_steps, 1),
+    def _check_values(self) -> None:
+        t = self.trainer
+        at_least = [  # (lowest value, keys) in the order checked; None (unset) and "auto" pass
+            (1, "trainer.num_nodes trainer.accumulate_grad_batches trainer.log_every_n_steps"),
+            (1, "trainer.devices"),
+            (0, "trainer.gradient_clip_val sample.every_n_epochs sample.n"),
+            (1, "threads checkpoint.keep_last_k checkpoint.every_n_steps"),
         ]
-        for key, value, low in rules:
-            if value is not None and value < low:
-                raise ConfigError(f"{key}={value} is impossible: it must be >= {low}")
+        for low, keys in at_least:
+            for key in keys.split():
+                value = functools.reduce(getattr, key.split("."), self)
+                if isinstance(value, (int, float)) and value < low:
+                    raise ConfigError(f"{key}={value} is impossible: it must be >= {low}")
         if t.max_epochs < -1 or t.max_steps < -1:
             raise ConfigError("trainer.max_epochs and trainer.max_steps must be >= 1, or -1 for no limit")
         for key in ("max_steps", "max_epochs", "limit_train_batches"):  # a budget that trains nothing
@@ -312,39 +277,41 @@ class RunConfig:
                 )
         if t.max_time is not None and not re.fullmatch(r"\d+:\d\d:\d\d:\d\d", t.max_time):
             raise ConfigError(f"trainer.max_time={t.max_time!r} is not DD:HH:MM:SS; write e.g. 00:02:30:00")
-        if c.every_n_minutes is not None and not c.every_n_minutes > 0:
-            raise ConfigError(f"checkpoint.every_n_minutes={c.every_n_minutes} must be > 0")
+        minutes = self.checkpoint.every_n_minutes
+        if minutes is not None and not minutes > 0:
+            raise ConfigError(f"checkpoint.every_n_minutes={minutes} must be > 0")
         for key in ("limit_train_batches", "limit_val_batches", "limit_test_batches", "val_check_interval"):
             value = getattr(t, key)
             if value is not None and (value < 0 or (isinstance(value, float) and value > 1.0)):
                 raise ConfigError(
                     f"trainer.{key}={value} is impossible: a fraction in [0, 1] or a number of batches"
                 )
-
-
-# ----------------------------------------------------------------------------- layers (OmegaConf)
+        for key, value, choices in [
+            ("logger", self.logger.kind, LOGGERS),
+            ("trainer.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS),
+        ]:
+            if value not in choices:
+                raise ConfigError(f"{key}={value!r} is unknown; choose one of {', '.join(choices)}")
 
 
 def _declared_type(key: str, model: type | None = None) -> Any:
-    """The annotation of dotted ``key`` in RunConfig (list indices ignored), or None for an unknown key;
-    ``model``: the model section's class (None: the model's keys are unknown)."""
+    """The annotation of dotted ``key`` in RunConfig (list indices ignored; None: unknown key); ``model``:
+    the model section's class (None: the model's keys are unknown)."""
     hint: Any = RunConfig
     for part in re.sub(r"\[\d+\]", "", key).split("."):
-        if dataclasses.is_dataclass(hint):
+        if is_dataclass(hint):
             hint = model if (hint, part) == (RunConfig, "model") else typing.get_type_hints(hint).get(part)
     return hint
 
 
 def overrides_layer(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
-    """``["model.hidden=32", ...]`` -> ``{"model": {"hidden": 32}}``: OmegaConf's dotlist (values parsed
-    as YAML: ``01:00:00:00`` stays a string); a text field's value is kept verbatim."""
+    """``["model.hidden=32", ...]`` -> ``{"model": {"hidden": 32}}``: values parsed as YAML (OmegaConf's
+    dotlist), except that a str field takes its text verbatim (YAML reads 0123 as 83, 1e3 as 1000.0)."""
     layer = OmegaConf.create()
     for text in overrides:  # one at a time, so that logger.name=x logger=none keeps the name
         key, sep, raw = text.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {text!r} is not key=value; write e.g. trainer.max_steps=200")
-        # a str or str | None field takes its text verbatim: YAML would read data.data_dir=0123 as the
-        # octal number 83 and logger.name=1e3 as 1000.0
         hint, single = _declared_type(key), OmegaConf.create()
         if (hint is str or set(typing.get_args(hint)) == {str, type(None)}) and raw not in ("", "null", "~"):
             OmegaConf.update(single, key, raw.strip())
@@ -355,22 +322,20 @@ def overrides_layer(overrides: list[str] | tuple[str, ...]) -> dict[str, Any]:
 
 
 def _shorthands(layer: dict[str, Any]) -> dict[str, Any]:
-    """``logger: none`` -> ``logger: {kind: none}``; a lightning.Trainer argument that TrainerConfig does
-    not declare -> ``trainer.extra`` (checked by lightning.Trainer itself)."""
+    """``logger: none`` -> ``logger: {kind: none}``; a lightning.Trainer argument TrainerConfig does not
+    declare -> ``trainer.extra`` (Lightning checks it)."""
     if isinstance(layer.get("logger"), str):
         layer["logger"] = {"kind": layer["logger"]}
     trainer = layer.get("trainer")
-    if isinstance(trainer, dict):
-        declared = {f.name for f in fields(TrainerConfig)}
-        undeclared = [k for k in trainer if k not in declared]
-        if undeclared:
-            import lightning as L
+    declared = {f.name for f in fields(TrainerConfig)}
+    if isinstance(trainer, dict) and not declared.issuperset(trainer):
+        import lightning as L
 
-            # the run sets these itself; any other lightning.Trainer argument a config may set
-            owned = {"self", "logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"}
-            allowed = set(inspect.signature(L.Trainer.__init__).parameters) - owned
-            extra = {k: trainer.pop(k) for k in undeclared if k in allowed}
-            trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
+        # the run sets these itself (docs/reliability.md)
+        owned = {"self", "logger", "callbacks", "plugins", "default_root_dir", "use_distributed_sampler"}
+        allowed = set(inspect.signature(L.Trainer.__init__).parameters) - owned - declared
+        extra = {k: trainer.pop(k) for k in list(trainer) if k in allowed}
+        trainer["extra"] = {**(trainer.get("extra") or {}), **extra}
     return layer
 
 
@@ -390,10 +355,10 @@ def _config_error(
         return False
 
     model = OmegaConf.get_type(cfg, "model")
-    if isinstance(e, ConfigKeyError) and dataclasses.is_dataclass(e.object_type):
+    if isinstance(e, ConfigKeyError) and is_dataclass(e.object_type):
         names = [f.name for f in fields(e.object_type)]
-        archs = registry.architectures().items()
-        owners = [n for n, a in sorted(archs) if e.key in {f.name for f in fields(a.config_class)}]
+        archs = sorted(registry.architectures().items())
+        owners = [n for n, a in archs if e.key in {f.name for f in fields(a.config_class)}]
         if e.object_type is model and owners:
             return ConfigError(f"model.{e.key} is for model.arch={' or '.join(owners)} only; remove it")
         if e.object_type is TrainerConfig:
@@ -404,7 +369,7 @@ def _config_error(
         key = next((k for k, v in leaves(layer) if rejects(k, v)), "")
     key = re.sub(r"\[\d+\]$", "", key)  # a list item: name the list
     hint = _declared_type(key, model) if key else None
-    if dataclasses.is_dataclass(hint):
+    if is_dataclass(hint):
         return ConfigError(f"{key} is a section: set its keys, e.g. {key}.<key>=<value>")
     if isinstance(e, ValidationError) and key:
         value = OmegaConf.select(OmegaConf.create(layer), key)
@@ -414,9 +379,6 @@ def _config_error(
             f"fix it {source}: {key}=<{expected}>"
         )
     return ConfigError(f"{str(e).splitlines()[0]} ({source}); fix {key or 'the config'}")
-
-
-# ----------------------------------------------------------------------------- recipes
 
 
 def load_config(
@@ -429,7 +391,7 @@ def load_config(
     overrides, validated. No recipe and no file: the defaults."""
     layers: list[tuple[dict[str, Any], str]] = []  # (mapping, where it came from, for errors)
     if recipe is not None:
-        path = recipe_path(recipe, recipes_dir)
+        path = recipes_dir / f"{recipe}.yaml"
         if not path.is_file():
             raise ConfigError(
                 f"unknown recipe {recipe!r}; valid recipes: {', '.join(list_recipes(recipes_dir))} "

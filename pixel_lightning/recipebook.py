@@ -1,6 +1,5 @@
-"""The recipe files (``pixel_lightning/recipes/*.yaml``) and their listing, importable without torch or
-Lightning, so that ``pixel-lightning --list`` answers at once: keep its imports to the standard library and
-PyYAML."""
+"""The recipe files (``pixel_lightning/recipes/*.yaml``) and their listing: standard library and PyYAML only,
+so that ``pixel-lightning --list`` answers at once (timed: tests/test_cli.py, benchmarks/startup.py)."""
 
 from __future__ import annotations
 
@@ -12,12 +11,8 @@ import yaml
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # package data: pip install ships them
 
 
-def recipe_path(name: str, recipes_dir: Path = RECIPES_DIR) -> Path:
-    return recipes_dir / f"{name}.yaml"
-
-
 def list_recipes(recipes_dir: Path = RECIPES_DIR) -> list[str]:
-    """Names of every recipe (``pixel_lightning/recipes/*.yaml``), sorted."""
+    """Names of every recipe, sorted."""
     return sorted(p.stem for p in recipes_dir.glob("*.yaml"))
 
 
@@ -36,16 +31,11 @@ def describe_recipes(recipes_dir: Path = RECIPES_DIR) -> list[dict[str, Any]]:
     """name, description and paper figure of every recipe (for ``--list``)."""
     rows = []
     for name in list_recipes(recipes_dir):
-        data = read_yaml(recipe_path(name, recipes_dir))
+        data = read_yaml(recipes_dir / f"{name}.yaml")
         paper = data.get("paper") or {}
-        rows.append(
-            {
-                "name": name,
-                "description": data.get("description", ""),
-                "paper": paper_figure(paper.get("test"), paper.get("train"), paper.get("unit", "")),
-                "where": paper.get("where", ""),
-            }
-        )
+        figure = paper_figure(paper.get("test"), paper.get("train"), paper.get("unit", ""))
+        where = paper.get("where", "")
+        rows.append(dict(name=name, description=data.get("description", ""), paper=figure, where=where))
     return rows
 
 
