@@ -1,6 +1,5 @@
-"""Exact mid-epoch resume: what Lightning does not save itself (it does save the model, optimizers, loop
-counters and a loader's position through its ``state_dict``): the random generators and torchmetrics'
-states."""
+"""Exact mid-epoch resume: what Lightning does not save itself (it saves the model, optimizers, loop counters
+and a loader's position): the random generators and torchmetrics' states, of every rank."""
 
 from __future__ import annotations
 
@@ -16,9 +15,8 @@ from torchmetrics import Metric
 
 
 class PerRankState(Callback):
-    """A state of every rank in every checkpoint; each rank restores its own at ``on_train_start``, after
-    the sanity check. Under DDP every rank calls ``state_dict`` together (in Lightning's collective
-    ``save_checkpoint``), so it gathers the ranks' states."""
+    """A state of every rank (``mine``) in every checkpoint, gathered in the collective ``state_dict`` under
+    DDP; each rank ``restore``s its own at ``on_train_start``, after the sanity check."""
 
     FLAT_BEFORE_ISSUE_19 = False  # a checkpoint of before issue 19 holds rank 0's state only
 
@@ -26,23 +24,16 @@ class PerRankState(Callback):
         self._trainer: pl.Trainer | None = None
         self._to_restore: dict[str, Any] | None = None
 
-    def mine(self) -> Any | None:  # this rank's state (None: nothing to save)
-        raise NotImplementedError
-
-    def restore(self, mine: Any) -> None:
-        raise NotImplementedError
-
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
     def state_dict(self) -> dict[str, Any]:
-        mine, trainer = self.mine(), self._trainer
+        mine = self.mine()
         if mine is None:
             return {}
-        world = trainer.world_size if trainer is not None else 1
-        if world == 1 or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return {"ranks": [mine]}
-        ranks: list[Any] = [None] * world
+        ranks: list[Any] = [None] * torch.distributed.get_world_size()
         torch.distributed.all_gather_object(ranks, mine)
         return {"ranks": ranks}
 
@@ -58,8 +49,7 @@ class PerRankState(Callback):
 
 
 class RNGState(PerRankState):
-    """The python, numpy and torch (CPU, CUDA) RNG states: without them a step that draws random numbers
-    (dropout, augmentation) draws other ones after a resume
+    """The python, numpy and torch (CPU, CUDA) RNG states, for the steps that draw random numbers
     (tests/test_reliability.py::test_resume_without_rng_state_differs)."""
 
     FLAT_BEFORE_ISSUE_19 = True
@@ -89,10 +79,9 @@ class RNGState(PerRankState):
 
 
 class MetricState(PerRankState):
-    """The accumulated states of the module's torchmetrics, so the epoch metric of an epoch interrupted
-    mid-way covers the whole epoch (tests/test_reliability.py::test_resume_without_metric_state_differs,
-    tests/test_ddp.py::test_ddp_resume_is_exact). They stay out of the module's ``state_dict``: saved
-    weights and ``load_model`` are unaffected."""
+    """The accumulated states of the module's torchmetrics, so an interrupted epoch's metric covers the whole
+    epoch (tests/test_reliability.py::test_resume_without_metric_state_differs, tests/test_ddp.py::
+    test_ddp_resume_is_exact); kept out of the module's ``state_dict`` (the saved weights)."""
 
     def _metrics(self) -> dict[str, Metric]:
         module = self._trainer.lightning_module if self._trainer is not None else None
