@@ -15,14 +15,15 @@ from pixel_lightning.reliability.checkpoints import (
     AtomicCheckpointIO,
     BestCheckpoint,
     CheckpointInfo,
+    MetricState,
     PeriodicCheckpoint,
+    RNGState,
     check_compatible,
     find_resume_checkpoint,
     read_checkpoint,
 )
 from pixel_lightning.reliability.guard import NonFiniteGuard, set_aside_diverged
 from pixel_lightning.reliability.history import HistoryLogger
-from pixel_lightning.reliability.resume import MetricState, RNGState
 from pixel_lightning.reliability.rundir import RunLock, ensure_writable
 from pixel_lightning.runfolder import RunFolder
 
