@@ -190,9 +190,8 @@ class PeriodicCheckpoint(Checkpoint):
         self._restore()  # Preempted included: Lightning calls this for every exception of fit
 
     def save_now(self, trainer: pl.Trainer, batch_end: bool = False) -> str:
-        """Save the current step (all ranks call) unless it is saved; return last.ckpt's path. Prunes the
-        step files before the newest ``keep`` (later ones, of a run resumed from an older checkpoint, are
-        overwritten as the run gets there)."""
+        """Save the current step (all ranks call) unless saved; return last.ckpt's path. Prunes the step files
+        before the newest ``keep`` (later ones, left by a resume from an older one, get overwritten)."""
         step = trainer.global_step
         if self._saved_step != step:
             if batch_end:

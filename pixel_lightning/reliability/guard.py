@@ -19,9 +19,8 @@ DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not 
 
 
 class NonFiniteGuard(Callback):
-    """Skip optimizer steps with a non-finite loss or gradient (after backward, before the optimizer moves
-    anything); stop after ``max_skips`` of them. ``sane_step``: the newest step whose loss was finite and at
-    most ``DIVERGED`` times the run's lowest (weights can diverge while finite: those are saved)."""
+    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips``. ``sane_step``: the
+    newest step whose loss was at most ``DIVERGED`` times the run's lowest (finite weights can diverge)."""
 
     def __init__(self, max_skips: int = 5) -> None:
         self.check(max_skips)
