@@ -1,6 +1,5 @@
-"""The one atomic file write of the project (checkpoints, config.yaml, metrics.json, sample grids, data
-conversions): written to ``.<name>.tmp-<pid>-<rand>`` in the same directory, fsynced, renamed over the final
-name (``os.replace``), the directory fsynced. A kill at any moment leaves the previous file or the new one."""
+"""The project's one atomic file write: a temporary file in the same directory, fsynced, renamed over the
+final name, the directory fsynced. A kill at any moment leaves the previous file or the new one."""
 
 from __future__ import annotations
 
@@ -18,8 +17,7 @@ def temp_path(final: Path) -> Path:
 
 
 def atomic_write(final: str | Path, content: bytes | str | Callable[[IO[bytes]], Any]) -> Path:
-    """Write ``content`` (bytes, text as UTF-8, or a function writing to the open binary file) to
-    ``final`` atomically; parent folders are created. Returns ``final`` as a Path."""
+    """Write ``content`` (bytes, text as UTF-8, or a function writing to the binary file) to ``final``."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(final)

@@ -30,7 +30,7 @@ from pixel_lightning.errors import (
     cli_errors,
 )
 from pixel_lightning.reliability import checkpoints as ck
-from pixel_lightning.reliability.resume import RNGState
+from pixel_lightning.reliability.checkpoints import RNGState
 
 STEPS = 30
 
@@ -90,7 +90,7 @@ def test_resume_without_loader_state_differs(reference, tmp_path, monkeypatch):
 def test_resume_without_metric_state_differs(reference, tmp_path, monkeypatch):
     """The control for the metrics: without the saved metric states the interrupted epoch's train NLL
     covers only the batches after the resume."""
-    from pixel_lightning.reliability.resume import MetricState
+    from pixel_lightning.reliability.checkpoints import MetricState
 
     monkeypatch.setattr(MetricState, "on_train_start", lambda *args: None)
     metrics = resume_from(reference[0], 25, tmp_path / "r25")

@@ -1,29 +1,40 @@
-"""Checkpoints: periodic ones through Lightning's public ``trainer.save_checkpoint``, the best one through its
-ModelCheckpoint, plus what Lightning lacks: finite-only atomic writes, saves only where it resumes exactly, a
-save at the run's last step, and validated resume discovery (the files: docs/reliability.md)."""
+"""Checkpoints: periodic ones through Lightning's public ``trainer.save_checkpoint`` (only where it resumes
+exactly, and at the run's last step), the best one through its ModelCheckpoint, finite-only atomic writes,
+preemption, the RNG and metric states Lightning does not save, and validated resume discovery
+(docs/reliability.md)."""
 
 from __future__ import annotations
 
+import os
 import pickle
+import random
 import re
+import signal
+import subprocess
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import lightning.pytorch as pl
+import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
-from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
+from lightning.pytorch.utilities import move_data_to_device
+from torchmetrics import Metric
 
 from pixel_lightning.atomic import atomic_write
-from pixel_lightning.errors import CheckpointError, NonFiniteError
+from pixel_lightning.errors import CheckpointError, NonFiniteError, Preempted
 from pixel_lightning.reliability.history import HistoryLogger
 
 LAST = "last.ckpt"
 STEP_RE = re.compile(r"^step=(\d+)\.ckpt$")
+SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # SIGINT: Ctrl-C saves a resumable step too
 
 
 def step_name(step: int) -> str:
@@ -46,9 +57,8 @@ def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning's checkpoint IO, refusing non-finite weights and writing local files atomically. Lightning's
-    own writes weights with NaNs without a word (tests/test_reliability.py::
-    test_checkpoint_io_refuses_non_finite_weights) and does not fsync."""
+    """Lightning's checkpoint IO, refusing non-finite weights (Lightning's own writes them without a word:
+    tests/test_reliability.py::test_checkpoint_io_refuses_non_finite_weights) and writing atomically."""
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
         if bad := non_finite_tensors(checkpoint.get("state_dict", {})):
@@ -62,11 +72,9 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def plain_batch_end(trainer: pl.Trainer, batch_idx: int) -> bool:
-    """Is this training batch end a point Lightning resumes exactly from: an optimizer step, not the last
-    batch of an epoch, no validation after it? (A run resumed from a save at the last batch skips that
-    epoch's end, one saved before a validation skips the validation: tests/test_journeys.py.) Whether
-    Lightning validates next is its rule, from the Trainer's public settings; a time-based
-    ``val_check_interval`` cannot be foreseen and counts as no (docs/reliability.md, limits)."""
+    """Is this training batch end a point Lightning resumes exactly from: an optimizer step, not an epoch's
+    last batch, no validation after it (tests/test_journeys.py)? Lightning's rule, from the Trainer's public
+    settings; a time-based ``val_check_interval`` cannot be foreseen and counts as no."""
     if (batch_idx + 1) % trainer.accumulate_grad_batches or trainer.is_last_batch:
         return False
     every = trainer.check_val_every_n_epoch
@@ -81,14 +89,10 @@ def plain_batch_end(trainer: pl.Trainer, batch_idx: int) -> bool:
 
 
 def write_step_row(trainer: pl.Trainer) -> None:
-    """Write this step's row of logged metrics to the CSV history now, before a batch-end checkpoint.
-
-    Lightning logs it after ``on_train_batch_end`` and a run resumed from that checkpoint does not log it
-    again, so a kill between the two lost it. Lightning has no public way to get the row: hence one of the
-    package's two private Lightning names, ``trainer._logger_connector``
-    (tests/test_reliability.py::test_a_kill_right_after_a_batch_end_checkpoint_keeps_the_step_row).
-    The CSV history drops the repeat; the W&B run gets the row from Lightning (or from the CSV on resume).
-    """
+    """Write this step's row to the CSV history before a batch-end checkpoint: Lightning logs it after
+    ``on_train_batch_end`` and a run resumed from that checkpoint never does. One of the package's two private
+    Lightning names, ``trainer._logger_connector`` (no public way to get the row; tests/test_reliability.py::
+    test_a_kill_right_after_a_batch_end_checkpoint_keeps_the_step_row). The history drops the repeat."""
     connector = trainer._logger_connector
     history = [logger for logger in trainer.loggers if isinstance(logger, HistoryLogger)]
     if not history or not connector.should_update_logs:
@@ -100,33 +104,43 @@ def write_step_row(trainer: pl.Trainer) -> None:
         trainer.loggers = loggers
 
 
+def requeue_slurm() -> bool:
+    """``scontrol requeue`` our SLURM job (``<array job>_<task>`` or the job id); True when it succeeded."""
+    array_job, task = os.environ.get("SLURM_ARRAY_JOB_ID"), os.environ.get("SLURM_ARRAY_TASK_ID")
+    job = f"{array_job}_{task}" if array_job and task else os.environ.get("SLURM_JOB_ID")
+    if not job or not re.fullmatch(r"[0-9_]+", job):
+        return False
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=10.0)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        print(f"[preemption] could not requeue SLURM job {job}: {e}", flush=True)
+        return False
+    if done.returncode != 0:
+        print(f"[preemption] scontrol requeue {job} failed: {done.stderr.strip()}", flush=True)
+    return done.returncode == 0
+
+
 class PeriodicCheckpoint(Checkpoint):
-    """``step=N.ckpt`` every ``every_n_steps`` steps (or every ``every_minutes``), at every epoch end and
-    at the run's final step; the newest ``keep`` kept; ``last.ckpt`` the newest.
+    """``step=N.ckpt`` every ``every_n_steps`` steps (or ``every_minutes``), at epoch ends and at the run's
+    final step, the newest ``keep`` kept, ``last.ckpt`` the newest; on SIGTERM, SIGUSR1 or Ctrl-C a checkpoint
+    of the current step, a SLURM requeue (``requeue``) and :class:`Preempted`. Saves wait for the next
+    :func:`plain_batch_end` (tests/test_reliability.py::test_resume_is_exact). Lightning runs a ``Checkpoint``
+    after the other callbacks (an EMA is saved as of that step: test_journey_matrix.py, ``sigterm-*-ema-1``).
+    Its state is the HistoryLogger's rows and the scalar ``callback_metrics``, for a re-run resuming at the
+    run's end (tests/test_journey_matrix.py, ``test``)."""
 
-    A save that is due is taken at the next :func:`plain_batch_end` (Lightning resumes a save at an epoch
-    end or after a validation without replaying the epoch-end metrics: tests/test_reliability.py::
-    test_resume_is_exact). The final state is saved when training ends (a larger budget continues from
-    it: test_a_larger_budget_continues_mid_epoch_exactly). No absolute path is kept
-    (test_a_moved_run_folder_keeps_its_bookkeeping). A ``Checkpoint``, so Lightning runs it after the
-    callbacks that log.
+    state_key = "HistoryRows"  # its key in checkpoints (the callback's name until issue 21)
 
-    Its state in every checkpoint (under ``KEY``) is the run's record at that moment: the rows the
-    :class:`HistoryLogger` has written (a resumed run keeps those and logs the rest again), and the scalar
-    ``trainer.callback_metrics``: a re-run that resumes at the run's end (killed in its final test or
-    sampling) trains nothing, so its metrics.json takes the training and validation figures from there
-    (tests/test_journey_matrix.py, the ``test`` and ``sampling`` cases).
-    """
-
-    KEY = "HistoryRows"  # the record's key in checkpoints (its callback's name until issue 21)
-    state_key = property(lambda self: self.KEY)
-
-    def __init__(self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int):
-        self.dirpath, self.keep = Path(dirpath), keep
+    def __init__(
+        self, dirpath: Path, every_n_steps: int | None, every_minutes: float | None, keep: int, requeue: bool
+    ) -> None:
+        self.dirpath, self.keep, self.requeue = Path(dirpath), keep, requeue
         self.every_n_steps = every_n_steps or 0
         self.every_s = every_minutes * 60 if every_minutes and not every_n_steps else None
         self._due, self._saved_step, self._timer = False, -1, time.monotonic()
         self._trainer: pl.Trainer | None = None
+        self.received: int | None = None  # the signal to act on
+        self._previous: dict[int, Any] = {}  # the signal handlers ours replace
 
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
         self._trainer = trainer
@@ -141,13 +155,16 @@ class PeriodicCheckpoint(Checkpoint):
         return state
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        """A run resumed from the save at train end of a ``max_steps`` run starts its next epoch afresh:
-        Lightning would restart the finished epoch and train an empty one
-        (tests/test_reliability.py::test_a_larger_budget_continues_mid_epoch_exactly[10])."""
         self._due, self._saved_step, self._timer = False, trainer.global_step, time.monotonic()
+        self.received = None
+        # a resume of the save at a max_steps run's end starts the next epoch, not the finished one again
+        # (tests/test_reliability.py::test_a_larger_budget_continues_mid_epoch_exactly[10])
         epoch_loop = trainer.fit_loop.epoch_loop
         if epoch_loop.restarted_on_last:  # only a save at train end has its last batch completed
             epoch_loop.restarting = False
+        # while training, ours replace Lightning's SLURM handler (which saves mid-step); signals go to main
+        if threading.current_thread() is threading.main_thread() and not self._previous:
+            self._previous = {sig: signal.signal(sig, self._handler) for sig in SIGNALS}
 
     def on_train_batch_end(
         self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int
@@ -159,16 +176,22 @@ class PeriodicCheckpoint(Checkpoint):
         if not self._due and self.every_s is not None:  # rank 0 decides, for all ranks
             time_is_up = time.monotonic() - self._timer >= self.every_s
             self._due = bool(trainer.strategy.broadcast(time_is_up, src=0))
-        if self._due and plain_batch_end(trainer, batch_idx):
-            self.save_now(trainer, batch_end=True)
+        if plain_batch_end(trainer, batch_idx):
+            if self._due:
+                self.save_now(trainer, batch_end=True)
+            self._stop(trainer, batch_end=True)
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self.save_now(trainer)  # the final state: a larger budget continues from it
+        self._stop(trainer)  # a signal after the last plain batch end
+        self._restore()
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, error: BaseException) -> None:
+        self._restore()  # Preempted included: Lightning calls this for every exception of fit
 
     def save_now(self, trainer: pl.Trainer, batch_end: bool = False) -> str:
-        """Save the current step (all ranks call) unless it is saved; return last.ckpt's path. Prunes the
-        step files before the newest ``keep`` (those after ``step``, left by a run resumed from an older
-        checkpoint, are overwritten as the run gets there)."""
+        """Save the current step (all ranks call) unless saved; return last.ckpt's path. Prunes the step files
+        before the newest ``keep`` (later ones, left by a resume from an older one, get overwritten)."""
         step = trainer.global_step
         if self._saved_step != step:
             if batch_end:
@@ -182,14 +205,35 @@ class PeriodicCheckpoint(Checkpoint):
                 path.unlink(missing_ok=True)
         return str(self.dirpath / LAST)
 
+    def _handler(self, signum: int, frame: FrameType | None) -> None:
+        if self.received is None:
+            self.received = signum
+            said = f"[preemption] received signal {signum}: checkpointing at the end of this step"
+            print(said + (" (Ctrl-C again: stop at once)" if signum == signal.SIGINT else ""), flush=True)
+        elif signum == signal.SIGINT:  # Ctrl-C again: stop now, from the last checkpoint written
+            raise KeyboardInterrupt
+
+    def _restore(self) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler if handler is not None else signal.SIG_DFL)
+        self._previous = {}
+
+    def _stop(self, trainer: pl.Trainer, batch_end: bool = False) -> None:
+        received = self.received  # as rank 0 saw it: all ranks must save and stop at the same step
+        if trainer.world_size > 1:
+            received = trainer.strategy.broadcast(received, src=0)
+        if received is None:
+            return
+        path = self.save_now(trainer, batch_end)
+        requeue = self.requeue and received != signal.SIGINT  # Ctrl-C is the user's, not the scheduler's
+        requeued = bool(requeue and trainer.is_global_zero and requeue_slurm())
+        raise Preempted(received, trainer.global_step, path, requeued)
+
 
 class BestCheckpoint(ModelCheckpoint):
-    """The best checkpoint by ``monitor`` (lower is better), one file: the test and the Hub use it.
-
-    Lightning's ModelCheckpoint saves absolute paths in its state and, when the folder moved, drops all but
-    ``best_model_path``: the best comparison restarted and a second best-*.ckpt stayed. The saved paths are
-    read as names in this folder (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping).
-    """
+    """The best checkpoint by ``monitor`` (lower is better), one file: the test and the Hub use it. Its saved
+    paths are read as names in its folder: Lightning's would drop all but ``best_model_path`` of a moved
+    folder (tests/test_reliability.py::test_a_moved_run_folder_keeps_its_bookkeeping)."""
 
     def __init__(self, dirpath: Path, monitor: str) -> None:
         super().__init__(
@@ -206,18 +250,94 @@ class BestCheckpoint(ModelCheckpoint):
         def here(path: Any) -> Any:  # every file it saves is in its dirpath
             return str(Path(self.dirpath) / Path(path).name) if path else path
 
-        keys = ("best_model_path", "kth_best_model_path", "last_model_path")
-        super().load_state_dict(
-            {
-                **state_dict,
-                "dirpath": self.dirpath,
-                **{k: here(state_dict.get(k)) for k in keys},
-                "best_k_models": {here(k): v for k, v in state_dict.get("best_k_models", {}).items()},
-            }
-        )
+        state = {k: here(v) if k.endswith("_model_path") else v for k, v in state_dict.items()}
+        state["best_k_models"] = {here(k): v for k, v in state_dict.get("best_k_models", {}).items()}
+        super().load_state_dict({**state, "dirpath": self.dirpath})
 
 
-# ----------------------------------------------------------------------------- validation and discovery
+class PerRankState(Callback):
+    """A state of every rank (``mine``) in every checkpoint, gathered in the collective ``state_dict`` under
+    DDP; each rank ``restore``s its own at ``on_train_start``, after the sanity check."""
+
+    FLAT_BEFORE_ISSUE_19 = False  # a checkpoint of before issue 19 holds rank 0's state only
+
+    def __init__(self) -> None:
+        self._trainer: pl.Trainer | None = None
+        self._to_restore: dict[str, Any] | None = None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer
+
+    def state_dict(self) -> dict[str, Any]:
+        mine = self.mine()
+        if mine is None:
+            return {}
+        if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            return {"ranks": [mine]}
+        ranks: list[Any] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(ranks, mine)
+        return {"ranks": ranks}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._to_restore = state_dict
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        state, self._to_restore = self._to_restore or {}, None
+        ranks = state.get("ranks") or ([state] * trainer.world_size if self.FLAT_BEFORE_ISSUE_19 else [])
+        mine = ranks[trainer.global_rank] if len(ranks) == trainer.world_size else None  # else: other ranks
+        if mine:
+            self.restore(mine)
+
+
+class RNGState(PerRankState):
+    """The python, numpy and torch (CPU, CUDA) RNG states, for the steps that draw random numbers
+    (tests/test_reliability.py::test_resume_without_rng_state_differs)."""
+
+    FLAT_BEFORE_ISSUE_19 = True
+
+    def mine(self) -> dict[str, Any]:
+        # plain python values and tensors only: Lightning loads checkpoints with ``weights_only=True``
+        version, internal, gauss_next = random.getstate()
+        kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
+        keys = torch.from_numpy(keys.astype(np.int64))
+        mine: dict[str, Any] = {
+            "python": [version, list(internal), gauss_next],
+            "numpy": [str(kind), keys, int(pos), int(has_gauss), float(cached)],
+            "torch": torch.get_rng_state(),
+        }
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            mine["cuda"] = torch.cuda.get_rng_state_all()
+        return mine
+
+    def restore(self, mine: dict[str, Any]) -> None:
+        version, internal, gauss_next = mine["python"]
+        random.setstate((version, tuple(internal), gauss_next))
+        kind, keys, pos, has_gauss, cached = mine["numpy"]
+        np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+        torch.set_rng_state(mine["torch"])
+        if "cuda" in mine and torch.cuda.is_available() and len(mine["cuda"]) == torch.cuda.device_count():
+            torch.cuda.set_rng_state_all(mine["cuda"])
+
+
+class MetricState(PerRankState):
+    """The accumulated states of the module's torchmetrics, so an interrupted epoch's metric covers the whole
+    epoch (tests/test_reliability.py::test_resume_without_metric_state_differs, tests/test_ddp.py::
+    test_ddp_resume_is_exact); kept out of the module's ``state_dict`` (the saved weights)."""
+
+    def _metrics(self) -> dict[str, Metric]:
+        module = self._trainer.lightning_module if self._trainer is not None else None
+        return {} if module is None else {n: m for n, m in module.named_modules() if isinstance(m, Metric)}
+
+    def mine(self) -> dict[str, Any] | None:
+        if self._trainer is None or self._trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            return None  # the epoch is complete: a resumed run starts the next one with fresh metrics
+        return {name: move_data_to_device(m.metric_state, "cpu") for name, m in self._metrics().items()}
+
+    def restore(self, mine: dict[str, Any]) -> None:
+        for name, metric in self._metrics().items():
+            if name in mine:
+                metric.reset()
+                metric.load_state_dict(move_data_to_device(mine[name], metric.device))
 
 
 @dataclass
@@ -236,11 +356,9 @@ class CheckpointInfo:
 def read_checkpoint(
     path: str | Path, map_location: str = "cpu", fix: str | None = None, mmap: bool = False
 ) -> dict[str, Any]:
-    """The one checkpoint reader (resume, the guard, ``pixel-lightning test``, ``load_model``): a
-    pixel-lightning checkpoint as a dict, read with ``weights_only=True`` so that only tensors and plain
-    Python values are unpickled, whoever asks. CheckpointError naming the file when it is empty, unreadable
-    or not pixel-lightning's (``fix``: what the caller's user can do about it; ``mmap``: read lazily, for a
-    caller that needs one field of many files)."""
+    """The one checkpoint reader (resume, guard, test, ``load_model``), with ``weights_only=True``: only
+    tensors and plain values are unpickled. CheckpointError naming the file when it is empty, unreadable or
+    not pixel-lightning's (``fix``: what the user can do; ``mmap``: read lazily, for one field)."""
     path = Path(path)
     try:
         if path.stat().st_size == 0:
@@ -272,7 +390,7 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     meta = ckpt["pixel_lightning"]
     if bad := non_finite_tensors(ckpt["state_dict"]):
         raise CheckpointError(f"checkpoint {path} has non-finite weights ({', '.join(bad[:3])})", fix)
-    record = ckpt.get("callbacks", {}).get(PeriodicCheckpoint.KEY, {})
+    record = ckpt.get("callbacks", {}).get(PeriodicCheckpoint.state_key, {})
     return CheckpointInfo(
         path=path,
         step=int(ckpt.get("global_step", 0)),
@@ -285,8 +403,8 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
 
 
 def check_compatible(info: CheckpointInfo, model: pl.LightningModule) -> None:
-    """Raise CheckpointError naming both models unless ``model`` can resume ``info``: the same architecture
-    and the same fields of its config class that shape the parameters (all but RESUMABLE_CHANGES)."""
+    """CheckpointError naming both models unless ``model`` can resume ``info``: the same architecture and
+    the same fields of its config that shape the parameters (all but RESUMABLE_CHANGES)."""
 
     def norm(config: Mapping[str, Any]) -> dict[str, Any]:
         return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in config.items()}
@@ -313,9 +431,8 @@ def check_compatible(info: CheckpointInfo, model: pl.LightningModule) -> None:
 def find_resume_checkpoint(
     directory: str | Path, report: Callable[[str], None] = print
 ) -> CheckpointInfo | None:
-    """The newest valid checkpoint in ``directory`` (last.ckpt, then the step files by step), or None when
-    it holds none. Each unusable one (corrupt, truncated, non-finite) is reported and the next older one
-    tried (Lightning would fail on the newest: tests/test_reliability.py::
+    """The newest valid checkpoint in ``directory`` (last.ckpt, then the step files; None: none). An unusable
+    one is reported and the next older one tried (Lightning would fail: tests/test_reliability.py::
     test_corrupt_newest_checkpoint_falls_back_to_previous); CheckpointError when none is usable."""
     directory = Path(directory)
     if not directory.is_dir():

@@ -1,11 +1,6 @@
-"""Non-finite guard: catch a NaN/inf loss or gradient at the step it happens, skip it, stop if it recurs.
-
-Weights can diverge while staying finite (a learning rate far too high: huge weights, a huge loss, then
-NaN), and such checkpoints are written. So the guard keeps ``sane_step``, the newest step whose loss was
-finite and at most ``DIVERGED`` times the run's lowest; at its stop :func:`set_aside_diverged` moves the
-later checkpoints aside, and the recovery (a lower ``model.lr``, the same command) resumes from the last
-sane one (tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint).
-"""
+"""Non-finite guard: skip a step with a NaN/inf loss or gradient, stop if it recurs, and at the stop set
+aside the checkpoints after the last sane loss, so that the same command with a lower ``model.lr`` resumes
+from a sane one (tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_sane_checkpoint)."""
 
 from __future__ import annotations
 
@@ -24,8 +19,8 @@ DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not 
 
 
 class NonFiniteGuard(Callback):
-    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips`` of them. Checked
-    at ``on_before_optimizer_step``: after backward, before the optimizer moves anything."""
+    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips``. ``sane_step``: the
+    newest step whose loss was at most ``DIVERGED`` times the run's lowest (finite weights can diverge)."""
 
     def __init__(self, max_skips: int = 5) -> None:
         self.check(max_skips)
@@ -36,7 +31,7 @@ class NonFiniteGuard(Callback):
 
     @staticmethod
     def check(max_skips: int) -> None:
-        """ConfigError for a ``guard.max_skips`` no run can use (RunConfig.validate calls it too)."""
+        """RunConfig.validate calls it too."""
         if max_skips < 0:
             raise ConfigError(f"guard.max_skips={max_skips} is impossible: it must be >= 0")
 
@@ -89,9 +84,8 @@ class NonFiniteGuard(Callback):
 
 
 def set_aside_diverged(directory: Path, sane_step: int) -> tuple[Path | None, int | None]:
-    """Move the checkpoints in ``directory`` saved after ``sane_step`` into ``diverged-after-step-N/`` in
-    its parent, the run directory (kept, not deleted), so a re-run resumes from the newest sane one.
-    Returns the folder (None: nothing moved) and the step a re-run resumes from (None: it starts over)."""
+    """Move the checkpoints in ``directory`` saved after ``sane_step`` into ``<run>/diverged-after-step-N/``;
+    return that folder (None: nothing moved) and the step a re-run resumes from (None: it starts over)."""
 
     def saved_at(path: Path) -> int | None:
         try:

@@ -1,7 +1,5 @@
-"""The metric history of a run, ``<run>/logs/metrics.csv``, continued across resumes so that it holds every
-logged (step, metric) exactly once after any interruption: a run resumed from a checkpoint keeps the rows
-logged before it (the checkpoint records their number: checkpoints.PeriodicCheckpoint) and logs the rest
-again."""
+"""The metric history of a run, ``<run>/logs/metrics.csv``: every logged (step, metric) exactly once after
+any interruption (a resumed run keeps the rows its checkpoint counted and logs the rest again)."""
 
 from __future__ import annotations
 
@@ -19,15 +17,10 @@ from pixel_lightning.runfolder import RunFolder
 
 
 class HistoryLogger(Logger):
-    """``<save_dir>/logs/metrics.csv``: columns ``step`` and every logged key, sorted (CSVLogger's format);
-    one row per ``log_metrics`` call, appended as it is logged (Lightning's CSVLogger deletes an existing
-    file when it starts and rewrites it in place when a new key appears: a kill then lost the history).
-
-    ``keep``: the rows of an existing file kept (a half-written last line is dropped): those logged before
-    the checkpoint a run resumes from; 0 for a fresh start; None keeps them all (a checkpoint that does
-    not say). The same row twice in a row is written once (a batch-end checkpoint writes its step's row
-    before Lightning does: checkpoints.write_step_row).
-    """
+    """CSVLogger's format (``step`` and every key, sorted), appended row by row (CSVLogger deletes an old
+    file and rewrites it in place for a new key: a kill lost the history). ``keep``: the rows of an existing
+    file kept (0: none; None: all); a half-written last line is dropped. The same row twice in a row is
+    written once (checkpoints.write_step_row writes it before Lightning does)."""
 
     def __init__(self, save_dir: str | Path, keep: int | None = 0) -> None:
         super().__init__()
@@ -44,10 +37,10 @@ class HistoryLogger(Logger):
 
     @rank_zero_only
     def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
-        """Nothing: the run's settings are in ``<run>/config.yaml``."""
+        """Nothing: the settings are in ``<run>/config.yaml``."""
 
     def kept_rows(self) -> list[dict[str, str]]:
-        """The rows kept from before this run started (rank 0; read once, before the first new row)."""
+        """The rows kept from before this run started (rank 0)."""
         self._continue()
         return self.folder.read_history()[: self.rows]
 

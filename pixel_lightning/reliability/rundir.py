@@ -1,6 +1,5 @@
 """The run directory: checked writable before anything starts, and written by one process at a time
-(:class:`RunLock`). A failed start deletes nothing: the files it wrote (config.yaml, logs) are overwritten or
-continued by the next start."""
+(:class:`RunLock`). A failed start deletes nothing: the next start overwrites or continues its files."""
 
 from __future__ import annotations
 
@@ -39,8 +38,6 @@ def ensure_writable(run_dir: str | Path) -> Path:
     return run_dir
 
 
-# ----------------------------------------------------------------------------- one writer per run directory
-
 HEARTBEAT_S = 10.0  # the holder touches the lock this often
 STALE_AFTER_S = 60.0  # a lock of another host whose heartbeat did not move for this long is stale
 
@@ -66,8 +63,8 @@ def _alive(pid: int, started: str | None) -> bool:
 
 
 def _read(path: Path) -> tuple[dict[str, Any], int] | None:
-    """The lock's content and heartbeat (mtime, ns), or None when there is no lock. Opened, not only
-    stat'ed: on NFS an open revalidates the cached attributes (close-to-open consistency)."""
+    """The lock's content and heartbeat (mtime, ns), None when there is none. Opened, not stat'ed: on NFS an
+    open revalidates the cached attributes."""
     try:
         with path.open("rb") as f:
             raw, mtime = f.read(), os.fstat(f.fileno()).st_mtime_ns
@@ -80,22 +77,17 @@ def _read(path: Path) -> tuple[dict[str, Any], int] | None:
 
 
 class RunLock:
-    """One writer per run directory: ``<out>/run.lock``, held while a run trains, tests or samples there.
-
-    A file created with ``O_CREAT | O_EXCL`` (an ``fcntl``/``flock`` lock on NFS depends on a lock manager
-    that is often off, and one held by a lost node is never released); its mtime is the heartbeat. Stale
+    """``<out>/run.lock``, held while a run trains, tests or samples there: a file made with ``O_EXCL`` (an
+    flock on NFS needs a lock manager, and a lost node's is never released), its mtime the heartbeat. Stale
     (taken over, saying so): on this host and pid namespace when its pid is dead or reused, else when its
-    heartbeat did not move for ``STALE_AFTER_S`` on this host's clock. A take-over is serialised by a
-    second exclusive file (``run.lock.break``): two processes finding one stale lock cannot both take it.
-    tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused.
-    """
+    heartbeat stops for ``STALE_AFTER_S``; a take-over holds ``run.lock.break`` (only one breaker).
+    tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused."""
 
     def __init__(self, run_dir: str | Path, report: Callable[[str], None] = print) -> None:
         self.path, self.report = RunFolder(run_dir).lock_file, report
-        try:
-            pid_ns: str | None = os.readlink("/proc/self/ns/pid")  # containers sharing a host name
-        except OSError:
-            pid_ns = None
+        pid_ns = None  # containers sharing a host name differ in it
+        with contextlib.suppress(OSError):
+            pid_ns = os.readlink("/proc/self/ns/pid")
         self.me = {
             "host": socket.gethostname(),
             "pid": os.getpid(),
@@ -155,7 +147,7 @@ class RunLock:
         return True
 
     def _break(self, held: tuple[dict[str, Any], int]) -> None:
-        """Remove the stale lock ``held``, unless another process is doing so or it changed meanwhile."""
+        """Remove the stale lock ``held`` unless another process does or it changed meanwhile."""
         guard = self.path.with_name(self.path.name + ".break")
         if not self._create(guard):
             with contextlib.suppress(FileNotFoundError):  # the other breaker may have finished meanwhile
