@@ -1,10 +1,6 @@
-"""The exceptions pixel-lightning reports to users, and the one place that turns them into exit codes.
-
-Every error a user can fix is a :class:`PixelLightningError` (or the data package's ``DataError``): one
-paragraph that names the problem and the fix, exit 2 without a traceback (:func:`cli_errors`; ``--debug``
-shows it). Anything else (a ``ValueError`` from inside the code included) is a bug: exit 1 with its
-traceback. The exit codes: docs/reliability.md.
-"""
+"""The errors a user can fix (:class:`PixelLightningError`, the data package's ``DataError``: one paragraph,
+the problem then the fix; exit 2, no traceback unless --debug) and :func:`cli_errors`, the one place that
+turns them into exit codes (docs/reliability.md). Anything else is a bug: exit 1 with its traceback."""
 
 from __future__ import annotations
 
@@ -34,8 +30,7 @@ class CheckpointError(PixelLightningError):
 
 
 class InputError(PixelLightningError, ValueError):
-    """A file or value the user passed to a command (images, arrays, masks, --batch-size) that cannot be
-    read as asked: the message names the file, what it is, what was expected, and the fix."""
+    """A file or value given to a command (images, arrays, masks, --batch-size) that cannot be read."""
 
 
 class RunDirError(PixelLightningError):
@@ -43,11 +38,11 @@ class RunDirError(PixelLightningError):
 
 
 class RunLockedError(RunDirError):
-    """Another live process is writing the run directory (reliability/rundir.py, RunLock)."""
+    """Another live process is writing the run directory (reliability.RunLock)."""
 
 
 class OtherRunError(RunDirError):
-    """The run directory holds another run: settings that define a run differ (RunFolder.check_same_run)."""
+    """The run directory holds another run (RunFolder.check_same_run)."""
 
 
 class NonFiniteError(PixelLightningError):
@@ -71,7 +66,7 @@ class Preempted(PixelLightningError):
 
 
 def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exception types reported as user errors: ours and the data package's (imported here, late)."""
+    """Ours and the data package's (imported late: it is heavy)."""
     from pixel_lightning.data.errors import DataError
 
     return PixelLightningError, DataError
@@ -81,12 +76,9 @@ def user_error_types() -> tuple[type[BaseException], ...]:
 def cli_errors(
     debug: bool = False, stream: IO[str] | None = None, also: tuple[type[BaseException], ...] = ()
 ) -> Iterator[None]:
-    """Report user errors as one paragraph on stderr and exit non-zero; re-raise them when ``debug``.
-
-    Unexpected errors (bugs) keep their traceback: they are not the user's to fix. ``also``: more types
-    that are the user's in a command whose only checks raise them (``pixel-lightning evaluate``: the
-    model's input checks raise ValueError naming the image).
-    """
+    """Report user errors as one paragraph on stderr and exit non-zero; re-raise them when ``debug``. Bugs
+    keep their traceback. ``also``: more user types in a command whose only checks raise them (``evaluate``:
+    the model's input checks raise ValueError naming the image)."""
     try:
         yield
     except KeyboardInterrupt as error:
@@ -114,7 +106,7 @@ def _exit(error: BaseException, stream: IO[str] | None) -> NoReturn:
     message = " ".join(str(error).split()) or type(error).__name__
     if ctrl_c:
         message = "interrupted (Ctrl-C). Re-run the same command to resume from the last checkpoint"
-    out = stream if stream is not None else sys.stderr
+    out = stream or sys.stderr
     print(f"{'stopped' if stopped else 'error'}: {message}", file=out, flush=True)
     if not (stopped or ctrl_c):
         print("(run with --debug for the traceback)", file=out, flush=True)
