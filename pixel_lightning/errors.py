@@ -8,7 +8,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
-from typing import IO, NoReturn
+from typing import IO
 
 
 class PixelLightningError(Exception):
@@ -65,49 +65,35 @@ class Preempted(PixelLightningError):
         super().__init__(f"{what} at training step {step}; {where}", fix)
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """Ours and the data package's (imported late: it is heavy)."""
-    from pixel_lightning.data.errors import DataError
-
-    return PixelLightningError, DataError
-
-
 @contextlib.contextmanager
-def cli_errors(
-    debug: bool = False, stream: IO[str] | None = None, also: tuple[type[BaseException], ...] = ()
-) -> Iterator[None]:
-    """Report user errors as one paragraph on stderr and exit non-zero; re-raise them when ``debug``. Bugs
-    keep their traceback. ``also``: more user types in a command whose only checks raise them (``evaluate``:
-    the model's input checks raise ValueError naming the image)."""
+def cli_errors(debug: bool = False, stream: IO[str] | None = None) -> Iterator[None]:
+    """Report a user error (ours, the data package's, also one a library re-raised as its own: datasets'
+    ``raise X from e``) as one paragraph on stderr and exit with its status; ``debug`` re-raises it. Bugs
+    keep their traceback. Ctrl-C: exit 130."""
     try:
         yield
+        return
     except KeyboardInterrupt as error:
-        _exit(error, stream)
+        reported: BaseException = error
     except SystemExit as error:
-        if error.code == 1 and isinstance(error.__context__, KeyboardInterrupt):
-            _exit(error.__context__, stream)  # Lightning's Trainer turns Ctrl-C into exit(1)
-        raise
-    except (*user_error_types(), *also) as error:
-        if debug:
+        if error.code != 1 or not isinstance(error.__context__, KeyboardInterrupt):
             raise
-        _exit(error, stream)
+        reported = error.__context__  # Lightning's Trainer turns Ctrl-C into exit(1)
     except Exception as error:
-        cause = error.__cause__  # a user error a library re-raised as its own (datasets: ``raise X from e``)
-        while cause is not None and not isinstance(cause, user_error_types()):
+        from pixel_lightning.data.errors import DataError  # late: the data package is heavy
+
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, PixelLightningError | DataError):
             cause = cause.__cause__
         if debug or cause is None:
             raise
-        _exit(cause, stream)
-
-
-def _exit(error: BaseException, stream: IO[str] | None) -> NoReturn:
-    """Print ``error`` as one paragraph (a user error with the --debug hint) and exit with its status."""
-    ctrl_c, stopped = isinstance(error, KeyboardInterrupt), isinstance(error, Preempted | NonFiniteError)
-    message = " ".join(str(error).split()) or type(error).__name__
+        reported = cause
+    ctrl_c = isinstance(reported, KeyboardInterrupt)
+    stopped = isinstance(reported, Preempted | NonFiniteError)
+    message = " ".join(str(reported).split()) or type(reported).__name__
     if ctrl_c:
         message = "interrupted (Ctrl-C). Re-run the same command to resume from the last checkpoint"
-    out = stream or sys.stderr
-    print(f"{'stopped' if stopped else 'error'}: {message}", file=out, flush=True)
+    print(f"{'stopped' if stopped else 'error'}: {message}", file=stream or sys.stderr, flush=True)
     if not (stopped or ctrl_c):
-        print("(run with --debug for the traceback)", file=out, flush=True)
-    raise SystemExit(130 if ctrl_c else getattr(error, "exit_code", 2))
+        print("(run with --debug for the traceback)", file=stream or sys.stderr, flush=True)
+    raise SystemExit(130 if ctrl_c else getattr(reported, "exit_code", 2))

@@ -4,6 +4,7 @@ re-launch: nothing runs at import, every rank builds the same objects, only rank
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
 import math
@@ -96,7 +97,6 @@ def make_trainer(
     callbacks: Sequence[Callback] = (),
     later_callbacks: Sequence[Callback] = (),
     loggers: list[Logger] | Logger | bool = False,
-    plugins: Sequence[Any] = (),
 ) -> L.Trainer:
     """The one place a Trainer is made (fit, ``pixel-lightning test``, tests/rel_tiny.py, the soak benchmark)
     from lightning.Trainer arguments ``trainer``. With a ``run_dir``, fit's wiring: ``callbacks``, the
@@ -111,15 +111,13 @@ def make_trainer(
         default_root_dir=run_dir,
         logger=loggers,
         callbacks=[*callbacks, *wiring, *later_callbacks],
-        plugins=[*plugins, reliability.AtomicCheckpointIO()],  # atomic, finite-only checkpoint writes
+        plugins=[reliability.AtomicCheckpointIO()],  # atomic, finite-only checkpoint writes
         use_distributed_sampler=False,  # the DataModules shard by rank themselves
         **trainer,
     )
 
 
-def build_trainer(
-    cfg: RunConfig, extra_callbacks: Sequence[Callback], plugins: Sequence[Any], history_rows: int | None
-) -> L.Trainer:
+def build_trainer(cfg: RunConfig, extra_callbacks: Sequence[Callback], history_rows: int | None) -> L.Trainer:
     """fit's Trainer: the run's callbacks around the reliability ones (the guard sees the gradients after
     GradNorm logged them), then ``extra_callbacks``; the CSV log (its first ``history_rows`` rows kept on
     resume) and the chosen tracker (W&B continues the run directory's W&B run)."""
@@ -137,7 +135,7 @@ def build_trainer(
         loggers.append(wandb_logger(cfg, loggers[0]))  # a re-run completes the W&B run from the CSV log
     trainer = {**cfg.trainer.kwargs(), "enable_progress_bar": bars}
     later += extra_callbacks
-    return make_trainer(trainer, cfg.run_dir, cfg.checkpoint, cfg.guard, first, later, loggers, plugins)
+    return make_trainer(trainer, cfg.run_dir, cfg.checkpoint, cfg.guard, first, later, loggers)
 
 
 def best_checkpoint(trainer: L.Trainer, monitor: str) -> str | None:
@@ -147,39 +145,29 @@ def best_checkpoint(trainer: L.Trainer, monitor: str) -> str | None:
 
 
 def scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    """The finite numbers among ``metrics``, as floats."""
     out = {}
     for key, value in metrics.items():
-        try:
-            v = float(value)
-        except (TypeError, ValueError):
-            continue
-        if math.isfinite(v):
-            out[key] = v
-    return out
+        with contextlib.suppress(TypeError, ValueError):
+            out[key] = float(value)
+    return {key: v for key, v in out.items() if math.isfinite(v)}
 
 
-def run(
-    cfg: RunConfig,
-    extra_callbacks: Sequence[Callback] = (),
-    plugins: Sequence[Any] = (),
-    ckpt_path: str | None = None,
-) -> dict[str, Any]:
-    """Fit, test on the best checkpoint, draw the final grid; write config.yaml and metrics.json; return the
-    metrics (every rank). ``ckpt_path`` resumes from a checkpoint. Rank 0 locks the run directory meanwhile
-    (reliability.RunLock), which must hold this run or nothing (:meth:`RunFolder.check_same_run`)."""
+def run(cfg: RunConfig, extra_callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Fit (resuming from the run directory's newest valid checkpoint), test on the best checkpoint, draw the
+    final grid; write config.yaml and metrics.json; return the metrics (every rank). Rank 0 locks the run
+    directory meanwhile (reliability.RunLock); it must hold this run or nothing (RunFolder.check_same_run)."""
     if rank_zero_only.rank != 0:
-        return _run(cfg, extra_callbacks, plugins, ckpt_path)
+        return _run(cfg, extra_callbacks)
     reliability.ensure_writable(cfg.run_dir)
     with reliability.RunLock(cfg.run_dir, print_rank0):
-        return _run(cfg, extra_callbacks, plugins, ckpt_path)
+        return _run(cfg, extra_callbacks)
 
 
-def _run(
-    cfg: RunConfig, extra_callbacks: Sequence[Callback], plugins: Sequence[Any], ckpt_path: str | None
-) -> dict[str, Any]:
+def _run(cfg: RunConfig, extra_callbacks: Sequence[Callback]) -> dict[str, Any]:
     folder = RunFolder(cfg.run_dir)
     folder.check_same_run(cfg)
-    done = folder.finished(cfg) if ckpt_path is None else None
+    done = folder.finished(cfg)
     if done is not None:
         if rank_zero_only.rank == 0:
             print(f"[done] this run already finished; its result ({folder.metrics_file}):")
@@ -192,20 +180,16 @@ def _run(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     dm = build_datamodule(cfg)
     model = build_model_for(cfg)
-    history_rows: int | None = 0
-    resumed: dict[str, float] = {}  # the figures of the checkpoint resumed from (those not trained again)
-    if ckpt_path is None:  # the newest valid checkpoint of this run directory, if any
-        resume = reliability.prepare_resume(cfg.run_dir, model, print_rank0)
-        if resume is not None:
-            ckpt_path, history_rows, resumed = str(resume.path), resume.history_rows, resume.metrics
-    trainer = build_trainer(cfg, extra_callbacks, plugins, history_rows)
+    resume = reliability.prepare_resume(cfg.run_dir, model, print_rank0)  # None: a fresh start
+    trainer = build_trainer(cfg, extra_callbacks, resume.history_rows if resume else 0)
     try:
-        trainer.fit(model, datamodule=dm, ckpt_path=ckpt_path)
+        trainer.fit(model, datamodule=dm, ckpt_path=str(resume.path) if resume else None)
     except NonFiniteError as e:
         if getattr(e, "sane_step", None) is None or not trainer.is_global_zero:
             raise
         raise diverged(cfg, e) from e
     fit_s = time.perf_counter() - start
+    resumed = resume.metrics if resume else {}  # the figures of the checkpoint (those not trained again)
     trained = {**scalar_metrics(resumed), **scalar_metrics(trainer.callback_metrics)}
 
     best = best_checkpoint(trainer, cfg.checkpoint.monitor)
@@ -288,10 +272,10 @@ def summary(cfg: RunConfig, metrics: dict[str, Any]) -> str:
         paper += f" ({cfg.paper.where})"
     if is_user_data(metrics.get("variant")):
         paper = "- (your own data, not the paper's)"
+    seconds = metrics["seconds"].get("total", 0)
     return (
         f"[{cfg.recipe or 'run'}] test: {ours_text} | paper: {paper} | data: {metrics.get('variant')} | "
-        f"steps {metrics['global_step']} | {metrics['seconds'].get('total', 0):.0f} s | "
-        f"run dir: {cfg.run_dir}"
+        f"steps {metrics['global_step']} | {seconds:.0f} s | run dir: {cfg.run_dir}"
     )
 
 
