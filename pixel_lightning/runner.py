@@ -98,10 +98,9 @@ def make_trainer(
     later_callbacks: Sequence[Callback] = (),
     loggers: list[Logger] | Logger | bool = False,
 ) -> L.Trainer:
-    """The one place a Trainer is made (fit, ``pixel-lightning test``, tests/rel_tiny.py, the soak benchmark)
-    from lightning.Trainer arguments ``trainer``. With a ``run_dir``, fit's wiring: ``callbacks``, the
-    reliability ones (``checkpoint``, ``guard``, resume state, preemption), ``later_callbacks``. Without:
-    evaluation only (one device, no logger, no checkpoints)."""
+    """The one place a Trainer is made (fit, ``pixel-lightning test``, tests/rel_tiny.py, the soak benchmark).
+    With a ``run_dir``, fit's wiring: ``callbacks``, the reliability ones (``checkpoint``, ``guard``, resume
+    state, preemption), ``later_callbacks``. Without: evaluation (one device, no logger or checkpoint)."""
     quiet_lightning(trainer.get("enable_progress_bar", True))
     if run_dir is None:
         off = {"devices": 1, "logger": False, "enable_checkpointing": False, "enable_model_summary": False}
@@ -242,21 +241,17 @@ def _run(cfg: RunConfig, extra_callbacks: Sequence[Callback]) -> dict[str, Any]:
 
 
 def load_weights(model: L.LightningModule, path: str | Path) -> None:
-    """The checkpoint's ``state_dict``, as ``pixel-lightning test``, ``load_model`` and the Hub read it: with
-    EMAWeightAveraging / SWA the averaged model (Lightning's WeightAveraging saves it there). Not
-    ``trainer.test(ckpt_path=...)``: the callback's ``on_load_checkpoint`` puts the raw weights back
-    (tests/test_run_folder.py::test_ema_reaches_the_test_figure)."""
+    """The checkpoint's ``state_dict`` (as ``pixel-lightning test`` and the Hub read it): with EMA / SWA the
+    averaged model. Not ``trainer.test(ckpt_path=...)``: the callback's ``on_load_checkpoint`` puts the raw
+    weights back (tests/test_run_folder.py::test_ema_reaches_the_test_figure)."""
     model.load_state_dict(reliability.read_checkpoint(path)["state_dict"])
 
 
 def diverged(cfg: RunConfig, error: NonFiniteError) -> NonFiniteError:
-    """The guard's stop, after moving the checkpoints of diverged weights aside: the message says from
-    where the recovery (a lower model.lr, the same command) trains on."""
+    """The guard's stop, after moving diverged checkpoints aside; it says where the recovery starts."""
     folder, resume_step = reliability.set_aside_diverged(RunFolder(cfg.run_dir).checkpoints, error.sane_step)
     moved = f"; the checkpoints after step {error.sane_step} were moved to {folder}" if folder else ""
-    where = (
-        f"resumes from step {resume_step}" if resume_step is not None else "starts over (no sane checkpoint)"
-    )
+    where = "starts over (no sane checkpoint)" if resume_step is None else f"resumes from step {resume_step}"
     return NonFiniteError(
         error.problem + moved,
         f"add model.lr={cfg.model.lr / 10:g} (a tenth; or set trainer.gradient_clip_val) to the same command "

@@ -101,10 +101,9 @@ def wandb_logger(cfg: RunConfig, history: HistoryLogger) -> RunWandbLogger:
 
 
 class RunWandbLogger(WandbLogger):
-    """Lightning's WandbLogger for comparing runs: the config is the flat dotted one given at init
-    (``model.hidden``: each setting once), the NLLs' summaries are their minimum (``MIN_SUMMARY``)
-    (tests/test_recipes.py::test_offline_wandb_record_compares_runs). A re-run completes the W&B run from
-    ``history`` (the CSV log): the rows its earlier record files lack are logged again, the others not twice
+    """Lightning's WandbLogger with the flat config given at init, the NLLs' minimum as their summaries
+    (tests/test_recipes.py::test_offline_wandb_record_compares_runs); a re-run logs the rows of ``history``
+    (the CSV log) that its earlier record files lack, none twice
     (tests/test_journeys.py::test_kill_9_loses_no_wandb_row)."""
 
     def __init__(self, *args: Any, history: HistoryLogger | None = None, **kwargs: Any) -> None:
@@ -147,9 +146,8 @@ class RunWandbLogger(WandbLogger):
 
 
 def wandb_records(path: Path) -> list[Any]:
-    """The records of a record file: a ``:W&B`` header, then LevelDB-log chunks (crc32, length, type) in
-    32 KiB blocks, each record a ``wandb.proto`` Record. A file cut by a kill ends at its last whole record.
-    (wandb 0.31 ships no Python reader.)"""
+    """The ``wandb.proto`` Records of a record file: a ``:W&B`` header, LevelDB-log chunks (crc32, length,
+    type) in 32 KiB blocks; a cut file ends at its last whole record. wandb 0.31 ships no reader."""
     from google.protobuf.message import DecodeError
     from wandb.proto.wandb_internal_pb2 import Record
 
