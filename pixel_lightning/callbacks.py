@@ -1,5 +1,5 @@
 """Callbacks of a recipe run: sample grids, throughput, gradient norm, the run's config record, a line per
-validation. Scalars go through ``pl_module.log``, grids through :func:`log_image`: every logger gets them."""
+validation. Scalars go through ``pl_module.log``, grids through :func:`sample_grid`: to every logger."""
 
 from __future__ import annotations
 
@@ -17,47 +17,42 @@ from pixel_lightning.runfolder import RunFolder
 from pixel_lightning.visual import readable_grid, save_grid
 
 
-def log_image(trainer: L.Trainer, key: str, x: torch.Tensor, levels: int, step: int) -> None:
-    """Send the grid of samples int (N, C, H, W) to every logger that takes images (W&B, TensorBoard),
-    nearest-neighbour upscaled so each image is at least 56 screen pixels wide."""
-    grid = readable_grid(x, levels)  # uint8 (H', W', 3)
-    for logger in trainer.loggers:
-        if isinstance(logger, WandbLogger):
-            logger.log_image(key=key, images=[grid], step=step)
-        elif isinstance(logger, TensorBoardLogger):
-            logger.experiment.add_image(key, grid, step, dataformats="HWC")
-
-
-def draw_samples(model: Any, n: int, seed: int, progress: bool) -> tuple[torch.Tensor, float]:
-    """``n`` samples from ``model`` with a fixed seed (the same noise every time), and the seconds taken."""
+def sample_grid(
+    trainer: L.Trainer, model: Any, path: Path, key: str, n: int, seed: int, progress: bool
+) -> float:
+    """Draw ``n`` samples with a fixed seed, write their grid to ``path`` and log it as ``key`` (each image
+    >= 56 screen pixels wide) to W&B / TensorBoard; returns the seconds the drawing took."""
     start = time.perf_counter()
     x = model.sample(n, generator=torch.Generator().manual_seed(seed), progress=progress)
-    return x, time.perf_counter() - start
+    seconds = time.perf_counter() - start
+    save_grid(path, x, model.levels)
+    grid = readable_grid(x, model.levels)  # uint8 (H', W', 3)
+    for logger in trainer.loggers:
+        if isinstance(logger, WandbLogger):
+            logger.log_image(key=key, images=[grid], step=trainer.global_step)
+        elif isinstance(logger, TensorBoardLogger):
+            logger.experiment.add_image(key, grid, trainer.global_step, dataformats="HWC")
+    return seconds
 
 
 class SampleGrid(L.Callback):
-    """Every ``every_n_epochs`` training epochs, draw ``n`` samples (rank 0 only), write
-    ``<out_dir>/epoch_XXXX.png`` and log the grid as ``samples``."""
+    """Every ``every_n_epochs`` epochs, rank 0 draws ``n`` samples: ``<out_dir>/epoch_XXXX.png``."""
 
-    def __init__(
-        self, out_dir: str | Path, every_n_epochs: int, n: int, seed: int = 0, progress: bool = True
-    ):
-        self.out_dir, self.every_n_epochs, self.n = Path(out_dir), every_n_epochs, n
+    def __init__(self, out_dir: Path, every_n_epochs: int, n: int, seed: int, progress: bool) -> None:
+        self.out_dir, self.every_n_epochs, self.n = out_dir, every_n_epochs, n
         self.seed, self.progress = seed, progress
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self.every_n_epochs < 1 or self.n < 1 or (trainer.current_epoch + 1) % self.every_n_epochs:
+        due = (trainer.current_epoch + 1) % self.every_n_epochs == 0  # build_trainer: every_n_epochs, n > 0
+        if not due or trainer.sanity_checking or not trainer.is_global_zero:
             return
-        if trainer.sanity_checking or not trainer.is_global_zero:
-            return
-        x, _ = draw_samples(pl_module, self.n, self.seed, self.progress)
-        save_grid(self.out_dir / f"epoch_{trainer.current_epoch:04d}.png", x, pl_module.levels)
-        log_image(trainer, "samples", x, pl_module.levels, trainer.global_step)
+        path = self.out_dir / f"epoch_{trainer.current_epoch:04d}.png"
+        sample_grid(trainer, pl_module, path, "samples", self.n, self.seed, self.progress)
 
 
 class Throughput(L.Callback):
-    """Training images per second over all devices (``train/images_per_sec``), per step; the time between
-    epochs (validation, sampling) is not counted."""
+    """Training images per second over all devices (``train/images_per_sec``), per step; not counting the
+    time between epochs (validation, sampling)."""
 
     _last: float | None = None
 
@@ -75,10 +70,9 @@ class Throughput(L.Callback):
 
 
 class GradNorm(L.Callback):
-    """The global L2 norm of the gradient before each optimizer step (``train/grad_norm``), on the steps
-    Lightning writes to the loggers: its own rule, so the values land on the same rows before and after a
-    resume (tests/test_journeys.py checks the whole history). Asked through ``trainer._logger_connector``,
-    one of the package's two private Lightning names (see ``reliability.checkpoints.write_step_row``)."""
+    """The gradient's global L2 norm (``train/grad_norm``) on the steps Lightning logs, by its own rule
+    (private ``trainer._logger_connector``, as in ``reliability.checkpoints.write_step_row``), so rows match
+    before and after a resume (tests/test_journeys.py checks the whole history)."""
 
     def on_before_optimizer_step(
         self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: torch.optim.Optimizer
@@ -90,9 +84,8 @@ class GradNorm(L.Callback):
 
 
 class RunRecord(L.Callback):
-    """Writes ``<run_dir>/config.yaml`` (the resolved config plus ``data_resolved``: the data actually
-    used) once the data is set up, on rank 0, and adds that data to the flat W&B config (``data.variant``:
-    ImageNet variants give incomparable bits/dim; ``data.source``, replacing ``auto``; split sizes)."""
+    """Rank 0 writes ``<run_dir>/config.yaml`` once the data is set up (plus ``data_resolved``: the data used)
+    and adds it to the W&B config (``data.variant``, ``data.source`` replacing ``auto``, split sizes)."""
 
     def __init__(self, run_dir: str | Path, config: dict[str, Any]) -> None:
         self.folder, self.config = RunFolder(run_dir), config
@@ -110,9 +103,8 @@ class RunRecord(L.Callback):
 
 
 class ValidationLine(L.Callback):
-    """One readable line per validation, for logs that are not a terminal (SLURM files), where progress
-    bars would be carriage-return noise: ``[val] step 1200 | epoch 3 | 3.41 bits/dim | 812 img/s | ETA
-    0:41:07``. The ETA is the nearest end: the steps left at the pace so far, or the time left to max_time."""
+    """A line per validation for logs that are not a terminal (SLURM), instead of progress bars: ``[val] step
+    1200 | epoch 3 | 3.41 bits/dim | 812 img/s | ETA 0:41:07``; ETA: steps left at this pace, or max_time."""
 
     _start: tuple[float, int] | None = None  # (seconds, step) when training started
 

@@ -1,10 +1,6 @@
-"""The exceptions pixel-lightning reports to users, and the one place that turns them into exit codes.
-
-Every error a user can fix is a :class:`PixelLightningError` (or the data package's ``DataError``): one
-paragraph that names the problem and the fix, exit 2 without a traceback (:func:`cli_errors`; ``--debug``
-shows it). Anything else (a ``ValueError`` from inside the code included) is a bug: exit 1 with its
-traceback. The exit codes: docs/reliability.md.
-"""
+"""The errors a user can fix (:class:`PixelLightningError`, the data package's ``DataError``: one paragraph,
+the problem then the fix; exit 2, no traceback unless --debug) and :func:`cli_errors`, the one place that
+turns them into exit codes (docs/reliability.md). Anything else is a bug: exit 1 with its traceback."""
 
 from __future__ import annotations
 
@@ -12,7 +8,7 @@ import contextlib
 import signal
 import sys
 from collections.abc import Iterator
-from typing import IO, NoReturn
+from typing import IO
 
 
 class PixelLightningError(Exception):
@@ -34,8 +30,7 @@ class CheckpointError(PixelLightningError):
 
 
 class InputError(PixelLightningError, ValueError):
-    """A file or value the user passed to a command (images, arrays, masks, --batch-size) that cannot be
-    read as asked: the message names the file, what it is, what was expected, and the fix."""
+    """A file or value given to a command (images, arrays, masks, --batch-size) that cannot be read."""
 
 
 class RunDirError(PixelLightningError):
@@ -43,11 +38,11 @@ class RunDirError(PixelLightningError):
 
 
 class RunLockedError(RunDirError):
-    """Another live process is writing the run directory (reliability/rundir.py, RunLock)."""
+    """Another live process is writing the run directory (reliability.RunLock)."""
 
 
 class OtherRunError(RunDirError):
-    """The run directory holds another run: settings that define a run differ (RunFolder.check_same_run)."""
+    """The run directory holds another run (RunFolder.check_same_run)."""
 
 
 class NonFiniteError(PixelLightningError):
@@ -70,52 +65,35 @@ class Preempted(PixelLightningError):
         super().__init__(f"{what} at training step {step}; {where}", fix)
 
 
-def user_error_types() -> tuple[type[BaseException], ...]:
-    """The exception types reported as user errors: ours and the data package's (imported here, late)."""
-    from pixel_lightning.data.errors import DataError
-
-    return PixelLightningError, DataError
-
-
 @contextlib.contextmanager
-def cli_errors(
-    debug: bool = False, stream: IO[str] | None = None, also: tuple[type[BaseException], ...] = ()
-) -> Iterator[None]:
-    """Report user errors as one paragraph on stderr and exit non-zero; re-raise them when ``debug``.
-
-    Unexpected errors (bugs) keep their traceback: they are not the user's to fix. ``also``: more types
-    that are the user's in a command whose only checks raise them (``pixel-lightning evaluate``: the
-    model's input checks raise ValueError naming the image).
-    """
+def cli_errors(debug: bool = False, stream: IO[str] | None = None) -> Iterator[None]:
+    """Report a user error (ours, the data package's, also one a library re-raised as its own: datasets'
+    ``raise X from e``) as one paragraph on stderr and exit with its status; ``debug`` re-raises it. Bugs
+    keep their traceback. Ctrl-C: exit 130."""
     try:
         yield
+        return
     except KeyboardInterrupt as error:
-        _exit(error, stream)
+        reported: BaseException = error
     except SystemExit as error:
-        if error.code == 1 and isinstance(error.__context__, KeyboardInterrupt):
-            _exit(error.__context__, stream)  # Lightning's Trainer turns Ctrl-C into exit(1)
-        raise
-    except (*user_error_types(), *also) as error:
-        if debug:
+        if error.code != 1 or not isinstance(error.__context__, KeyboardInterrupt):
             raise
-        _exit(error, stream)
+        reported = error.__context__  # Lightning's Trainer turns Ctrl-C into exit(1)
     except Exception as error:
-        cause = error.__cause__  # a user error a library re-raised as its own (datasets: ``raise X from e``)
-        while cause is not None and not isinstance(cause, user_error_types()):
+        from pixel_lightning.data.errors import DataError  # late: the data package is heavy
+
+        cause: BaseException | None = error
+        while cause is not None and not isinstance(cause, PixelLightningError | DataError):
             cause = cause.__cause__
         if debug or cause is None:
             raise
-        _exit(cause, stream)
-
-
-def _exit(error: BaseException, stream: IO[str] | None) -> NoReturn:
-    """Print ``error`` as one paragraph (a user error with the --debug hint) and exit with its status."""
-    ctrl_c, stopped = isinstance(error, KeyboardInterrupt), isinstance(error, Preempted | NonFiniteError)
-    message = " ".join(str(error).split()) or type(error).__name__
+        reported = cause
+    ctrl_c = isinstance(reported, KeyboardInterrupt)
+    stopped = isinstance(reported, Preempted | NonFiniteError)
+    message = " ".join(str(reported).split()) or type(reported).__name__
     if ctrl_c:
         message = "interrupted (Ctrl-C). Re-run the same command to resume from the last checkpoint"
-    out = stream if stream is not None else sys.stderr
-    print(f"{'stopped' if stopped else 'error'}: {message}", file=out, flush=True)
+    print(f"{'stopped' if stopped else 'error'}: {message}", file=stream or sys.stderr, flush=True)
     if not (stopped or ctrl_c):
-        print("(run with --debug for the traceback)", file=out, flush=True)
-    raise SystemExit(130 if ctrl_c else getattr(error, "exit_code", 2))
+        print("(run with --debug for the traceback)", file=stream or sys.stderr, flush=True)
+    raise SystemExit(130 if ctrl_c else getattr(reported, "exit_code", 2))

@@ -517,7 +517,7 @@ def test_wandb_is_not_given_the_anonymous_setting(tmp_path, monkeypatch):
     ``wandb.init``, None included (what Lightning's WandbLogger passes); the call is recorded, not made."""
     import wandb
 
-    from pixel_lightning.runner import RunWandbLogger
+    from pixel_lightning.wandb_record import RunWandbLogger
 
     given = {}
 

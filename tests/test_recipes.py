@@ -232,7 +232,7 @@ def test_offline_wandb_record_compares_runs(tmp_path, digits, data_write):
 
 
 def test_wandb_group_compares_a_sweeps_runs(monkeypatch):
-    from pixel_lightning.runner import wandb_group
+    from pixel_lightning.wandb_record import wandb_group
 
     monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
     cfg = load_config("cifar10_row_lstm")

@@ -476,7 +476,7 @@ def log_to_wandb(rows: list[dict[str, Any]], plot_path: Path, project: str) -> b
     """The table (and plot) to W&B, only when online (logged in and WANDB_MODE not offline/disabled)."""
     import os
 
-    from pixel_lightning.runner import wandb_logged_in
+    from pixel_lightning.wandb_record import wandb_logged_in
 
     if os.environ.get("WANDB_MODE", "online").lower() != "online" or not wandb_logged_in():
         return False
