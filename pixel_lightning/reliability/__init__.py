@@ -1,5 +1,5 @@
 """Reliability for any Trainer: exact resume, preemption, finite-only atomic checkpoints, the non-finite guard
-and one writer per run folder (docs/reliability.md); wired by ``runner.build_trainer``."""
+and one writer per run folder (docs/reliability.md); wired by ``runner.make_trainer``."""
 
 from __future__ import annotations
 
