@@ -36,9 +36,6 @@ COMMANDS = ("fit", "test", "sample", "complete", "evaluate", *TOOLS)
 Parsers = dict[str, argparse.ArgumentParser]
 
 
-# ----------------------------------------------------------------------------- images in and out
-
-
 def write_npz(path: Path, **arrays: Any) -> None:
     import numpy as np
 
@@ -98,7 +95,15 @@ def at_least_one(flag: str, value: int) -> None:
         raise InputError(f"{flag} must be >= 1, got {value}")
 
 
-# ----------------------------------------------------------------------------- subcommands
+def model_and_images(args: argparse.Namespace) -> tuple[Any, list[str], Any]:
+    """The model of ``--ckpt`` and the images of ``--images`` it scores: (model, names, int (N, C, H, W))."""
+    from pixel_lightning.hub import load_model
+    from pixel_lightning.images import check, read_images
+
+    model = load_model(args.ckpt)
+    names, x = read_images(args.images, model.image_shape, model.levels)
+    check(model, x, args.images)
+    return model, names, x
 
 
 def tested_batches(args: argparse.Namespace, run: RunFolder | None) -> int | None:
@@ -215,14 +220,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_complete(args: argparse.Namespace) -> int:
     import torch
 
-    from pixel_lightning.hub import load_model
-    from pixel_lightning.images import check, read_images
     from pixel_lightning.visual import completion_rows, display_scale, row_figure, save_png
 
     at_least_one("--n", args.n)
-    model = load_model(args.ckpt)
-    names, x = read_images(args.images, model.image_shape, model.levels)
-    check(model, x, args.images)
+    model, names, x = model_and_images(args)
     mask = keep_mask(args.keep, model.image_shape)
     out = out_dir(args.out)
     g = torch.Generator().manual_seed(args.seed)
@@ -237,17 +238,13 @@ def cmd_complete(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     import torch
 
-    from pixel_lightning.hub import load_model
-    from pixel_lightning.images import check, read_images
     from pixel_lightning.metrics import bits_per_dim
 
     at_least_one("--batch-size", args.batch_size)
     images = Path(args.images).resolve()
     if args.out and (Path(args.out).resolve() == images or images in Path(args.out).resolve().parents):
         raise InputError(f"--out {args.out} would overwrite the images it scores", "choose another file")
-    model = load_model(args.ckpt)
-    names, x = read_images(args.images, model.image_shape, model.levels)
-    check(model, x, args.images)
+    model, names, x = model_and_images(args)
     with torch.no_grad():
         nll = torch.cat([-model.log_prob(b) for b in x.split(args.batch_size)]).double()  # (N,) nats
     bpd = bits_per_dim(nll, model.dims)
@@ -257,15 +254,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         [("image", "nll_nats", "bits_per_dim"), *((n, f"{a:.6f}", f"{b:.6f}") for n, a, b in rows)]
     )
     write_out(table.getvalue(), args.out)
+    wrote = f"; wrote {args.out}" if args.out else ""
     print(
-        f"mean over {len(names)} images: {nll.mean():.4f} nats, {bpd.mean():.4f} bits/dim"
-        + (f"; wrote {args.out}" if args.out else ""),
+        f"mean over {len(names)} images: {nll.mean():.4f} nats, {bpd.mean():.4f} bits/dim{wrote}",
         file=sys.stderr,
     )
     return 0
-
-
-# ----------------------------------------------------------------------------- parser
 
 
 def build_parser(tool: str | None = None) -> tuple[argparse.ArgumentParser, Parsers]:
