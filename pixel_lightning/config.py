@@ -1,7 +1,6 @@
 """The run configuration: defaults (the dataclasses below) <- recipes/<name>.yaml <- --config FILE <-
-key=value overrides -> RunConfig, or ConfigError. OmegaConf (2.4: it checks unions like ``float | int``)
-merges the layers and checks names and types; this file words its errors and checks values. Not
-jsonargparse: it reads ``--key=value`` options, not our ``key=value`` overrides."""
+key=value overrides -> RunConfig, or ConfigError. OmegaConf 2.4 merges the layers and checks names and
+types (unions too); this file words its errors and checks values. Not jsonargparse: no key=value overrides."""
 
 from __future__ import annotations
 
@@ -19,12 +18,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
 
 from pixel_lightning.errors import ConfigError  # ValueError subclass: one paragraph, problem and fix
-from pixel_lightning.recipebook import RECIPES_DIR, describe_recipes, list_recipes, read_yaml
+from pixel_lightning.recipebook import RECIPES_DIR, list_recipes, read_yaml
 from pixel_lightning.runfolder import SAVED_ONLY, drop_retired, leaves
 
-LOGGERS = ("wandb", "csv", "tensorboard", "none")
-MATMUL_PRECISIONS = ("highest", "high", "medium")
-__all__ = ["ConfigError", "RunConfig", "describe_recipes", "list_recipes", "load_config"]
+__all__ = ["ConfigError", "RunConfig", "list_recipes", "load_config"]
 
 
 @dataclass
@@ -85,8 +82,7 @@ class DataConfig:
     hub_id: str | None = None  # ImageNet only: Hub dataset id for source=hub
     cache_dir: str | None = None  # where the Arrow conversion goes; None: <data_dir>/arrow
 
-    def datamodule_kwargs(self, seed: int) -> dict[str, Any]:
-        """The DataModule's arguments: every field but the name; one left None takes its default."""
+    def datamodule_kwargs(self, seed: int) -> dict[str, Any]:  # every field but the name; None: its default
         return {k: v for k, v in asdict(self).items() if k != "name" and v is not None} | {"seed": seed}
 
 
@@ -104,8 +100,7 @@ class TrainerConfig:
     precision: str = "32-true"  # 32-true | bf16-mixed | 16-mixed
     gradient_clip_val: float | None = None  # clip the gradient norm to this (None: no clipping)
     accumulate_grad_batches: int = 1  # optimizer step every k batches
-    # None: Lightning's default (each epoch, every batch), given so that Lightning prints no "was configured
-    # so 100% ..." notice (tests/test_journeys.py::test_a_default_run_prints_no_lightning_notices)
+    # None, not 1.0: no Lightning notice (test_journeys.py::test_a_default_run_prints_no_lightning_notices)
     val_check_interval: float | int | None = None  # validate every fraction of an epoch (float) or k batches
     check_val_every_n_epoch: int | None = 1  # validate every k epochs (None with an int val_check_interval)
     limit_train_batches: float | int | None = None  # fraction (float) or number (int) of training batches
@@ -114,8 +109,7 @@ class TrainerConfig:
     log_every_n_steps: int = 50  # how often step metrics are written
     deterministic: bool = False  # deterministic kernels (slower on GPU)
     enable_progress_bar: bool = True  # Lightning's progress bars (training, evaluation, sampling)
-    # fp32 matmuls of CUDA runs (not a Trainer argument): highest | high (TF32 on Ampere+) | medium (bf16)
-    matmul_precision: str = "high"
+    matmul_precision: str = "high"  # CUDA fp32 matmuls (no Trainer argument): highest | high (TF32) | medium
     extra: dict[str, Any] = field(default_factory=dict)  # any other lightning.Trainer argument, by name
 
     def kwargs(self) -> dict[str, Any]:  # of lightning.Trainer
@@ -203,10 +197,8 @@ class RunConfig:
     sample: SampleConfig = field(default_factory=SampleConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     guard: GuardConfig = field(default_factory=GuardConfig)
-    # extra Lightning callbacks: [{class_path: lightning.pytorch.callbacks.EMAWeightAveraging, init_args: {}}]
-    callbacks: list[dict[str, Any]] = field(default_factory=list)
-    # modules imported before model.arch is checked: a user's architectures register there (plugins)
-    imports: list[str] = field(default_factory=list)
+    callbacks: list[dict[str, Any]] = field(default_factory=list)  # Lightning callbacks: [{class_path: ...}]
+    imports: list[str] = field(default_factory=list)  # modules that register a user's architectures (plugins)
 
     @property
     def run_dir(self) -> Path:
@@ -287,8 +279,8 @@ class RunConfig:
                     f"trainer.{key}={value} is impossible: a fraction in [0, 1] or a number of batches"
                 )
         for key, value, choices in [
-            ("logger", self.logger.kind, LOGGERS),
-            ("trainer.matmul_precision", t.matmul_precision, MATMUL_PRECISIONS),
+            ("logger", self.logger.kind, ("wandb", "csv", "tensorboard", "none")),
+            ("trainer.matmul_precision", t.matmul_precision, ("highest", "high", "medium")),
         ]:
             if value not in choices:
                 raise ConfigError(f"{key}={value!r} is unknown; choose one of {', '.join(choices)}")

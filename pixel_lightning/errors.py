@@ -54,12 +54,10 @@ class NonFiniteError(PixelLightningError):
 class Preempted(PixelLightningError):
     """The run received SIGTERM/SIGUSR1, wrote a checkpoint of its current step and stopped."""
 
-    def __init__(self, signum: int, step: int, checkpoint: str | None, requeued: bool) -> None:
+    def __init__(self, signum: int, step: int, path: str | None, requeued: bool) -> None:
         self.exit_code = 128 + int(signum)
         what = "interrupted (Ctrl-C)" if signum == signal.SIGINT else f"preempted by signal {int(signum)}"
-        where = (
-            f"checkpoint of step {step} written to {checkpoint}" if checkpoint else "no checkpoint written"
-        )
+        where = f"checkpoint of step {step} written to {path}" if path else "no checkpoint written"
         requeue = "the SLURM job was requeued and will resume from it"
         fix = requeue if requeued else "re-run the same command (same --out) to resume from it"
         super().__init__(f"{what} at training step {step}; {where}", fix)

@@ -74,11 +74,8 @@ def wandb_logger(cfg: RunConfig, history: HistoryLogger) -> RunWandbLogger:
         mode = "offline" if cfg.logger.offline or not wandb_logged_in() else "online"
     wandb_dir = RunFolder(cfg.run_dir).wandb_dir
     if mode == "offline" and rank_zero_only.rank == 0:
-        print(
-            f"W&B: not logged in (or offline): logging offline to {wandb_dir}; upload "
-            f"later with `wandb sync {wandb_dir}/offline-run-*`",
-            flush=True,
-        )
+        upload = f"upload later with `wandb sync {wandb_dir}/offline-run-*`"
+        print(f"W&B: not logged in (or offline): logging offline to {wandb_dir}; {upload}", flush=True)
     m = cfg.model
     tags = [m.arch, cfg.data.name, f"residual={m.residual}", f"skip={m.skip}"]
     if m.arch == "multiscale" and m.base:
@@ -108,10 +105,8 @@ class RunWandbLogger(WandbLogger):
 
     def __init__(self, *args: Any, history: HistoryLogger | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._summaries_defined = False
-        self._history, self._run_id = history, kwargs.get("id")
-        self._wandb_dir = RunFolder(kwargs["save_dir"]).wandb_dir  # where wandb.init(dir=save_dir) writes
-        self._recorded: Counter[Row] = Counter()
+        self._history, self._summaries_defined = history, False
+        self._recorded: Counter[Row] = Counter()  # rows of this W&B run's earlier record files, to skip
         # Lightning passes wandb.init(anonymous=None), which wandb 0.31 answers with "The anonymous setting
         # has no effect" on every run; no public way to leave it out (private _wandb_init, forced by
         # tests/test_bad_inputs.py::test_wandb_is_not_given_the_anonymous_setting)
@@ -122,14 +117,19 @@ class RunWandbLogger(WandbLogger):
         if self._summaries_defined:
             return super().experiment
         self._summaries_defined = True
-        if rank_zero_only.rank == 0 and self._history is not None and self._run_id:
-            self._recorded = recorded(self._wandb_dir, self._run_id)  # before this run's file
+        replay = self._history is not None and self.version and rank_zero_only.rank == 0
+        if replay:  # read before this run's record file exists
+            wandb_dir, run_id = RunFolder(str(self.save_dir)).wandb_dir, self.version
+            paths = sorted(wandb_dir.glob(f"*run-*-{run_id}/run-{run_id}.wandb"))
+            rows = [r for path in paths for r in history_rows(wandb_records(path))]
+            self._recorded = Counter(row_id(r[STEP_KEY], r) for r in rows if STEP_KEY in r)
         run = super().experiment  # a no-op stand-in on ranks > 0
         for key in MIN_SUMMARY:
             run.define_metric(key, summary="min")
-        if self._history is not None and rank_zero_only.rank == 0:
-            for step, metrics in missing(self._history.kept_rows(), self._recorded):
-                run.log({**metrics, STEP_KEY: step})
+        if replay:
+            for row in self._history.kept_rows():  # log_metrics skips those the earlier files hold
+                metrics = {k: float(v) for k, v in row.items() if k != "step" and v not in ("", None)}
+                self.log_metrics(metrics, int(float(row["step"])))
         return run
 
     @rank_zero_only
@@ -183,23 +183,3 @@ def history_rows(records: Iterable[Any]) -> list[dict[str, Any]]:
 
 def row_id(step: int, metrics: Mapping[str, Any]) -> Row:
     return int(step), frozenset(k for k in metrics if k not in (STEP_KEY, "step") and not k.startswith("_"))
-
-
-def recorded(wandb_dir: Path, run_id: str) -> Counter[Row]:
-    """The rows that the record files of W&B run ``run_id`` in ``wandb_dir`` hold."""
-    paths = sorted(wandb_dir.glob(f"*run-*-{run_id}/run-{run_id}.wandb"))
-    rows = [r for path in paths for r in history_rows(wandb_records(path))]
-    return Counter(row_id(r[STEP_KEY], r) for r in rows if STEP_KEY in r)
-
-
-def missing(csv_rows: Iterable[Mapping[str, str]], have: Counter[Row]) -> list[tuple[int, dict[str, float]]]:
-    """The rows of metrics.csv that ``have`` lacks, as (step, metrics); ``have`` is consumed for the rest."""
-    out = []
-    for row in csv_rows:
-        metrics = {k: float(v) for k, v in row.items() if k != "step" and v not in ("", None)}
-        key = row_id(int(float(row["step"])), metrics)
-        if have[key] > 0:
-            have[key] -= 1
-        else:
-            out.append((key[0], metrics))
-    return out
