@@ -1,7 +1,5 @@
-"""Checkpoints: periodic ones through Lightning's public ``trainer.save_checkpoint`` (only where it resumes
-exactly, and at the run's last step), the best one through its ModelCheckpoint, finite-only atomic writes,
-preemption, the RNG and metric states Lightning does not save, and validated resume discovery
-(docs/reliability.md)."""
+"""Checkpoints (docs/reliability.md): periodic and preemption ones where Lightning resumes exactly, the best
+one, finite-only atomic writes, the RNG and metric states Lightning does not save, and the resume's choice."""
 
 from __future__ import annotations
 
@@ -15,7 +13,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -31,24 +29,22 @@ from torchmetrics import Metric
 from pixel_lightning.atomic import atomic_write
 from pixel_lightning.errors import CheckpointError, NonFiniteError, Preempted
 from pixel_lightning.reliability.history import HistoryLogger
+from pixel_lightning.runfolder import RunFolder
 
 LAST = "last.ckpt"
 STEP_RE = re.compile(r"^step=(\d+)\.ckpt$")
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # SIGINT: Ctrl-C saves a resumable step too
 
 
-def step_name(step: int) -> str:
-    """File name of the periodic checkpoint taken after ``step`` optimizer steps (sorts by step)."""
+def step_name(step: int) -> str:  # of the periodic checkpoint after ``step`` optimizer steps (sorts by step)
     return f"step={step:09d}.ckpt"
 
 
-def step_files(directory: Path) -> list[tuple[int, Path]]:
-    """The periodic checkpoints in ``directory`` with their steps, oldest first."""
+def step_files(directory: Path) -> list[tuple[int, Path]]:  # (step, path), oldest first
     return sorted((int(m.group(1)), p) for p in directory.glob("step=*.ckpt") if (m := STEP_RE.match(p.name)))
 
 
 def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
-    """Names of the floating-point tensors in ``state`` with a NaN or an infinity."""
     return [
         name
         for name, value in state.items()
@@ -342,15 +338,13 @@ class MetricState(PerRankState):
 
 @dataclass
 class CheckpointInfo:
-    """What a valid pixel-lightning checkpoint holds, read once."""
-
     path: Path
     step: int
     epoch: int
     arch: str
-    config: dict[str, Any] = field(default_factory=dict)
-    history_rows: int | None = None  # rows of logs/metrics.csv logged when it was taken (None: unknown)
-    metrics: dict[str, float] = field(default_factory=dict)  # trainer.callback_metrics when it was taken
+    config: dict[str, Any]
+    history_rows: int | None  # rows of logs/metrics.csv logged when it was taken (None: unknown)
+    metrics: dict[str, float]  # trainer.callback_metrics when it was taken
 
 
 def read_checkpoint(
@@ -402,32 +396,6 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     )
 
 
-def check_compatible(info: CheckpointInfo, model: pl.LightningModule) -> None:
-    """CheckpointError naming both models unless ``model`` can resume ``info``: the same architecture and
-    the same fields of its config that shape the parameters (all but RESUMABLE_CHANGES)."""
-
-    def norm(config: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in config.items()}
-
-    resumable = type(model.config).RESUMABLE_CHANGES
-    config = {f.name: getattr(model.config, f.name) for f in fields(model.config) if f.name not in resumable}
-    ours, theirs = norm(config), norm(info.config)
-    differ = [k for k in ours if k in theirs and ours[k] != theirs[k]]
-    if info.arch == model.arch and not differ:
-        return
-    keys = differ if info.arch == model.arch else ["image_shape", "levels", "hidden", "layers"]
-
-    def describe(arch: str, config: Mapping[str, Any]) -> str:
-        parts = [f"{k}={config[k]}" for k in keys if k in config]
-        return f"{arch} ({', '.join(parts)})" if parts else arch
-
-    raise CheckpointError(
-        f"checkpoint {info.path} is of another model: it holds {describe(info.arch, theirs)}, "
-        f"this run builds {describe(model.arch, ours)}",
-        "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
-    )
-
-
 def find_resume_checkpoint(
     directory: str | Path, report: Callable[[str], None] = print
 ) -> CheckpointInfo | None:
@@ -457,3 +425,34 @@ def find_resume_checkpoint(
             f"delete the unusable files in {directory} to start from scratch, or choose a new --out",
         )
     return None
+
+
+def prepare_resume(
+    run_dir: str | Path, model: pl.LightningModule, report: Callable[[str], None] = print
+) -> CheckpointInfo | None:
+    """The checkpoint to resume from (None: start fresh); CheckpointError naming both models when it is of
+    another architecture or config (the fields that shape the parameters: all but RESUMABLE_CHANGES)."""
+    info = find_resume_checkpoint(RunFolder(run_dir).checkpoints, report)
+    if info is None:
+        return None
+
+    def norm(config: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in config.items()}
+
+    shaping = [f.name for f in fields(model.config) if f.name not in type(model.config).RESUMABLE_CHANGES]
+    ours, theirs = norm({k: getattr(model.config, k) for k in shaping}), norm(info.config)
+    differ = [k for k in ours if k in theirs and ours[k] != theirs[k]]
+    if info.arch != model.arch or differ:
+        keys = differ if info.arch == model.arch else ["image_shape", "levels", "hidden", "layers"]
+
+        def describe(arch: str, config: Mapping[str, Any]) -> str:
+            parts = [f"{k}={config[k]}" for k in keys if k in config]
+            return f"{arch} ({', '.join(parts)})" if parts else arch
+
+        raise CheckpointError(
+            f"checkpoint {info.path} is of another model: it holds {describe(info.arch, theirs)}, "
+            f"this run builds {describe(model.arch, ours)}",
+            "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
+        )
+    report(f"[resume] resuming from {info.path} (step {info.step}, epoch {info.epoch})")
+    return info

@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -14,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pixel_lightning.atomic import temp_path
 from pixel_lightning.errors import RunDirError, RunLockedError
 from pixel_lightning.runfolder import RunFolder
 
@@ -24,9 +24,7 @@ def ensure_writable(run_dir: str | Path) -> Path:
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = temp_path(run_dir / ".write-test")
-        probe.write_bytes(b"")
-        probe.unlink()
+        tempfile.TemporaryFile(dir=run_dir).close()
     except OSError as e:
         reason = e.strerror or type(e).__name__
         if e.filename and str(e.filename) != str(run_dir):
@@ -42,24 +40,11 @@ HEARTBEAT_S = 10.0  # the holder touches the lock this often
 STALE_AFTER_S = 60.0  # a lock of another host whose heartbeat did not move for this long is stale
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux ``/proc``), None when unknown."""
+def _process_start(pid: int) -> str | None:  # in clock ticks since boot (Linux ``/proc``); None: unknown
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
-
-
-def _alive(pid: int, started: str | None) -> bool:
-    """Is process ``pid`` of this host alive and the same process (not a reused pid)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process: alive
-    now = _process_start(pid)
-    return started is None or now is None or now == started
 
 
 def _read(path: Path) -> tuple[dict[str, Any], int] | None:
@@ -134,8 +119,15 @@ class RunLock:
 
     def _stale(self, holder: dict[str, Any], mtime: int) -> bool | None:
         here = [holder.get(k) for k in ("host", "pid_ns")] == [self.me["host"], self.me["pid_ns"]]
-        if here and isinstance(holder.get("pid"), int):
-            return not _alive(holder["pid"], holder.get("proc_start"))
+        if here and isinstance(holder.get("pid"), int):  # dead, or its pid reused by another process
+            try:
+                os.kill(holder["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass  # someone else's process: alive
+            started, now = holder.get("proc_start"), _process_start(holder["pid"])
+            return started is not None and now is not None and now != started
         deadline = time.monotonic() + STALE_AFTER_S  # another host (or unreadable): watch its heartbeat
         while time.monotonic() < deadline:
             now = _read(self.path)
