@@ -12,12 +12,12 @@ from lightning.pytorch.callbacks import Callback
 from pixel_lightning.reliability.checkpoints import LAST as LAST
 from pixel_lightning.reliability.checkpoints import AtomicCheckpointIO as AtomicCheckpointIO
 from pixel_lightning.reliability.checkpoints import BestCheckpoint, MetricState, PeriodicCheckpoint, RNGState
+from pixel_lightning.reliability.checkpoints import HistoryLogger as HistoryLogger
 from pixel_lightning.reliability.checkpoints import find_resume_checkpoint as find_resume_checkpoint
 from pixel_lightning.reliability.checkpoints import prepare_resume as prepare_resume
 from pixel_lightning.reliability.checkpoints import read_checkpoint as read_checkpoint
 from pixel_lightning.reliability.guard import NonFiniteGuard
 from pixel_lightning.reliability.guard import set_aside_diverged as set_aside_diverged
-from pixel_lightning.reliability.history import HistoryLogger as HistoryLogger
 from pixel_lightning.reliability.rundir import RunLock as RunLock
 from pixel_lightning.reliability.rundir import ensure_writable as ensure_writable
 from pixel_lightning.runfolder import RunFolder

@@ -1,8 +1,11 @@
 """Checkpoints (docs/reliability.md): periodic and preemption ones where Lightning resumes exactly, the best
-one, finite-only atomic writes, the RNG and metric states Lightning does not save, and the resume's choice."""
+one, finite-only atomic writes, the RNG and metric states Lightning does not save, the resume's choice, and
+the metric history they count (``<run>/logs/metrics.csv``: each (step, metric) once after interruptions)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import pickle
 import random
@@ -23,12 +26,12 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
-from lightning.pytorch.utilities import move_data_to_device
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import move_data_to_device, rank_zero_only
 from torchmetrics import Metric
 
 from pixel_lightning.atomic import atomic_write
 from pixel_lightning.errors import CheckpointError, NonFiniteError, Preempted
-from pixel_lightning.reliability.history import HistoryLogger
 from pixel_lightning.runfolder import RunFolder
 
 LAST = "last.ckpt"
@@ -84,6 +87,66 @@ def plain_batch_end(trainer: pl.Trainer, batch_idx: int) -> bool:
     return (batch + 1) % trainer.val_check_batch != 0
 
 
+class HistoryLogger(Logger):
+    """CSVLogger's format (``step`` and every key, sorted), appended row by row (CSVLogger deletes an old
+    file and rewrites it in place for a new key: a kill lost the history). ``keep``: the rows of an existing
+    file kept (0: none; None: all); a half-written last line is dropped. The same row twice in a row is
+    written once (:func:`write_step_row` writes it before Lightning does)."""
+
+    def __init__(self, save_dir: str | Path, keep: int | None = 0) -> None:
+        super().__init__()
+        self.folder = RunFolder(save_dir)
+        self.path = self.folder.history_file
+        self.keep, self.rows = keep, 0
+        self._keys: list[str] | None = None  # None: the kept rows are not read yet
+        self._last: str | None = None
+
+    name = property(lambda self: self.path.parent.name)
+    version = property(lambda self: "")
+    save_dir = property(lambda self: str(self.folder.path))
+    log_dir = property(lambda self: str(self.path.parent))
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Nothing: the settings are in ``<run>/config.yaml``."""
+
+    def kept_rows(self) -> list[dict[str, str]]:  # those of before this run started (rank 0)
+        self._continue()
+        return self.folder.read_history()[: self.rows]
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        row["step"] = self.rows if step is None else step
+        if repr(row) == self._last:  # repr: a NaN (a step the guard skipped) equals itself
+            return
+        self._last = repr(row)
+        self._continue()
+        if set(row) - set(self._keys):  # a new column: the whole file again, replaced atomically
+            self._keys = sorted(set(self._keys) | set(row))
+            self._write([*self.folder.read_history(), row])
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._keys, lineterminator="\n").writerow(row)
+        self.rows += 1
+
+    def _continue(self) -> None:  # once: keep the first ``keep`` rows of an existing file (None: all)
+        if self._keys is not None:
+            return
+        rows = self.folder.read_history()[: self.keep]
+        self._keys, self.rows = sorted(set().union(*rows)) if rows else [], len(rows)
+        if rows or self.path.is_file():
+            self._write(rows)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        text = io.StringIO()
+        if self._keys:
+            writer = csv.DictWriter(text, fieldnames=self._keys, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        atomic_write(self.path, text.getvalue())
+
+
 def write_step_row(trainer: pl.Trainer) -> None:
     """Write this step's row to the CSV history before a batch-end checkpoint: Lightning logs it after
     ``on_train_batch_end`` and a run resumed from that checkpoint never does. One of the package's two private
@@ -117,13 +180,12 @@ def requeue_slurm() -> bool:
 
 
 class PeriodicCheckpoint(Checkpoint):
-    """``step=N.ckpt`` every ``every_n_steps`` steps (or ``every_minutes``), at epoch ends and at the run's
-    final step, the newest ``keep`` kept, ``last.ckpt`` the newest; on SIGTERM, SIGUSR1 or Ctrl-C a checkpoint
-    of the current step, a SLURM requeue (``requeue``) and :class:`Preempted`. Saves wait for the next
-    :func:`plain_batch_end` (tests/test_reliability.py::test_resume_is_exact). Lightning runs a ``Checkpoint``
-    after the other callbacks (an EMA is saved as of that step: test_journey_matrix.py, ``sigterm-*-ema-1``).
-    Its state is the HistoryLogger's rows and the scalar ``callback_metrics``, for a re-run resuming at the
-    run's end (tests/test_journey_matrix.py, ``test``)."""
+    """``step=N.ckpt`` every ``every_n_steps`` steps (or ``every_minutes``), at epoch ends and the run's final
+    step (the newest ``keep`` kept, ``last.ckpt`` the newest); on SIGTERM, SIGUSR1 or Ctrl-C the current
+    step's, a SLURM requeue (``requeue``) and :class:`Preempted`. Saves wait for a :func:`plain_batch_end`
+    (tests/test_reliability.py::test_resume_is_exact); a ``Checkpoint`` runs after the other callbacks (an EMA
+    is saved as of that step: test_journey_matrix.py ``sigterm-*-ema-1``). State: the history's rows and the
+    scalar ``callback_metrics``, for a re-run resuming at the run's end (test_journey_matrix.py ``test``)."""
 
     state_key = "HistoryRows"  # its key in checkpoints (the callback's name until issue 21)
 

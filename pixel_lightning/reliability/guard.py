@@ -15,23 +15,19 @@ from lightning.pytorch.callbacks import Callback
 from pixel_lightning.errors import CheckpointError, ConfigError, NonFiniteError
 from pixel_lightning.reliability.checkpoints import read_checkpoint
 
-DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not the noise of one batch
+DIVERGED = 10.0  # a loss this many times the run's lowest: finite weights that diverged, not a batch's noise
 
 
 class NonFiniteGuard(Callback):
-    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips``. ``sane_step``: the
-    newest step whose loss was at most ``DIVERGED`` times the run's lowest (finite weights can diverge)."""
-
     def __init__(self, max_skips: int = 5) -> None:
         self.check(max_skips)
         self.max_skips = max_skips
         self.skipped: list[int] = []
-        self.lowest, self.sane_step = math.inf, 0  # the run's lowest loss; the newest step with a sane one
+        self.lowest, self.sane_step = math.inf, 0  # the run's lowest loss; the newest step not DIVERGED
         self._loss: float | None = None
 
     @staticmethod
-    def check(max_skips: int) -> None:
-        """RunConfig.validate calls it too."""
+    def check(max_skips: int) -> None:  # RunConfig.validate calls it too
         if max_skips < 0:
             raise ConfigError(f"guard.max_skips={max_skips} is impossible: it must be >= 0")
 
