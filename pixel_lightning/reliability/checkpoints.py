@@ -48,11 +48,8 @@ def step_files(directory: Path) -> list[tuple[int, Path]]:  # (step, path), olde
 
 
 def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
-    return [
-        name
-        for name, value in state.items()
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all())
-    ]
+    floats = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    return [name for name, value in floats.items() if not bool(value.isfinite().all())]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -88,10 +85,9 @@ def plain_batch_end(trainer: pl.Trainer, batch_idx: int) -> bool:
 
 
 class HistoryLogger(Logger):
-    """CSVLogger's format (``step`` and every key, sorted), appended row by row (CSVLogger deletes an old
-    file and rewrites it in place for a new key: a kill lost the history). ``keep``: the rows of an existing
-    file kept (0: none; None: all); a half-written last line is dropped. The same row twice in a row is
-    written once (:func:`write_step_row` writes it before Lightning does)."""
+    """CSVLogger's format (``step`` and every key, sorted), appended row by row (CSVLogger rewrites the file
+    in place for a new key: a kill lost the history). ``keep``: the rows of an existing file kept (0: none;
+    None: all). The same row twice in a row is written once (:func:`write_step_row` writes it first)."""
 
     def __init__(self, save_dir: str | Path, keep: int | None = 0) -> None:
         super().__init__()
@@ -277,9 +273,7 @@ class PeriodicCheckpoint(Checkpoint):
         self._previous = {}
 
     def _stop(self, trainer: pl.Trainer, batch_end: bool = False) -> None:
-        received = self.received  # as rank 0 saw it: all ranks must save and stop at the same step
-        if trainer.world_size > 1:
-            received = trainer.strategy.broadcast(received, src=0)
+        received = trainer.strategy.broadcast(self.received, src=0)  # rank 0's: all stop at the same step
         if received is None:
             return
         path = self.save_now(trainer, batch_end)
@@ -298,8 +292,6 @@ class BestCheckpoint(ModelCheckpoint):
             dirpath=dirpath,
             filename="best-{epoch:03d}-{step:07d}",
             monitor=monitor,
-            mode="min",
-            save_top_k=1,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
@@ -355,11 +347,10 @@ class RNGState(PerRankState):
 
     def mine(self) -> dict[str, Any]:
         # plain python values and tensors only: Lightning loads checkpoints with ``weights_only=True``
-        version, internal, gauss_next = random.getstate()
         kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
         keys = torch.from_numpy(keys.astype(np.int64))
         mine: dict[str, Any] = {
-            "python": [version, list(internal), gauss_next],
+            "python": random.getstate(),
             "numpy": [str(kind), keys, int(pos), int(has_gauss), float(cached)],
             "torch": torch.get_rng_state(),
         }
@@ -465,8 +456,6 @@ def find_resume_checkpoint(
     one is reported and the next older one tried (Lightning would fail: tests/test_reliability.py::
     test_corrupt_newest_checkpoint_falls_back_to_previous); CheckpointError when none is usable."""
     directory = Path(directory)
-    if not directory.is_dir():
-        return None
     for tmp in directory.glob(".*.tmp-*"):  # left by a killed writer (a live one writes only while we wait)
         tmp.unlink(missing_ok=True)
     last = [directory / LAST] if (directory / LAST).is_file() else []

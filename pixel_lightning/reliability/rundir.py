@@ -19,7 +19,7 @@ from pixel_lightning.errors import RunDirError, RunLockedError
 from pixel_lightning.runfolder import RunFolder
 
 
-def ensure_writable(run_dir: str | Path) -> Path:
+def ensure_writable(run_dir: str | Path) -> None:
     """Create ``run_dir`` if needed and prove a file can be written in it; RunDirError otherwise."""
     run_dir = Path(run_dir)
     try:
@@ -33,7 +33,6 @@ def ensure_writable(run_dir: str | Path) -> Path:
             f"cannot write to the run directory {run_dir} ({reason})",
             "choose another --out DIR that you can write to, or fix the folder's permissions",
         ) from e
-    return run_dir
 
 
 HEARTBEAT_S = 10.0  # the holder touches the lock this often
@@ -48,8 +47,7 @@ def _process_start(pid: int) -> str | None:  # in clock ticks since boot (Linux 
 
 
 def _read(path: Path) -> tuple[dict[str, Any], int] | None:
-    """The lock's content and heartbeat (mtime, ns), None when there is none. Opened, not stat'ed: on NFS an
-    open revalidates the cached attributes."""
+    """The lock's content and heartbeat (mtime, ns); None: none. Opened, not stat'ed: NFS revalidates then."""
     try:
         with path.open("rb") as f:
             raw, mtime = f.read(), os.fstat(f.fileno()).st_mtime_ns
@@ -62,11 +60,10 @@ def _read(path: Path) -> tuple[dict[str, Any], int] | None:
 
 
 class RunLock:
-    """``<out>/run.lock``, held while a run trains, tests or samples there: a file made with ``O_EXCL`` (an
-    flock on NFS needs a lock manager, and a lost node's is never released), its mtime the heartbeat. Stale
-    (taken over, saying so): on this host and pid namespace when its pid is dead or reused, else when its
-    heartbeat stops for ``STALE_AFTER_S``; a take-over holds ``run.lock.break`` (only one breaker).
-    tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused."""
+    """``<out>/run.lock`` while a run trains, tests or samples there: made with ``O_EXCL`` (an NFS flock needs
+    a lock manager; a lost node's is never released), its mtime the heartbeat. Stale (taken over, saying so):
+    its pid on this host and pid namespace dead or reused, else its heartbeat still for ``STALE_AFTER_S``; one
+    breaker (``run.lock.break``). tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused."""
 
     def __init__(self, run_dir: str | Path, report: Callable[[str], None] = print) -> None:
         self.path, self.report = RunFolder(run_dir).lock_file, report
