@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 
-def temp_path(final: Path) -> Path:
-    """A unique temporary name next to ``final`` (same directory, so the rename is atomic)."""
+def temp_path(final: Path) -> Path:  # unique, and next to ``final``: the rename is atomic
     return final.parent / f".{final.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
 
 

@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
 from pixel_lightning.config import RunConfig
-from pixel_lightning.reliability.history import HistoryLogger
+from pixel_lightning.reliability.checkpoints import HistoryLogger
 from pixel_lightning.runfolder import RunFolder, leaves
 
 STEP_KEY = "trainer/global_step"  # Lightning's WandbLogger logs the step under this key

@@ -3,42 +3,27 @@ and one writer per run folder (docs/reliability.md); wired by ``runner.make_trai
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback
 
-from pixel_lightning.reliability.checkpoints import (
-    LAST,
-    AtomicCheckpointIO,
-    BestCheckpoint,
-    CheckpointInfo,
-    MetricState,
-    PeriodicCheckpoint,
-    RNGState,
-    check_compatible,
-    find_resume_checkpoint,
-    read_checkpoint,
-)
-from pixel_lightning.reliability.guard import NonFiniteGuard, set_aside_diverged
-from pixel_lightning.reliability.history import HistoryLogger
-from pixel_lightning.reliability.rundir import RunLock, ensure_writable
+# ``name as name``: re-exported, for ``reliability.name`` (the runner, tests/rel_tiny.py, the tests)
+from pixel_lightning.reliability.checkpoints import LAST as LAST
+from pixel_lightning.reliability.checkpoints import AtomicCheckpointIO as AtomicCheckpointIO
+from pixel_lightning.reliability.checkpoints import BestCheckpoint, MetricState, PeriodicCheckpoint, RNGState
+from pixel_lightning.reliability.checkpoints import HistoryLogger as HistoryLogger
+from pixel_lightning.reliability.checkpoints import find_resume_checkpoint as find_resume_checkpoint
+from pixel_lightning.reliability.checkpoints import prepare_resume as prepare_resume
+from pixel_lightning.reliability.checkpoints import read_checkpoint as read_checkpoint
+from pixel_lightning.reliability.guard import NonFiniteGuard
+from pixel_lightning.reliability.guard import set_aside_diverged as set_aside_diverged
+from pixel_lightning.reliability.rundir import RunLock as RunLock
+from pixel_lightning.reliability.rundir import ensure_writable as ensure_writable
 from pixel_lightning.runfolder import RunFolder
 
 if TYPE_CHECKING:
     from pixel_lightning.config import CheckpointConfig, GuardConfig
-
-__all__ = [
-    "LAST",
-    "AtomicCheckpointIO",
-    "HistoryLogger",
-    "RunLock",
-    "ensure_writable",
-    "read_checkpoint",
-    "set_aside_diverged",
-]
 
 
 def callbacks(run_dir: str | Path, checkpoint: CheckpointConfig, guard: GuardConfig) -> list[Callback]:
@@ -46,16 +31,3 @@ def callbacks(run_dir: str | Path, checkpoint: CheckpointConfig, guard: GuardCon
     best, guarded = BestCheckpoint(folder, c.monitor), NonFiniteGuard(guard.max_skips)
     periodic = PeriodicCheckpoint(folder, c.every_n_steps, c.every_n_minutes, c.keep_last_k, c.requeue)
     return [RNGState(), MetricState(), guarded, best, periodic]
-
-
-def prepare_resume(
-    run_dir: str | Path, model: pl.LightningModule, report: Callable[[str], None] = print
-) -> CheckpointInfo | None:
-    """The checkpoint to resume from (None: start fresh); CheckpointError when it is of another model or
-    when checkpoints exist but none is usable."""
-    info = find_resume_checkpoint(RunFolder(run_dir).checkpoints, report)
-    if info is None:
-        return None
-    check_compatible(info, model)
-    report(f"[resume] resuming from {info.path} (step {info.step}, epoch {info.epoch})")
-    return info

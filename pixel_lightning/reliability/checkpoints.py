@@ -1,10 +1,11 @@
-"""Checkpoints: periodic ones through Lightning's public ``trainer.save_checkpoint`` (only where it resumes
-exactly, and at the run's last step), the best one through its ModelCheckpoint, finite-only atomic writes,
-preemption, the RNG and metric states Lightning does not save, and validated resume discovery
-(docs/reliability.md)."""
+"""Checkpoints (docs/reliability.md): periodic and preemption ones where Lightning resumes exactly, the best
+one, finite-only atomic writes, the RNG and metric states Lightning does not save, the resume's choice, and
+the metric history they count (``<run>/logs/metrics.csv``: each (step, metric) once after interruptions)."""
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import pickle
 import random
@@ -15,7 +16,7 @@ import threading
 import time
 import zipfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -25,35 +26,30 @@ import numpy as np
 import torch
 from lightning.fabric.plugins import TorchCheckpointIO
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
-from lightning.pytorch.utilities import move_data_to_device
+from lightning.pytorch.loggers import Logger
+from lightning.pytorch.utilities import move_data_to_device, rank_zero_only
 from torchmetrics import Metric
 
 from pixel_lightning.atomic import atomic_write
 from pixel_lightning.errors import CheckpointError, NonFiniteError, Preempted
-from pixel_lightning.reliability.history import HistoryLogger
+from pixel_lightning.runfolder import RunFolder
 
 LAST = "last.ckpt"
 STEP_RE = re.compile(r"^step=(\d+)\.ckpt$")
 SIGNALS = (signal.SIGTERM, signal.SIGUSR1, signal.SIGINT)  # SIGINT: Ctrl-C saves a resumable step too
 
 
-def step_name(step: int) -> str:
-    """File name of the periodic checkpoint taken after ``step`` optimizer steps (sorts by step)."""
+def step_name(step: int) -> str:  # of the periodic checkpoint after ``step`` optimizer steps (sorts by step)
     return f"step={step:09d}.ckpt"
 
 
-def step_files(directory: Path) -> list[tuple[int, Path]]:
-    """The periodic checkpoints in ``directory`` with their steps, oldest first."""
+def step_files(directory: Path) -> list[tuple[int, Path]]:  # (step, path), oldest first
     return sorted((int(m.group(1)), p) for p in directory.glob("step=*.ckpt") if (m := STEP_RE.match(p.name)))
 
 
 def non_finite_tensors(state: Mapping[str, Any]) -> list[str]:
-    """Names of the floating-point tensors in ``state`` with a NaN or an infinity."""
-    return [
-        name
-        for name, value in state.items()
-        if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(value.isfinite().all())
-    ]
+    floats = {k: v for k, v in state.items() if isinstance(v, torch.Tensor) and v.is_floating_point()}
+    return [name for name, value in floats.items() if not bool(value.isfinite().all())]
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -86,6 +82,65 @@ def plain_batch_end(trainer: pl.Trainer, batch_idx: int) -> bool:
         return True  # (an infinite val_check_batch validates at the last batch only: excluded above)
     batch = trainer.fit_loop.total_batch_idx if every is None else batch_idx
     return (batch + 1) % trainer.val_check_batch != 0
+
+
+class HistoryLogger(Logger):
+    """CSVLogger's format (``step`` and every key, sorted), appended row by row (CSVLogger rewrites the file
+    in place for a new key: a kill lost the history). ``keep``: the rows of an existing file kept (0: none;
+    None: all). The same row twice in a row is written once (:func:`write_step_row` writes it first)."""
+
+    def __init__(self, save_dir: str | Path, keep: int | None = 0) -> None:
+        super().__init__()
+        self.folder = RunFolder(save_dir)
+        self.path = self.folder.history_file
+        self.keep, self.rows = keep, 0
+        self._keys: list[str] | None = None  # None: the kept rows are not read yet
+        self._last: str | None = None
+
+    name = property(lambda self: self.path.parent.name)
+    version = property(lambda self: "")
+    save_dir = property(lambda self: str(self.folder.path))
+    log_dir = property(lambda self: str(self.path.parent))
+
+    @rank_zero_only
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        """Nothing: the settings are in ``<run>/config.yaml``."""
+
+    def kept_rows(self) -> list[dict[str, str]]:  # those of before this run started (rank 0)
+        self._continue()
+        return self.folder.read_history()[: self.rows]
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict[str, Any], step: int | None = None) -> None:
+        row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        row["step"] = self.rows if step is None else step
+        if repr(row) == self._last:  # repr: a NaN (a step the guard skipped) equals itself
+            return
+        self._last = repr(row)
+        self._continue()
+        if set(row) - set(self._keys):  # a new column: the whole file again, replaced atomically
+            self._keys = sorted(set(self._keys) | set(row))
+            self._write([*self.folder.read_history(), row])
+        else:
+            with self.path.open("a", newline="") as f:
+                csv.DictWriter(f, fieldnames=self._keys, lineterminator="\n").writerow(row)
+        self.rows += 1
+
+    def _continue(self) -> None:  # once: keep the first ``keep`` rows of an existing file (None: all)
+        if self._keys is not None:
+            return
+        rows = self.folder.read_history()[: self.keep]
+        self._keys, self.rows = sorted(set().union(*rows)) if rows else [], len(rows)
+        if rows or self.path.is_file():
+            self._write(rows)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        text = io.StringIO()
+        if self._keys:
+            writer = csv.DictWriter(text, fieldnames=self._keys, lineterminator="\n")
+            writer.writeheader()
+            writer.writerows(rows)
+        atomic_write(self.path, text.getvalue())
 
 
 def write_step_row(trainer: pl.Trainer) -> None:
@@ -121,13 +176,12 @@ def requeue_slurm() -> bool:
 
 
 class PeriodicCheckpoint(Checkpoint):
-    """``step=N.ckpt`` every ``every_n_steps`` steps (or ``every_minutes``), at epoch ends and at the run's
-    final step, the newest ``keep`` kept, ``last.ckpt`` the newest; on SIGTERM, SIGUSR1 or Ctrl-C a checkpoint
-    of the current step, a SLURM requeue (``requeue``) and :class:`Preempted`. Saves wait for the next
-    :func:`plain_batch_end` (tests/test_reliability.py::test_resume_is_exact). Lightning runs a ``Checkpoint``
-    after the other callbacks (an EMA is saved as of that step: test_journey_matrix.py, ``sigterm-*-ema-1``).
-    Its state is the HistoryLogger's rows and the scalar ``callback_metrics``, for a re-run resuming at the
-    run's end (tests/test_journey_matrix.py, ``test``)."""
+    """``step=N.ckpt`` every ``every_n_steps`` steps (or ``every_minutes``), at epoch ends and the run's final
+    step (the newest ``keep`` kept, ``last.ckpt`` the newest); on SIGTERM, SIGUSR1 or Ctrl-C the current
+    step's, a SLURM requeue (``requeue``) and :class:`Preempted`. Saves wait for a :func:`plain_batch_end`
+    (tests/test_reliability.py::test_resume_is_exact); a ``Checkpoint`` runs after the other callbacks (an EMA
+    is saved as of that step: test_journey_matrix.py ``sigterm-*-ema-1``). State: the history's rows and the
+    scalar ``callback_metrics``, for a re-run resuming at the run's end (test_journey_matrix.py ``test``)."""
 
     state_key = "HistoryRows"  # its key in checkpoints (the callback's name until issue 21)
 
@@ -219,9 +273,7 @@ class PeriodicCheckpoint(Checkpoint):
         self._previous = {}
 
     def _stop(self, trainer: pl.Trainer, batch_end: bool = False) -> None:
-        received = self.received  # as rank 0 saw it: all ranks must save and stop at the same step
-        if trainer.world_size > 1:
-            received = trainer.strategy.broadcast(received, src=0)
+        received = trainer.strategy.broadcast(self.received, src=0)  # rank 0's: all stop at the same step
         if received is None:
             return
         path = self.save_now(trainer, batch_end)
@@ -240,8 +292,6 @@ class BestCheckpoint(ModelCheckpoint):
             dirpath=dirpath,
             filename="best-{epoch:03d}-{step:07d}",
             monitor=monitor,
-            mode="min",
-            save_top_k=1,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
@@ -297,11 +347,10 @@ class RNGState(PerRankState):
 
     def mine(self) -> dict[str, Any]:
         # plain python values and tensors only: Lightning loads checkpoints with ``weights_only=True``
-        version, internal, gauss_next = random.getstate()
         kind, keys, pos, has_gauss, cached = np.random.get_state(legacy=True)
         keys = torch.from_numpy(keys.astype(np.int64))
         mine: dict[str, Any] = {
-            "python": [version, list(internal), gauss_next],
+            "python": random.getstate(),
             "numpy": [str(kind), keys, int(pos), int(has_gauss), float(cached)],
             "torch": torch.get_rng_state(),
         }
@@ -342,15 +391,13 @@ class MetricState(PerRankState):
 
 @dataclass
 class CheckpointInfo:
-    """What a valid pixel-lightning checkpoint holds, read once."""
-
     path: Path
     step: int
     epoch: int
     arch: str
-    config: dict[str, Any] = field(default_factory=dict)
-    history_rows: int | None = None  # rows of logs/metrics.csv logged when it was taken (None: unknown)
-    metrics: dict[str, float] = field(default_factory=dict)  # trainer.callback_metrics when it was taken
+    config: dict[str, Any]
+    history_rows: int | None  # rows of logs/metrics.csv logged when it was taken (None: unknown)
+    metrics: dict[str, float]  # trainer.callback_metrics when it was taken
 
 
 def read_checkpoint(
@@ -402,32 +449,6 @@ def inspect_checkpoint(path: str | Path) -> CheckpointInfo:
     )
 
 
-def check_compatible(info: CheckpointInfo, model: pl.LightningModule) -> None:
-    """CheckpointError naming both models unless ``model`` can resume ``info``: the same architecture and
-    the same fields of its config that shape the parameters (all but RESUMABLE_CHANGES)."""
-
-    def norm(config: Mapping[str, Any]) -> dict[str, Any]:
-        return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in config.items()}
-
-    resumable = type(model.config).RESUMABLE_CHANGES
-    config = {f.name: getattr(model.config, f.name) for f in fields(model.config) if f.name not in resumable}
-    ours, theirs = norm(config), norm(info.config)
-    differ = [k for k in ours if k in theirs and ours[k] != theirs[k]]
-    if info.arch == model.arch and not differ:
-        return
-    keys = differ if info.arch == model.arch else ["image_shape", "levels", "hidden", "layers"]
-
-    def describe(arch: str, config: Mapping[str, Any]) -> str:
-        parts = [f"{k}={config[k]}" for k in keys if k in config]
-        return f"{arch} ({', '.join(parts)})" if parts else arch
-
-    raise CheckpointError(
-        f"checkpoint {info.path} is of another model: it holds {describe(info.arch, theirs)}, "
-        f"this run builds {describe(model.arch, ours)}",
-        "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
-    )
-
-
 def find_resume_checkpoint(
     directory: str | Path, report: Callable[[str], None] = print
 ) -> CheckpointInfo | None:
@@ -435,8 +456,6 @@ def find_resume_checkpoint(
     one is reported and the next older one tried (Lightning would fail: tests/test_reliability.py::
     test_corrupt_newest_checkpoint_falls_back_to_previous); CheckpointError when none is usable."""
     directory = Path(directory)
-    if not directory.is_dir():
-        return None
     for tmp in directory.glob(".*.tmp-*"):  # left by a killed writer (a live one writes only while we wait)
         tmp.unlink(missing_ok=True)
     last = [directory / LAST] if (directory / LAST).is_file() else []
@@ -457,3 +476,34 @@ def find_resume_checkpoint(
             f"delete the unusable files in {directory} to start from scratch, or choose a new --out",
         )
     return None
+
+
+def prepare_resume(
+    run_dir: str | Path, model: pl.LightningModule, report: Callable[[str], None] = print
+) -> CheckpointInfo | None:
+    """The checkpoint to resume from (None: start fresh); CheckpointError naming both models when it is of
+    another architecture or config (the fields that shape the parameters: all but RESUMABLE_CHANGES)."""
+    info = find_resume_checkpoint(RunFolder(run_dir).checkpoints, report)
+    if info is None:
+        return None
+
+    def norm(config: Mapping[str, Any]) -> dict[str, Any]:
+        return {k: tuple(v) if isinstance(v, list | tuple) else v for k, v in config.items()}
+
+    shaping = [f.name for f in fields(model.config) if f.name not in type(model.config).RESUMABLE_CHANGES]
+    ours, theirs = norm({k: getattr(model.config, k) for k in shaping}), norm(info.config)
+    differ = [k for k in ours if k in theirs and ours[k] != theirs[k]]
+    if info.arch != model.arch or differ:
+        keys = differ if info.arch == model.arch else ["image_shape", "levels", "hidden", "layers"]
+
+        def describe(arch: str, config: Mapping[str, Any]) -> str:
+            parts = [f"{k}={config[k]}" for k in keys if k in config]
+            return f"{arch} ({', '.join(parts)})" if parts else arch
+
+        raise CheckpointError(
+            f"checkpoint {info.path} is of another model: it holds {describe(info.arch, theirs)}, "
+            f"this run builds {describe(model.arch, ours)}",
+            "use the recipe and model overrides the checkpoint was trained with, or choose a new --out",
+        )
+    report(f"[resume] resuming from {info.path} (step {info.step}, epoch {info.epoch})")
+    return info

@@ -4,6 +4,7 @@ from a sane one (tests/test_run_folder.py::test_guard_recovery_trains_on_from_a_
 
 from __future__ import annotations
 
+import contextlib
 import math
 from pathlib import Path
 from typing import Any
@@ -15,23 +16,19 @@ from lightning.pytorch.callbacks import Callback
 from pixel_lightning.errors import CheckpointError, ConfigError, NonFiniteError
 from pixel_lightning.reliability.checkpoints import read_checkpoint
 
-DIVERGED = 10.0  # a loss this many times the run's lowest is a divergence, not the noise of one batch
+DIVERGED = 10.0  # a loss this many times the run's lowest: finite weights that diverged, not a batch's noise
 
 
 class NonFiniteGuard(Callback):
-    """Skip optimizer steps with a non-finite loss or gradient; stop after ``max_skips``. ``sane_step``: the
-    newest step whose loss was at most ``DIVERGED`` times the run's lowest (finite weights can diverge)."""
-
     def __init__(self, max_skips: int = 5) -> None:
         self.check(max_skips)
         self.max_skips = max_skips
         self.skipped: list[int] = []
-        self.lowest, self.sane_step = math.inf, 0  # the run's lowest loss; the newest step with a sane one
+        self.lowest, self.sane_step = math.inf, 0  # the run's lowest loss; the newest step not DIVERGED
         self._loss: float | None = None
 
     @staticmethod
-    def check(max_skips: int) -> None:
-        """RunConfig.validate calls it too."""
+    def check(max_skips: int) -> None:  # RunConfig.validate calls it too
         if max_skips < 0:
             raise ConfigError(f"guard.max_skips={max_skips} is impossible: it must be >= 0")
 
@@ -86,14 +83,10 @@ class NonFiniteGuard(Callback):
 def set_aside_diverged(directory: Path, sane_step: int) -> tuple[Path | None, int | None]:
     """Move the checkpoints in ``directory`` saved after ``sane_step`` into ``<run>/diverged-after-step-N/``;
     return that folder (None: nothing moved) and the step a re-run resumes from (None: it starts over)."""
-
-    def saved_at(path: Path) -> int | None:
-        try:
-            return int(read_checkpoint(path, mmap=True)["global_step"])
-        except (CheckpointError, KeyError, TypeError, ValueError):  # a bad file is the resume's to report
-            return None
-
-    steps = {p: step for p in sorted(Path(directory).glob("*.ckpt")) if (step := saved_at(p)) is not None}
+    steps: dict[Path, int] = {}  # a bad file is left for the resume to report
+    for path in sorted(Path(directory).glob("*.ckpt")):
+        with contextlib.suppress(CheckpointError, KeyError, TypeError, ValueError):
+            steps[path] = int(read_checkpoint(path, mmap=True)["global_step"])
     later = [p for p, step in steps.items() if step > sane_step]
     resume_step = max((step for step in steps.values() if step <= sane_step), default=None)
     if not later:

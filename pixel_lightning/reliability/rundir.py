@@ -7,6 +7,7 @@ import contextlib
 import json
 import os
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -14,19 +15,16 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from pixel_lightning.atomic import temp_path
 from pixel_lightning.errors import RunDirError, RunLockedError
 from pixel_lightning.runfolder import RunFolder
 
 
-def ensure_writable(run_dir: str | Path) -> Path:
+def ensure_writable(run_dir: str | Path) -> None:
     """Create ``run_dir`` if needed and prove a file can be written in it; RunDirError otherwise."""
     run_dir = Path(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        probe = temp_path(run_dir / ".write-test")
-        probe.write_bytes(b"")
-        probe.unlink()
+        tempfile.TemporaryFile(dir=run_dir).close()
     except OSError as e:
         reason = e.strerror or type(e).__name__
         if e.filename and str(e.filename) != str(run_dir):
@@ -35,36 +33,21 @@ def ensure_writable(run_dir: str | Path) -> Path:
             f"cannot write to the run directory {run_dir} ({reason})",
             "choose another --out DIR that you can write to, or fix the folder's permissions",
         ) from e
-    return run_dir
 
 
 HEARTBEAT_S = 10.0  # the holder touches the lock this often
 STALE_AFTER_S = 60.0  # a lock of another host whose heartbeat did not move for this long is stale
 
 
-def _process_start(pid: int) -> str | None:
-    """The start time of ``pid`` in clock ticks since boot (Linux ``/proc``), None when unknown."""
+def _process_start(pid: int) -> str | None:  # in clock ticks since boot (Linux ``/proc``); None: unknown
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
     except (OSError, IndexError):
         return None
 
 
-def _alive(pid: int, started: str | None) -> bool:
-    """Is process ``pid`` of this host alive and the same process (not a reused pid)?"""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # someone else's process: alive
-    now = _process_start(pid)
-    return started is None or now is None or now == started
-
-
 def _read(path: Path) -> tuple[dict[str, Any], int] | None:
-    """The lock's content and heartbeat (mtime, ns), None when there is none. Opened, not stat'ed: on NFS an
-    open revalidates the cached attributes."""
+    """The lock's content and heartbeat (mtime, ns); None: none. Opened, not stat'ed: NFS revalidates then."""
     try:
         with path.open("rb") as f:
             raw, mtime = f.read(), os.fstat(f.fileno()).st_mtime_ns
@@ -77,11 +60,10 @@ def _read(path: Path) -> tuple[dict[str, Any], int] | None:
 
 
 class RunLock:
-    """``<out>/run.lock``, held while a run trains, tests or samples there: a file made with ``O_EXCL`` (an
-    flock on NFS needs a lock manager, and a lost node's is never released), its mtime the heartbeat. Stale
-    (taken over, saying so): on this host and pid namespace when its pid is dead or reused, else when its
-    heartbeat stops for ``STALE_AFTER_S``; a take-over holds ``run.lock.break`` (only one breaker).
-    tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused."""
+    """``<out>/run.lock`` while a run trains, tests or samples there: made with ``O_EXCL`` (an NFS flock needs
+    a lock manager; a lost node's is never released), its mtime the heartbeat. Stale (taken over, saying so):
+    its pid on this host and pid namespace dead or reused, else its heartbeat still for ``STALE_AFTER_S``; one
+    breaker (``run.lock.break``). tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused."""
 
     def __init__(self, run_dir: str | Path, report: Callable[[str], None] = print) -> None:
         self.path, self.report = RunFolder(run_dir).lock_file, report
@@ -134,8 +116,15 @@ class RunLock:
 
     def _stale(self, holder: dict[str, Any], mtime: int) -> bool | None:
         here = [holder.get(k) for k in ("host", "pid_ns")] == [self.me["host"], self.me["pid_ns"]]
-        if here and isinstance(holder.get("pid"), int):
-            return not _alive(holder["pid"], holder.get("proc_start"))
+        if here and isinstance(holder.get("pid"), int):  # dead, or its pid reused by another process
+            try:
+                os.kill(holder["pid"], 0)
+            except ProcessLookupError:
+                return True
+            except PermissionError:
+                pass  # someone else's process: alive
+            started, now = holder.get("proc_start"), _process_start(holder["pid"])
+            return started is not None and now is not None and now != started
         deadline = time.monotonic() + STALE_AFTER_S  # another host (or unreadable): watch its heartbeat
         while time.monotonic() < deadline:
             now = _read(self.path)
