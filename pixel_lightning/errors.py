@@ -63,6 +63,11 @@ class Preempted(PixelLightningError):
         super().__init__(f"{what} at training step {step}; {where}", fix)
 
 
+def one_line(error: BaseException | str, limit: int | None = 200) -> str:
+    """An error's text on one line (whitespace runs as one space), at most ``limit`` characters."""
+    return " ".join(str(error).split())[:limit]
+
+
 @contextlib.contextmanager
 def cli_errors(debug: bool = False, stream: IO[str] | None = None) -> Iterator[None]:
     """Report a user error (ours, the data package's, also one a library re-raised as its own: datasets'
@@ -88,7 +93,7 @@ def cli_errors(debug: bool = False, stream: IO[str] | None = None) -> Iterator[N
         reported = cause
     ctrl_c = isinstance(reported, KeyboardInterrupt)
     stopped = isinstance(reported, Preempted | NonFiniteError)
-    message = " ".join(str(reported).split()) or type(reported).__name__
+    message = one_line(reported, None) or type(reported).__name__
     if ctrl_c:
         message = "interrupted (Ctrl-C). Re-run the same command to resume from the last checkpoint"
     print(f"{'stopped' if stopped else 'error'}: {message}", file=stream or sys.stderr, flush=True)

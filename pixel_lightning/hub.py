@@ -22,7 +22,7 @@ import torch
 from huggingface_hub import ModelCard, ModelCardData, PyTorchModelHubMixin, constants, hf_hub_download
 from huggingface_hub.errors import LocalEntryNotFoundError
 
-from pixel_lightning.errors import CheckpointError
+from pixel_lightning.errors import CheckpointError, one_line
 from pixel_lightning.runfolder import RunFolder, figure_text, unit_of
 
 if TYPE_CHECKING:
@@ -102,10 +102,6 @@ def config_json(model: AutoregressiveImageModel) -> dict[str, Any]:
         "run": dict(model.run_info),
         "pixel_lightning_version": __version__,
     }
-
-
-def one_line(error: BaseException) -> str:
-    return " ".join(str(error).split())[:200]
 
 
 def build_from_config(config: dict[str, Any], source: str) -> AutoregressiveImageModel:

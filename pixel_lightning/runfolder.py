@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from pixel_lightning.atomic import atomic_write
-from pixel_lightning.errors import OtherRunError, RunDirError
+from pixel_lightning.errors import OtherRunError, RunDirError, one_line
 
 if TYPE_CHECKING:
     from pixel_lightning.config import RunConfig
@@ -174,7 +174,7 @@ class RunFolder:
         except FileNotFoundError:
             return None
         except (OSError, ValueError, yaml.YAMLError) as e:  # UnicodeDecodeError is a ValueError
-            why = " ".join(f"{type(e).__name__}: {e}".split())[:200]
+            why = one_line(f"{type(e).__name__}: {e}")
             raise RunDirError(
                 f"cannot read {path} ({why}), the record of the run in {self.path}",
                 "restore that file, or choose another --out",

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pixel_lightning.errors import one_line
+
 from .errors import DataError
 
 Block = tuple[np.ndarray, np.ndarray]
@@ -94,10 +96,6 @@ def check_shape(images: np.ndarray, shape: tuple[int, int, int], what: str) -> n
             "check that the files belong to this dataset and image size"
         )
     return images
-
-
-def _one_line(e: Exception) -> str:
-    return " ".join(str(e).split())
 
 
 def _no_labels(n: int) -> np.ndarray:
@@ -226,7 +224,7 @@ def read_tar_members(tar_path: Path, names: list[str]) -> dict[str, bytes]:
                     out[member.name] = tar.extractfile(member).read()
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(
-            f"{tar_path}: not a readable tar archive ({_one_line(e)}): truncated or corrupt; download again"
+            f"{tar_path}: not a readable tar archive ({one_line(e)}): truncated or corrupt; download again"
         ) from e
     missing = [n for n in names if n not in out]
     if missing:
@@ -293,7 +291,7 @@ def png_tar_blocks(tar_path: Path, shape: tuple[int, int, int]) -> Iterator[Bloc
         )
     except (tarfile.TarError, OSError, EOFError) as e:
         raise DataError(
-            f"{tar_path}: not a readable tar archive ({_one_line(e)}): truncated or corrupt; download again"
+            f"{tar_path}: not a readable tar archive ({one_line(e)}): truncated or corrupt; download again"
         ) from e
 
     def items() -> Iterator[tuple[str, bytes]]:

@@ -31,7 +31,7 @@ from lightning.pytorch.utilities import move_data_to_device, rank_zero_only
 from torchmetrics import Metric
 
 from pixel_lightning.atomic import atomic_write
-from pixel_lightning.errors import CheckpointError, NonFiniteError, Preempted
+from pixel_lightning.errors import CheckpointError, NonFiniteError, Preempted, one_line
 from pixel_lightning.runfolder import RunFolder
 
 LAST = "last.ckpt"
@@ -412,10 +412,9 @@ def read_checkpoint(
             raise CheckpointError(f"cannot read {path} as a checkpoint: it is empty (truncated)", fix)
         ckpt = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (RuntimeError, EOFError, OSError, pickle.UnpicklingError, zipfile.BadZipFile, ValueError) as e:
-        reason = " ".join(str(e).split())[:160]
         raise CheckpointError(
             f"cannot read {path} as a checkpoint: corrupt, truncated, or holding more than tensors and plain "
-            f"values ({type(e).__name__}: {reason})",
+            f"values ({type(e).__name__}: {one_line(e, 160)})",
             fix,
         ) from e
     meta = ckpt.get("pixel_lightning") if isinstance(ckpt, dict) else None
