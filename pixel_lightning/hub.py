@@ -43,8 +43,19 @@ class HubMixin(PyTorchModelHubMixin):
     run_info: dict[str, Any] = {}
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        super()._save_pretrained(save_directory)  # model.safetensors
-        (save_directory / CONFIG).write_text(json.dumps(config_json(self), indent=2, sort_keys=True) + "\n")
+        """model.safetensors (the mixin's) and config.json: plain JSON, enough to rebuild the model."""
+        from pixel_lightning import __version__
+        from pixel_lightning.models import registry
+
+        super()._save_pretrained(save_directory)
+        config = {
+            "arch": self.arch,
+            "module": registry.get(self.arch).module,  # imported again before "arch" is looked up
+            "model": asdict(self.config),
+            "run": dict(self.run_info),
+            "pixel_lightning_version": __version__,
+        }
+        (save_directory / CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
 
     def generate_model_card(self, *args: Any, **kwargs: Any) -> ModelCard:
         """README.md from templates/model_card.md: the architecture and sizes, and the data and test figure
@@ -88,20 +99,6 @@ class HubMixin(PyTorchModelHubMixin):
                 "load it with pixel_lightning.load_model or the matching class",
             )
         return model
-
-
-def config_json(model: AutoregressiveImageModel) -> dict[str, Any]:
-    """config.json: plain JSON, enough to rebuild the model and describe its run."""
-    from pixel_lightning import __version__
-    from pixel_lightning.models import registry
-
-    return {
-        "arch": model.arch,
-        "module": registry.get(model.arch).module,  # imported again before "arch" is looked up
-        "model": asdict(model.config),
-        "run": dict(model.run_info),
-        "pixel_lightning_version": __version__,
-    }
 
 
 def build_from_config(config: dict[str, Any], source: str) -> AutoregressiveImageModel:
