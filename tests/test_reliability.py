@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+import random
 import shutil
 import signal
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -140,6 +142,38 @@ def test_resume_without_rng_state_differs(noisy_reference, tmp_path, monkeypatch
     monkeypatch.setattr(RNGState, "on_train_start", lambda *args: None)
     resume_from(noisy_reference[0], 15, tmp_path / "r15", "--noise")
     assert max_diff(params(noisy_reference[0]), params(tmp_path / "r15")) > 1e-4
+
+
+def seed_all(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+@pytest.mark.parametrize("layout", ["ranks", "flat, before issue 19", "flat, control"])
+def test_rng_state_restores_todays_and_older_checkpoints(layout, monkeypatch):
+    """A checkpoint holds the generator states of every rank (``ranks``); one written before issue 19 held
+    rank 0's alone, flat, with the python state as a list. Both restore the draws after the save; the
+    control, reading the flat one as today's layout, restores nothing (the draws differ)."""
+    seed_all(0)
+    mine = RNGState().mine()
+    expected = (torch.rand(3), np.random.rand(3).tolist(), random.random())
+    if layout != "ranks":
+        version, internal, gauss_next = mine["python"]
+        mine["python"] = [version, list(internal), gauss_next]
+    buffer = io.BytesIO()
+    torch.save({"ranks": [mine]} if layout == "ranks" else mine, buffer)
+    buffer.seek(0)
+    state = torch.load(buffer, weights_only=True)  # as Lightning reads a checkpoint
+    if layout == "flat, control":
+        monkeypatch.setattr(RNGState, "FLAT_BEFORE_ISSUE_19", False)
+    seed_all(1)
+    loader = RNGState()
+    loader.load_state_dict(state)
+    loader.on_train_start(SimpleNamespace(world_size=1, global_rank=0), None)
+    drawn = (torch.rand(3), np.random.rand(3).tolist(), random.random())
+    same = torch.equal(drawn[0], expected[0]) and drawn[1:] == expected[1:]
+    assert same == (layout != "flat, control")
 
 
 def batch_loader(workers: int) -> BatchLoader:
