@@ -12,14 +12,16 @@ import uuid
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
-from pixel_lightning.config import RunConfig
-from pixel_lightning.reliability.checkpoints import HistoryLogger
 from pixel_lightning.runfolder import RunFolder, leaves
+
+if TYPE_CHECKING:
+    from pixel_lightning.config import RunConfig
+    from pixel_lightning.reliability.checkpoints import HistoryLogger
 
 STEP_KEY = "trainer/global_step"  # Lightning's WandbLogger logs the step under this key
 MIN_SUMMARY = ("val/bits_per_dim", "val/nll_nats", "test/bits_per_dim", "test/nll_nats")
