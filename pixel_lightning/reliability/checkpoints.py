@@ -292,6 +292,8 @@ class BestCheckpoint(ModelCheckpoint):
             dirpath=dirpath,
             filename="best-{epoch:03d}-{step:07d}",
             monitor=monitor,
+            mode="min",  # lower is better: NLLs
+            save_top_k=1,
             auto_insert_metric_name=False,
             enable_version_counter=False,
         )
