@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from types import SimpleNamespace
@@ -120,27 +121,54 @@ def test_a_second_process_on_one_folder_is_refused(server, tmp_path):
     assert not RunFolder(out).lock_file.exists()
 
 
-def test_lock_of_another_host_is_stale_only_when_its_heartbeat_stops(tmp_path, monkeypatch):
-    """Another host's pid means nothing here: its lock is live while its heartbeat (mtime) moves."""
+def lock_of_another_host(path: Path) -> None:
+    """The lock of pid 1 on host ``elsewhere``, in the format filelock's SoftFileLease writes (protocol 2)."""
+    duration = f"duration={rundir.STALE_AFTER_S!r}"  # every holder of a lease agrees on its duration
+    lines = ["filelock/2", "pid=1", "host=elsewhere", "mode=lease", f"token={'0' * 32}", duration]
+    path.write_text("".join(f"{line}\n" for line in lines))
+
+
+@pytest.fixture
+def short_lease(monkeypatch):
     monkeypatch.setattr(rundir, "STALE_AFTER_S", 1.0)
     monkeypatch.setattr(rundir, "HEARTBEAT_S", 0.2)
-    lock = RunFolder(tmp_path).lock_file
-    lock.write_text(json.dumps({"host": "elsewhere", "pid": 1, "started": "then", "token": "x"}))
-    with rundir.RunLock(tmp_path, report=lambda line: None) as held:  # no heartbeat: stale, taken over
-        assert json.loads(lock.read_text())["token"] == held.me["token"]
-        time.sleep(0.5)  # beating
+
+
+def test_lock_of_another_host_is_stale_only_when_its_heartbeat_stops(tmp_path, short_lease):
+    """Another host's pid means nothing here: its lock is stale once its heartbeat (mtime) stops. Taken over,
+    the lock is this process's (live: refused at once) and beats; released at the end."""
+    lock, said = RunFolder(tmp_path).lock_file, []
+    lock_of_another_host(lock)
+    start = time.monotonic()
+    with rundir.RunLock(tmp_path, report=said.append):  # no heartbeat: stale, taken over
+        assert time.monotonic() - start >= 1.0
+        assert said == [f"[lock] taking over the stale lock {lock} of elsewhere pid 1: that process is gone"]
+        assert f"pid={os.getpid()}" in lock.read_text()
+        beat = lock.stat().st_mtime_ns
+        time.sleep(0.5)
+        assert lock.stat().st_mtime_ns != beat
         with pytest.raises(RunLockedError, match=f"pid {os.getpid()}"):
             rundir.RunLock(tmp_path).__enter__()
     assert not lock.exists()
 
 
-def test_lock_of_a_live_process_elsewhere_is_refused(tmp_path, monkeypatch):
-    monkeypatch.setattr(rundir, "STALE_AFTER_S", 1.0)
-    monkeypatch.setattr(rundir, "HEARTBEAT_S", 0.2)
-    other = rundir.RunLock(tmp_path)
-    other.me["host"] = "elsewhere"
-    with other, pytest.raises(RunLockedError, match="elsewhere pid"):
-        rundir.RunLock(tmp_path).__enter__()
+def test_lock_of_a_live_process_elsewhere_is_refused(tmp_path, short_lease):
+    """Its heartbeat moves (as another host's holder refreshes it): refused, naming it; the lock is kept."""
+    lock, stop = RunFolder(tmp_path).lock_file, threading.Event()
+    lock_of_another_host(lock)
+    text = lock.read_text()
+
+    def beat() -> None:
+        while not stop.wait(0.1):
+            os.utime(lock)
+
+    threading.Thread(target=beat, daemon=True).start()
+    try:
+        with pytest.raises(RunLockedError, match="elsewhere pid 1"):
+            rundir.RunLock(tmp_path).__enter__()
+    finally:
+        stop.set()
+    assert lock.read_text() == text
 
 
 # ----------------------------------------------------------------------------- one run per folder (item 6)

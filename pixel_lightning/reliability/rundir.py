@@ -4,16 +4,14 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import socket
 import tempfile
-import threading
-import time
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+from filelock import OwnerRecord, SoftFileLease, Timeout
 
 from pixel_lightning.errors import RunDirError, RunLockedError
 from pixel_lightning.runfolder import RunFolder
@@ -35,130 +33,80 @@ def ensure_writable(run_dir: str | Path) -> None:
         ) from e
 
 
-HEARTBEAT_S = 10.0  # the holder touches the lock this often
+HEARTBEAT_S = 10.0  # the holder refreshes the lock this often
 STALE_AFTER_S = 60.0  # a lock of another host whose heartbeat did not move for this long is stale
 
 
-def _process_start(pid: int) -> str | None:  # in clock ticks since boot (Linux ``/proc``); None: unknown
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
-    except (OSError, IndexError):
-        return None
-
-
-def _read(path: Path) -> tuple[dict[str, Any], int] | None:
-    """The lock's content and heartbeat (mtime, ns); None: none. Opened, not stat'ed: NFS revalidates then."""
-    try:
-        with path.open("rb") as f:
-            raw, mtime = f.read(), os.fstat(f.fileno()).st_mtime_ns
-    except OSError:  # FileNotFoundError: released
-        return None
-    try:
-        return json.loads(raw or b"{}"), mtime
-    except ValueError:
-        return {}, mtime  # being written, or garbage: judged by its heartbeat alone
-
-
 class RunLock:
-    """``<out>/run.lock`` while a run trains, tests or samples there: made with ``O_EXCL`` (an NFS flock needs
-    a lock manager; a lost node's is never released), its mtime the heartbeat. Stale (taken over, saying so):
-    its pid on this host and pid namespace dead or reused, else its heartbeat still for ``STALE_AFTER_S``; one
-    breaker (``run.lock.break``). tests/test_run_folder.py::test_a_second_process_on_one_folder_is_refused."""
+    """``<out>/run.lock`` while a run trains, tests or samples there: filelock's ``SoftFileLease``, a file
+    made with ``O_EXCL`` (an NFS flock needs a lock manager; a lost node's is never released) naming its
+    holder's host, pid and process start, refreshed every ``HEARTBEAT_S``. filelock takes over the lock of a
+    dead (or reused) pid of this host at once. A live process of this host is refused at once; another host's
+    lock is taken over when its heartbeat stays still for ``STALE_AFTER_S`` (filelock alone would take over a
+    stopped process of this host too: test_run_folder.py::test_a_second_process_on_one_folder_is_refused)."""
 
     def __init__(self, run_dir: str | Path, report: Callable[[str], None] = print) -> None:
         self.path, self.report = RunFolder(run_dir).lock_file, report
-        pid_ns = None  # containers sharing a host name differ in it
-        with contextlib.suppress(OSError):
-            pid_ns = os.readlink("/proc/self/ns/pid")
-        self.me = {
-            "host": socket.gethostname(),
-            "pid": os.getpid(),
-            "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
-            "proc_start": _process_start(os.getpid()),
-            "pid_ns": pid_ns,
-            "token": uuid.uuid4().hex,
-        }
-        self._stop = threading.Event()
+        self.lease = SoftFileLease(
+            self.path, lease_duration=STALE_AFTER_S, heartbeat_interval=HEARTBEAT_S, poll_interval=0.2
+        )
 
     def __enter__(self) -> RunLock:
-        while not self._create(self.path):
-            held = _read(self.path)
-            stale = None if held is None else self._stale(*held)  # None: released meanwhile, retry
-            if stale is False:
-                h = held[0]
-                raise RunLockedError(
-                    f"the run directory {self.path.parent} is in use by another process: {h.get('host')} "
-                    f"pid {h.get('pid')}, since {h.get('started')} (lock file {self.path})",
-                    "wait for that run to end (or stop it), or choose another --out; if that process is "
-                    f"surely gone (a lost node), delete {self.path}",
-                )
-            if stale:
-                self._break(held)
-        threading.Thread(target=self._beat, daemon=True, name="run-lock-heartbeat").start()
+        found = self.lease.owner  # the lock's holder as we came (None: free)
+        while not self._acquired():
+            holder = self.lease.owner
+            if holder is not None and _alive_here(holder.hostname, holder.pid):
+                raise self._locked(holder)
+            if self._outlived(holder):
+                break
+            if self.path.exists():  # alive (else released meanwhile: try again)
+                raise self._locked(self.lease.owner or holder)
+        if found is not None:
+            where = f"{self.path} of {found.hostname} pid {found.pid}"
+            self.report(f"[lock] taking over the stale lock {where}: that process is gone")
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self._stop.set()
-        held = _read(self.path)
-        if held is not None and held[0].get("token") == self.me["token"]:
-            self.path.unlink(missing_ok=True)
+        self.lease.release()
 
-    def _create(self, path: Path) -> bool:
+    def _acquired(self, timeout: float = 0, cancel: Callable[[], bool] | None = None) -> bool:
         try:
-            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-        except FileExistsError:
+            self.lease.acquire(timeout, blocking=timeout > 0, cancel_check=cancel)
+        except Timeout:
             return False
-        with os.fdopen(fd, "w") as f:
-            json.dump(self.me, f)
-            f.flush()
-            os.fsync(f.fileno())
         return True
 
-    def _stale(self, holder: dict[str, Any], mtime: int) -> bool | None:
-        here = [holder.get(k) for k in ("host", "pid_ns")] == [self.me["host"], self.me["pid_ns"]]
-        if here and isinstance(holder.get("pid"), int):  # dead, or its pid reused by another process
-            try:
-                os.kill(holder["pid"], 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                pass  # someone else's process: alive
-            started, now = holder.get("proc_start"), _process_start(holder["pid"])
-            return started is not None and now is not None and now != started
-        deadline = time.monotonic() + STALE_AFTER_S  # another host (or unreadable): watch its heartbeat
-        while time.monotonic() < deadline:
-            now = _read(self.path)
-            if now is None or now[0] != holder:
-                return None  # released or replaced: try again
-            if now[1] != mtime:
-                return False  # its heartbeat moved: alive
-            time.sleep(min(1.0, HEARTBEAT_S / 4))
-        return True
+    def _outlived(self, holder: OwnerRecord | None) -> bool:
+        """Watch the heartbeat of ``holder`` (another host's, or a lock being written): True when it stayed
+        still for ``STALE_AFTER_S`` and the lock is ours, False as soon as it moves."""
+        beat = self._heartbeat(holder)
+        return self._acquired(STALE_AFTER_S + HEARTBEAT_S, lambda: self._heartbeat(holder) != beat)
 
-    def _break(self, held: tuple[dict[str, Any], int]) -> None:
-        """Remove the stale lock ``held`` unless another process does or it changed meanwhile."""
-        guard = self.path.with_name(self.path.name + ".break")
-        if not self._create(guard):
-            with contextlib.suppress(FileNotFoundError):  # the other breaker may have finished meanwhile
-                if time.time() - guard.stat().st_mtime > STALE_AFTER_S:  # a breaker killed mid-way
-                    guard.unlink(missing_ok=True)
-            time.sleep(0.2)
-            return
-        try:
-            if _read(self.path) == held:
-                h = held[0]
-                self.report(
-                    f"[lock] taking over the stale lock {self.path} of {h.get('host')} pid {h.get('pid')} "
-                    f"(since {h.get('started')}): that process is gone"
-                )
-                self.path.unlink(missing_ok=True)
-        finally:
-            guard.unlink(missing_ok=True)
+    def _heartbeat(self, holder: OwnerRecord | None) -> int | None:
+        """The lock file's mtime (ns) while ``holder`` holds it; None: released or taken over."""
+        with contextlib.suppress(OSError):
+            mtime = self.path.stat().st_mtime_ns
+            if self.lease.owner == holder:
+                return mtime
+        return None
 
-    def _beat(self) -> None:
-        while not self._stop.wait(HEARTBEAT_S):
-            held = _read(self.path)
-            if held is None or held[0].get("token") != self.me["token"]:
-                return  # taken over (this host was judged lost): never touch another's lock
-            with contextlib.suppress(OSError):
-                os.utime(self.path)
+    def _locked(self, holder: OwnerRecord | None) -> RunLockedError:
+        who = f"{holder.hostname} pid {holder.pid}" if holder is not None else "unknown (unreadable lock)"
+        return RunLockedError(
+            f"the run directory {self.path.parent} is in use by another process: {who} (lock {self.path})",
+            "wait for that run to end (or stop it), or choose another --out; if that process is surely gone "
+            f"(a lost node), delete {self.path}",
+        )
+
+
+def _alive_here(hostname: str, pid: int) -> bool:
+    """Is ``pid`` a live process of this host (filelock writes ``<host>?pidns-<n>`` in a container)?"""
+    if hostname.partition("?")[0] != socket.gethostname():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # someone else's process: alive
+    return True
