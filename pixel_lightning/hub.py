@@ -197,14 +197,15 @@ def hub_files(repo_id: str, **hub_kwargs: Any) -> tuple[Path, Path]:
         hub_kwargs, offline = {**hub_kwargs, "local_files_only": True}, True
     try:
         config, weights = (Path(hf_hub_download(repo_id, f, **hub_kwargs)) for f in (CONFIG, WEIGHTS))
-    except LocalEntryNotFoundError as e:
-        if not offline:
-            raise
+    except Exception as e:  # noqa: BLE001 - offline and not cached, unknown repo, no such file in it
+        why = f"{type(e).__name__}: {one_line(e)}"
+        if offline and isinstance(e, LocalEntryNotFoundError):
+            why = "the Hub is not reachable (offline) and no copy of it is cached"
         raise CheckpointError(
             f"{repo_id} is neither a file nor a folder here, and it could not be loaded as a Hugging Face "
-            "Hub model id: the Hub is not reachable (offline) and no copy of it is cached",
-            "pass a checkpoint file or a save_pretrained folder, or load the id once where the Hub is "
-            "reachable (it is cached then; HF_HUB_OFFLINE=1 uses the cache only)",
+            f"Hub model id ({why})",
+            "pass a checkpoint file, a save_pretrained folder, or a Hub id (loaded once where the Hub is "
+            "reachable, it is cached; HF_HUB_OFFLINE=1 uses the cache only)",
         ) from e
     return config, weights
 
@@ -252,16 +253,7 @@ def load_model(source: str | Path, map_location: str = "cpu", **hub_kwargs: Any)
     if path.is_file():
         return load_checkpoint(path, map_location)
     if HUB_ID.match(str(source)) and not str(source).endswith((".ckpt", ".pt", ".pth")):
-        try:
-            return load_pretrained(str(source), map_location, **hub_kwargs)
-        except CheckpointError:
-            raise
-        except Exception as e:  # offline, unknown repo, no such file in it
-            raise CheckpointError(
-                f"{source} is neither a file nor a folder here, and it could not be loaded as a Hugging Face "
-                f"Hub model id ({type(e).__name__}: {str(e).splitlines()[0][:200]})",
-                "pass a checkpoint file, a save_pretrained folder, or a Hub id (online, or cached)",
-            ) from e
+        return load_pretrained(str(source), map_location, **hub_kwargs)
     raise CheckpointError(
         f"no checkpoint at {source}",
         "pass a Lightning checkpoint (.ckpt), a folder written by save_pretrained, or a Hub id user/name",
