@@ -159,15 +159,13 @@ def load_pretrained(
         config_file, weights_file = hub_files(str(source), **hub_kwargs)
     try:
         config = json.loads(config_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if not isinstance(config, dict):
+            raise ValueError(f"it holds a JSON {type(config).__name__}, not an object")
+    except (OSError, ValueError) as e:  # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise CheckpointError(
             f"cannot read {config_file} as JSON ({type(e).__name__}: {one_line(e)})",
             "restore the file, or save the folder again with model.save_pretrained",
         ) from e
-    if not isinstance(config, dict):
-        raise CheckpointError(
-            f"{config_file} holds a JSON {type(config).__name__}, not an object", "save it again"
-        )
     model = build_from_config(config, str(source))
     try:
         missing, unexpected = load_safetensors(model, str(weights_file), strict=False, device=map_location)

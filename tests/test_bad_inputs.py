@@ -82,6 +82,8 @@ def world(tmp_path_factory):
     (root / "garbage_weights" / "model.safetensors").write_bytes(b"not safetensors at all" * 10)
     rgb.save_pretrained(root / "bad_json")
     (root / "bad_json" / "config.json").write_text('{"arch": "pixelcnn", ')
+    rgb.save_pretrained(root / "list_json")
+    (root / "list_json" / "config.json").write_text('["pixelcnn"]')
 
     digits = binary.sample(3, generator=torch.Generator().manual_seed(7))  # (3, 1, 8, 8) in {0, 1}
     for k, d in enumerate(digits):
@@ -153,6 +155,7 @@ case(
 case(
     "bad-config-json", "sample --ckpt bad_json --out o", 2, "bad_json/config.json as JSON", "save the folder"
 )
+case("list-config-json", "sample --ckpt list_json --out o", 2, "holds a JSON list, not an object", "save the")
 case(
     "truncated-ckpt", "sample --ckpt truncated.ckpt --out o", 2, "cannot read truncated.ckpt as a checkpoint"
 )
