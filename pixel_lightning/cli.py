@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import csv
 import io
-import os
 import sys
 from collections.abc import Sequence
 from importlib import import_module
@@ -52,20 +51,6 @@ def write_out(text: str, out: str | None) -> None:
         atomic_write(Path(out), text)
     else:
         sys.stdout.write(text)
-
-
-def out_dir(path: str | Path) -> Path:
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise InputError(f"--out {path} is a file", "choose a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        why = e.strerror or str(e)
-        raise InputError(f"--out {path} cannot be created ({why})", "choose a writable folder") from e
-    if not os.access(path, os.W_OK | os.X_OK):
-        raise InputError(f"--out {path} is not writable", "choose a writable folder")
-    return path
 
 
 def keep_mask(keep: str, shape: tuple[int, int, int]):
@@ -204,11 +189,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
     import torch
 
     from pixel_lightning.hub import load_model
+    from pixel_lightning.reliability.rundir import ensure_writable
     from pixel_lightning.visual import display_scale, image_grid, save_png
 
     at_least_one("--n", args.n)
     model = load_model(args.ckpt)
-    out = out_dir(args.out)
+    out = ensure_writable(args.out, "--out")
     g = torch.Generator().manual_seed(args.seed)
     x = model.sample(args.n, generator=g, progress=sys.stderr.isatty())  # no bars in a log file
     write_npz(out / "samples.npz", images=x.numpy().astype(np.uint8 if model.levels <= 256 else np.int64))
@@ -220,12 +206,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_complete(args: argparse.Namespace) -> int:
     import torch
 
+    from pixel_lightning.reliability.rundir import ensure_writable
     from pixel_lightning.visual import completion_rows, display_scale, row_figure, save_png
 
     at_least_one("--n", args.n)
     model, names, x = model_and_images(args)
     mask = keep_mask(args.keep, model.image_shape)
-    out = out_dir(args.out)
+    out = ensure_writable(args.out, "--out")
     g = torch.Generator().manual_seed(args.seed)
     xc = model.complete(x, mask, n=args.n, generator=g, progress=sys.stderr.isatty())  # (B, K, C, H, W)
     write_npz(out / "completions.npz", completions=xc.numpy(), originals=x.numpy(), mask=mask.numpy())

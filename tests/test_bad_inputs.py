@@ -161,7 +161,10 @@ case(
 )
 case("reshaped-ckpt", "sample --ckpt reshaped.ckpt --out o", 2, "reshaped.ckpt: its weights do not match")
 case("broken-config", "test --ckpt LAST --config broken.yaml", 2, "broken.yaml is not valid YAML", "fix the")
-case("out-in-a-file", "sample --ckpt LAST --n 1 --out notes.txt/o", 2, "--out notes.txt/o cannot be created")
+case("out-in-a-file", "sample --ckpt LAST --n 1 --out notes.txt/o", 2, "cannot write to --out notes.txt/o")
+case(
+    "out-is-a-file", "complete --ckpt LAST --images digits.npz --out notes.txt", 2, "notes.txt (it is a file)"
+)
 case("not-an-image", "evaluate --ckpt LAST --images notes.txt", 2, "notes.txt is neither a .png nor an .npz")
 case(
     "jpeg-named-png",

@@ -17,20 +17,22 @@ from pixel_lightning.errors import RunDirError, RunLockedError
 from pixel_lightning.runfolder import RunFolder
 
 
-def ensure_writable(run_dir: str | Path) -> None:
-    """Create ``run_dir`` if needed and prove a file can be written in it; RunDirError otherwise."""
-    run_dir = Path(run_dir)
+def ensure_writable(folder: str | Path, name: str = "the run directory") -> Path:
+    """Create ``folder`` if needed and prove a file can be written in it (the run directory, the ``--out`` of
+    ``sample`` and ``complete``); RunDirError naming it as ``name`` otherwise."""
+    folder = Path(folder)
     try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        tempfile.TemporaryFile(dir=run_dir).close()
+        folder.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=folder).close()
     except OSError as e:
-        reason = e.strerror or type(e).__name__
-        if e.filename and str(e.filename) != str(run_dir):
+        reason = "it is a file" if folder.is_file() else e.strerror or type(e).__name__
+        if e.filename and str(e.filename) != str(folder):
             reason += f": {e.filename}"
         raise RunDirError(
-            f"cannot write to the run directory {run_dir} ({reason})",
-            "choose another --out DIR that you can write to, or fix the folder's permissions",
+            f"cannot write to {name} {folder} ({reason})",
+            "choose another --out that you can write to, or fix the folder's permissions",
         ) from e
+    return folder
 
 
 HEARTBEAT_S = 10.0  # the holder refreshes the lock this often
