@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pixel_lightning.cli import keep_mask  # --keep top-half, as `pixel-lightning complete` reads it
 from pixel_lightning.runfolder import RunFolder
 from pixel_lightning.tools import report  # runs read back, grouped and labelled as the report does
 
@@ -52,9 +53,7 @@ def test_images(run: report.Run, k: int) -> torch.Tensor:
 
 def complete(model, images: torch.Tensor, m: int, seed: int) -> torch.Tensor:
     """``m`` completions of each image given its top half: int64 (k, m, C, H, W)."""
-    _, c, h, w = images.shape
-    mask = torch.zeros(c, h, w, dtype=torch.bool)
-    mask[:, : h // 2] = True  # known: the top half, every colour
+    mask = keep_mask("top-half", tuple(images.shape[1:]))  # known: the top half, every colour
     g = torch.Generator().manual_seed(seed)
     return model.complete(images, mask, m, generator=g)  # (k, m, C, H, W), same draws as before
 
@@ -68,8 +67,7 @@ def completion_figure(images: torch.Tensor, done: torch.Tensor, levels: int, tit
     from pixel_lightning.visual import completion_rows
 
     k, m = done.shape[:2]
-    kept = torch.zeros(images.shape[1:], dtype=torch.bool)
-    kept[:, : images.shape[2] // 2] = True  # the top half
+    kept = keep_mask("top-half", tuple(images.shape[1:]))
     fig, axes = plt.subplots(k, m + 2, figsize=(1.3 * (m + 2), 1.3 * k + 0.8), squeeze=False)
     for i, panels in enumerate(completion_rows(images, done, kept, levels)):
         for j, panel in enumerate(panels):
