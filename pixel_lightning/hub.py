@@ -122,8 +122,9 @@ def build_from_config(config: dict[str, Any], source: str) -> AutoregressiveImag
             f"save it with model.save_pretrained; architectures: {registry.names()}",
         )
     cls = registry.get(arch).model_class
+    fields = set(cls.config_fields())  # once, not once per recorded key
     try:
-        return cls(**{k: v for k, v in config["model"].items() if k in set(cls.config_fields())})
+        return cls(**{k: v for k, v in config["model"].items() if k in fields})
     except (TypeError, ValueError) as e:  # sizes of the wrong type or impossible values
         raise CheckpointError(
             f"{source}: the recorded {arch} sizes cannot build a model ({type(e).__name__}: {one_line(e)})",
