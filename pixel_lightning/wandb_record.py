@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_only
 
+from pixel_lightning.atomic import atomic_write
 from pixel_lightning.runfolder import RunFolder, leaves
 
 if TYPE_CHECKING:
@@ -59,8 +60,7 @@ def wandb_run_id(run_dir: Path) -> str:
         return path.read_text().strip()
     run_id = uuid.uuid4().hex[:12]  # W&B ids: lowercase letters and digits
     if rank_zero_only.rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        path.write_text(run_id)
+        atomic_write(path, run_id)  # a kill mid-write must not leave an empty id: the next start reads it
     return run_id
 
 
