@@ -5,8 +5,8 @@ Hub ids, none of them unpickling arbitrary objects.
     model.push_to_hub("user/pixelcnn-mnist")  # the same folder, uploaded
     pixel_lightning.load_model("my-model" | "user/pixelcnn-mnist" | "runs/x/checkpoints/best.ckpt")
 
-Saving and uploading are huggingface_hub's ``PyTorchModelHubMixin``. Its ``from_pretrained`` is replaced:
-it builds the class it is called on (not the architecture the file records) and loads with
+Saving and uploading are huggingface_hub's ``PyTorchModelHubMixin``. Its ``from_pretrained`` is replaced,
+because the mixin's builds the class it is called on (not the architecture the file records) and loads with
 ``strict=False`` (tests/test_hub.py::test_missing_weights_are_an_error).
 """
 
